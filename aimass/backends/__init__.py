@@ -1,0 +1,71 @@
+"""Backend registry: a name maps to ``"module:Class"``, imported only when chosen.
+
+Detection never imports a framework that is not already needed: objects are matched by the
+modules of their classes, paths by suffix. Backend modules themselves import their framework
+lazily (inside ``load``), so even importing a backend class is cheap.
+
+Example:
+    >>> from aimass.backends import detect, get_backend
+    >>> detect("model.onnx").name
+    'onnx'
+    >>> get_backend("xgboost").extra
+    'xgboost'
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aimass.errors import BackendNotFound
+
+if TYPE_CHECKING:
+    from aimass.backends.base import Backend
+
+__all__ = ["BACKENDS", "detect", "get_backend", "register"]
+
+# Order matters for detection: the first backend that accepts a source wins.
+BACKENDS: dict[str, str] = {
+    "onnx": "aimass.backends.onnx:OnnxBackend",
+    "torch": "aimass.backends.torch:TorchBackend",
+    "xgboost": "aimass.backends.xgboost:XGBoostBackend",
+}
+
+
+def register(name: str, target: str) -> None:
+    """Register (or replace) a backend as ``"package.module:ClassName"``.
+
+    Example:
+        >>> register("onnx", "aimass.backends.onnx:OnnxBackend")
+    """
+    if ":" not in target:
+        raise ValueError(f"backend target must look like 'module:Class', got {target!r}")
+    BACKENDS[name] = target
+
+
+def get_backend(name: str) -> type[Backend]:
+    """The backend class registered under ``name`` (imports its module, not its framework)."""
+    try:
+        target = BACKENDS[name]
+    except KeyError:
+        raise BackendNotFound(f"no backend named {name!r}; known backends: {sorted(BACKENDS)}") from None
+    module, _, cls = target.partition(":")
+    klass: type[Backend] = getattr(importlib.import_module(module), cls)
+    return klass
+
+
+def detect(source: Any) -> type[Backend]:
+    """The backend class for an object or a file path.
+
+    Raises :class:`~aimass.errors.BackendNotFound` when no backend recognises ``source``.
+    """
+    for name in BACKENDS:
+        klass = get_backend(name)
+        if klass.accepts(source):
+            return klass
+    if isinstance(source, (str, Path)):
+        what = f"path {str(source)!r} (suffix {Path(source).suffix or 'none'!r})"
+    else:
+        what = f"object of type {type(source).__module__}.{type(source).__qualname__}"
+    raise BackendNotFound(f"no backend recognises {what}; known backends: {sorted(BACKENDS)}")

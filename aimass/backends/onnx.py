@@ -1,0 +1,151 @@
+"""ONNX models through onnxruntime.
+
+Accepts a ``.onnx`` path, serialized model bytes or an ``onnx.ModelProto``. The schema is read
+from the session; execution providers follow the device (``cpu`` -> CPU EP, ``cuda:N`` -> CUDA EP
+with CPU fallback). ``options`` may hold ``session_options`` (an ``ort.SessionOptions`` or a dict
+of its attributes, e.g. ``{"intra_op_num_threads": 1}``) and ``providers`` (overrides the device
+choice).
+
+Example:
+    >>> from aimass import Model
+    >>> m = Model.load("mlp.onnx", options={"session_options": {"intra_op_num_threads": 1}})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from aimass.backends.base import Backend, require, split_device
+from aimass.errors import DeviceError, ModelLoadError, PredictionError
+from aimass.schema import DType, Schema, TensorSpec
+
+__all__ = ["OnnxBackend"]
+
+_ORT_TYPES: dict[str, DType] = {
+    "tensor(bool)": DType.BOOL,
+    "tensor(uint8)": DType.UINT8,
+    "tensor(uint16)": DType.UINT16,
+    "tensor(uint32)": DType.UINT32,
+    "tensor(uint64)": DType.UINT64,
+    "tensor(int8)": DType.INT8,
+    "tensor(int16)": DType.INT16,
+    "tensor(int32)": DType.INT32,
+    "tensor(int64)": DType.INT64,
+    "tensor(float16)": DType.FP16,
+    "tensor(float)": DType.FP32,
+    "tensor(double)": DType.FP64,
+    "tensor(string)": DType.BYTES,
+}
+
+
+def _ort() -> Any:
+    return require("onnxruntime", backend="onnx", extra="onnx")
+
+
+def _spec(arg: Any) -> TensorSpec:
+    try:
+        dtype = _ORT_TYPES[arg.type]
+    except KeyError:
+        raise ModelLoadError(f"ONNX tensor {arg.name!r} has type {arg.type}, which aimass does not map") from None
+    shape = [d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or [])]
+    return TensorSpec(name=arg.name, dtype=dtype, shape=shape)
+
+
+def _providers(device: str) -> list[Any]:
+    kind, index = split_device(device)
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    available = _ort().get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise DeviceError(
+            f"device {device!r}: onnxruntime here has no CUDAExecutionProvider (available: {available}); "
+            "install onnxruntime-gpu on a machine with a CUDA GPU"
+        )
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+
+
+class OnnxBackend(Backend):
+    """An onnxruntime ``InferenceSession``."""
+
+    name: ClassVar[str] = "onnx"
+    framework: ClassVar[str] = "onnxruntime"
+    extra: ClassVar[str] = "onnx"
+    suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
+    type_modules: ClassVar[tuple[str, ...]] = ("onnx.onnx_ml_pb2", "onnx.onnx_pb", "onnx.onnx_ml_pb")
+
+    def __init__(self, model_bytes: bytes, device: str, options: Mapping[str, Any], schema: Schema | None) -> None:
+        ort = _ort()
+        opts = options.get("session_options")
+        if not isinstance(opts, ort.SessionOptions):
+            so = ort.SessionOptions()
+            for key, value in (opts or {}).items():
+                setattr(so, key, value)
+            opts = so
+        providers = options.get("providers") or _providers(device)
+        try:
+            self.session = ort.InferenceSession(model_bytes, sess_options=opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own untyped errors for bad models
+            raise ModelLoadError(f"onnxruntime could not load the model: {e}") from e
+        self._bytes = model_bytes
+        self._options = dict(options)
+        self.device = device
+        inferred = Schema(
+            inputs=[_spec(a) for a in self.session.get_inputs()],
+            outputs=[_spec(a) for a in self.session.get_outputs()],
+        )
+        self.schema = schema or inferred
+        # Resolved once: run() passes the same list on every call.
+        self._output_names = [t.name for t in inferred.outputs]
+        self._run = self.session.run
+
+    @classmethod
+    def load(
+        cls,
+        source: Any,
+        *,
+        device: str = "cpu",
+        schema: Schema | None = None,
+        example_input: Any = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> OnnxBackend:
+        if isinstance(source, (str, Path)):
+            try:
+                data = Path(source).read_bytes()
+            except OSError as e:
+                raise ModelLoadError(f"cannot read ONNX file {Path(source).name!r}: {e.strerror}") from e
+        elif isinstance(source, (bytes, bytearray)):
+            data = bytes(source)
+        elif hasattr(source, "SerializeToString"):
+            data = source.SerializeToString()
+        else:
+            raise ModelLoadError(f"the onnx backend cannot load a {type(source).__name__}")
+        return cls(data, device, options or {}, schema)
+
+    @classmethod
+    def accepts(cls, source: Any) -> bool:
+        return super().accepts(source) or type(source).__name__ == "ModelProto"
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            outs = self._run(self._output_names, inputs)
+        except Exception as e:  # ORT raises RuntimeError subclasses of its own (Fail, InvalidArgument ...)
+            raise PredictionError(f"onnxruntime failed: {e}") from e
+        return dict(zip(self._output_names, outs, strict=True))
+
+    def to(self, device: str) -> OnnxBackend:
+        if device == self.device:
+            return self
+        return OnnxBackend(self._bytes, device, {k: v for k, v in self._options.items() if k != "providers"}, self.schema)
+
+    def save(self, directory: Path) -> list[str]:
+        (directory / "model.onnx").write_bytes(self._bytes)
+        return ["model.onnx"]
+
+    @property
+    def model_bytes(self) -> bytes:
+        """The serialized ONNX model this session runs."""
+        return self._bytes

@@ -1,0 +1,287 @@
+"""PyTorch models: an ``nn.Module`` object, a ``torch.export`` program (``.pt2``) or TorchScript.
+
+A module's input shapes cannot be read from the object itself, so an ``nn.Module`` needs either
+``schema=`` or ``example_input=`` (outputs are then found by running the example once). Input
+names come from ``forward``'s parameters; outputs are named ``output`` (one tensor),
+``output_0 ...`` (a tuple) or by key (a dict).
+
+Files: ``.pt2`` is loaded with ``torch.export.load``; ``.pt``/``.pth``/``.ts`` is tried as
+TorchScript, and otherwise with ``torch.load(weights_only=True)`` unless the caller passes
+``options={"allow_pickle": True}`` (pickle runs arbitrary code: only for files you trust).
+Saving writes a ``torch.export`` program with the dynamic (-1) dimensions kept dynamic.
+
+Example:
+    >>> import torch, numpy as np
+    >>> from aimass import Model
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    >>> m = Model.load(net, example_input={"input": np.zeros((2, 4), np.float32)})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from aimass.backends.base import Backend, require, split_device
+from aimass.errors import DeviceError, ModelLoadError, PredictionError, SchemaError
+from aimass.schema import DType, Schema, TensorSpec
+
+__all__ = ["TorchBackend"]
+
+
+def _torch() -> Any:
+    return require("torch", backend="torch", extra="torch")
+
+
+def _dtype_of(tensor: Any) -> DType:
+    torch = _torch()
+    if tensor.dtype == torch.bfloat16:
+        return DType.FP32  # numpy has no bfloat16: outputs are widened to float32 in run()
+    return DType.from_numpy(tensor.detach().cpu()[:0].numpy().dtype)
+
+
+def _flatten(out: Any) -> list[tuple[str, Any]]:
+    if isinstance(out, Mapping):
+        return [(str(k), v) for k, v in out.items()]
+    if isinstance(out, (tuple, list)):
+        return [(f"output_{i}", v) for i, v in enumerate(out)]
+    return [("output", out)]
+
+
+def _to_numpy(t: Any) -> np.ndarray:
+    torch = _torch()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.detach().cpu().numpy()  # type: ignore[no-any-return]
+
+
+def _forward_names(module: Any) -> list[str]:
+    script_schema = getattr(getattr(module, "forward", None), "schema", None)
+    if script_schema is not None:  # TorchScript keeps argument names in its own schema (first is self)
+        return [a.name for a in script_schema.arguments[1:]]
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.split("/", 2)[1:2] == ["code"] for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+class TorchBackend(Backend):
+    """A PyTorch callable (``nn.Module``, exported program module or TorchScript) run under inference mode."""
+
+    name: ClassVar[str] = "torch"
+    framework: ClassVar[str] = "torch"
+    extra: ClassVar[str] = "torch"
+    suffixes: ClassVar[tuple[str, ...]] = (".pt2", ".pt", ".pth", ".ts", ".torchscript")
+    type_modules: ClassVar[tuple[str, ...]] = ("torch.",)
+
+    def __init__(self, module: Any, schema: Schema, device: str, example: dict[str, np.ndarray] | None) -> None:
+        self.module = module
+        self.schema = schema
+        self.device = device
+        self._example = example
+        self._torch = _torch()
+        self._input_names = schema.input_names
+        self._output_names = schema.output_names
+        self._torch_device = self._torch.device(device)
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        source: Any,
+        *,
+        device: str = "cpu",
+        schema: Schema | None = None,
+        example_input: Any = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> TorchBackend:
+        torch = _torch()
+        options = options or {}
+        _check_device(device)
+        if isinstance(source, (str, Path)):
+            source, file_schema = _load_file(Path(source), allow_pickle=bool(options.get("allow_pickle")))
+            schema = schema or file_schema
+        if isinstance(source, torch.export.ExportedProgram):
+            schema = schema or _schema_from_exported(source)
+            source = source.module()
+        if not callable(source):
+            raise ModelLoadError(f"the torch backend needs an nn.Module or a callable, got {type(source).__name__}")
+        if hasattr(source, "eval"):
+            with contextlib.suppress(NotImplementedError):  # exported programs' modules refuse eval()
+                source.eval()
+        names = _forward_names(source)
+        example = None
+        if example_input is not None:
+            if not isinstance(example_input, Mapping):
+                example_input = {(names[0] if names else "input"): example_input}
+            example = {k: _example_array(v) for k, v in example_input.items()}
+        if schema is None:
+            if example is None:
+                raise ModelLoadError(
+                    "a torch module does not record its input shapes: pass example_input={name: array} "
+                    "or schema=Schema(...) to Model.load"
+                )
+            schema = Schema(
+                inputs=[
+                    TensorSpec(name=k, dtype=DType.from_numpy(v.dtype), shape=[-1, *v.shape[1:]])
+                    for k, v in example.items()
+                ]
+            )
+        if names and len(names) >= len(schema.inputs) and any(n not in names for n in schema.input_names):
+            # Positional call in schema order is what run() does; names must then line up with forward().
+            raise SchemaError(
+                f"schema inputs {schema.input_names} do not match forward() parameters {names[: len(schema.inputs)]}"
+            )
+        module = source.to(device) if hasattr(source, "to") and split_device(device)[0] != "cpu" else source
+        backend = cls(module, schema, device, example)
+        if not schema.outputs:
+            backend.schema = schema.model_copy(update={"outputs": backend._infer_outputs()})
+            backend._output_names = backend.schema.output_names
+        return backend
+
+    def _infer_outputs(self) -> list[TensorSpec]:
+        sample = self._example or self.schema.example()
+        batch = next(iter(sample.values())).shape[0] if sample and next(iter(sample.values())).ndim else None
+        with self._torch.inference_mode():
+            out = self.module(*self._tensors(sample))
+        specs = []
+        for name, t in _flatten(out):
+            shape = list(t.shape)
+            if shape and batch is not None and shape[0] == batch and self.schema.inputs[0].shape[:1] == [-1]:
+                shape[0] = -1
+            specs.append(TensorSpec(name=name, dtype=_dtype_of(t), shape=shape))
+        return specs
+
+    # -- running -----------------------------------------------------------------------------
+
+    def _tensors(self, inputs: Mapping[str, np.ndarray]) -> list[Any]:
+        torch = self._torch
+        tensors = []
+        for n in self._input_names:
+            a = inputs[n]
+            if not a.flags.writeable:  # torch.from_numpy warns on read-only buffers (e.g. decoded requests)
+                a = a.copy()
+            t = torch.from_numpy(a)
+            tensors.append(t if self.device == "cpu" else t.to(self._torch_device, non_blocking=True))
+        return tensors
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            with self._torch.inference_mode():
+                out = self.module(*self._tensors(inputs))
+        except Exception as e:  # a user's forward() can raise anything
+            raise PredictionError(f"torch forward failed: {type(e).__name__}: {e}") from e
+        if type(out) is self._torch.Tensor and len(self._output_names) == 1:
+            return {self._output_names[0]: _to_numpy(out)}
+        flat = _flatten(out)
+        return {name: _to_numpy(t) for name, t in zip(self._output_names, (t for _, t in flat), strict=True)}
+
+    def to(self, device: str) -> TorchBackend:
+        _check_device(device)
+        if device == self.device:
+            return self
+        return TorchBackend(self.module.to(device), self.schema, device, self._example)
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> list[str]:
+        torch = self._torch
+        if isinstance(self.module, torch.jit.ScriptModule):
+            torch.jit.save(self.module, str(directory / "model.ts"))
+            return ["model.ts"]
+        sample = self._example or self.schema.example()
+        args = tuple(self._tensors(sample))
+        dynamic = tuple(
+            {i: torch.export.Dim.AUTO for i, d in enumerate(t.shape) if d == -1} or None for t in self.schema.inputs
+        )
+        try:
+            program = torch.export.export(self.module, args, dynamic_shapes=dynamic)
+        except Exception as e:  # export failures come from many torch subsystems
+            raise ModelLoadError(
+                f"torch.export could not capture this module for saving ({type(e).__name__}: {e}); "
+                "script it with torch.jit.script and wrap that instead"
+            ) from e
+        torch.export.save(program, str(directory / "model.pt2"))
+        return ["model.pt2"]
+
+
+def _example_array(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        return _to_numpy(value)
+    return np.asarray(value)
+
+
+def _check_device(device: str) -> None:
+    kind, index = split_device(device)
+    if kind == "cuda":
+        torch = _torch()
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r}: no CUDA device is visible to torch")
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+
+
+def _load_file(path: Path, *, allow_pickle: bool) -> tuple[Any, Schema | None]:
+    torch = _torch()
+    if not path.exists():
+        raise ModelLoadError(f"no such file: {path.name!r}")
+    try:
+        if path.suffix == ".pt2":
+            return torch.export.load(str(path)), None
+        if _is_torchscript(path):
+            return torch.jit.load(str(path), map_location="cpu"), None
+        obj = torch.load(str(path), map_location="cpu", weights_only=not allow_pickle)
+    except Exception as e:  # torch's unpickler raises UnpicklingError/RuntimeError/AttributeError ...
+        if not allow_pickle and "weights_only" in str(e):
+            raise ModelLoadError(
+                f"{path.name!r} is a pickled object, refused without options={{'allow_pickle': True}} "
+                "(unpickling runs code from the file: only for files you trust)"
+            ) from e
+        raise ModelLoadError(f"torch could not load {path.name!r}: {e}") from e
+    if isinstance(obj, Mapping):
+        raise ModelLoadError(
+            f"{path.name!r} holds a state_dict (weights without architecture): build the module, "
+            "call load_state_dict, and pass the module to Model.load"
+        )
+    return obj, None
+
+
+def _schema_from_exported(program: Any) -> Schema:
+    user_inputs = set(program.graph_signature.user_inputs)
+    inputs = []
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in user_inputs:
+            val = node.meta.get("val")
+            shape = [d if isinstance(d, int) else -1 for d in val.shape]
+            inputs.append(TensorSpec(name=node.name, dtype=_dtype_of_fake(val), shape=shape))
+    outputs = []
+    out_node = next(n for n in program.graph.nodes if n.op == "output")
+    vals = [a.meta.get("val") for a in out_node.args[0]]
+    names = ["output"] if len(vals) == 1 else [f"output_{i}" for i in range(len(vals))]
+    for name, val in zip(names, vals, strict=True):
+        shape = [d if isinstance(d, int) else -1 for d in val.shape]
+        outputs.append(TensorSpec(name=name, dtype=_dtype_of_fake(val), shape=shape))
+    return Schema(inputs=inputs, outputs=outputs)
+
+
+def _dtype_of_fake(val: Any) -> DType:
+    torch = _torch()
+    if val.dtype == torch.bfloat16:
+        return DType.FP32
+    return DType.from_numpy(torch.empty(0, dtype=val.dtype).numpy().dtype)

@@ -1,0 +1,112 @@
+"""One exception tree for aimass.
+
+Every error raised on purpose by aimass derives from :class:`AimassError`. Each class carries the
+HTTP status a server answers with, so the mapping from exception to response lives in one place
+(``status_code``) rather than in every endpoint.
+
+Example:
+    >>> from aimass.errors import SchemaError
+    >>> try:
+    ...     raise SchemaError("input 'x': expected FP32 shape [-1, 4], got float64 shape [3, 5]", tensor="x")
+    ... except SchemaError as e:
+    ...     e.tensor, e.status_code
+    ('x', 400)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AimassError",
+    "BackendNotFound",
+    "BackendUnavailable",
+    "DeviceError",
+    "IntegrityError",
+    "ModelLoadError",
+    "ModelNotFound",
+    "PredictionError",
+    "RemoteError",
+    "SchemaError",
+    "UnsupportedOperation",
+]
+
+
+class AimassError(Exception):
+    """Base class of every error aimass raises on purpose."""
+
+    status_code: int = 500
+
+
+class SchemaError(AimassError, ValueError):
+    """An input or output does not match the model's schema (name, dtype or shape).
+
+    ``tensor`` names the offending tensor when there is one.
+    """
+
+    status_code = 400
+
+    def __init__(self, message: str, *, tensor: str | None = None) -> None:
+        super().__init__(message)
+        self.tensor = tensor
+
+
+class BackendUnavailable(AimassError, ImportError):
+    """The framework a backend needs is not installed; the message names the extra to install."""
+
+    status_code = 500
+
+    def __init__(self, backend: str, package: str, extra: str, detail: str = "") -> None:
+        msg = f"the {backend} backend needs {package}: pip install 'aimass[{extra}]'"
+        if detail:
+            msg += f" ({detail})"
+        super().__init__(msg)
+        self.backend = backend
+        self.package = package
+        self.extra = extra
+
+
+class BackendNotFound(AimassError, LookupError):
+    """No backend is registered under a name, or none recognises the given object or path."""
+
+    status_code = 400
+
+
+class ModelLoadError(AimassError):
+    """A model could not be loaded (bad file, unsupported object, pickle refused ...)."""
+
+    status_code = 400
+
+
+class IntegrityError(ModelLoadError):
+    """A saved package is tampered with, truncated or half-written (checksum or manifest failure)."""
+
+
+class ModelNotFound(AimassError, LookupError):
+    """A model name or version that does not exist (server and model library)."""
+
+    status_code = 404
+
+
+class DeviceError(AimassError):
+    """The requested device does not exist or the backend cannot use it."""
+
+    status_code = 400
+
+
+class PredictionError(AimassError):
+    """The backend failed while running a valid input."""
+
+    status_code = 500
+
+
+class RemoteError(AimassError):
+    """A remote model server answered with an error or could not be reached."""
+
+    def __init__(self, message: str, *, status_code: int = 502) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class UnsupportedOperation(AimassError):
+    """The operation exists in aimass but not for this backend or model."""
+
+    status_code = 400

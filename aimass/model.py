@@ -1,0 +1,227 @@
+"""``Model``: one interface over every backend, local or remote.
+
+Example:
+    >>> from aimass import Model
+    >>> m = Model.load("mlp.onnx")                       # doctest: +SKIP
+    >>> m.schema                                         # doctest: +SKIP
+    >>> m.predict({"x": rows})["y"]                      # doctest: +SKIP
+    >>> m.predict_batch(rows, batch_size=256)            # doctest: +SKIP
+    >>> m.save("pkg/"); Model.load("pkg/")               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aimass import __version__
+from aimass.backends import detect, get_backend
+from aimass.backends.base import Backend
+from aimass.errors import ModelLoadError, SchemaError
+from aimass.package import is_package, verify, write_package
+from aimass.schema import Schema
+
+__all__ = ["Model"]
+
+
+class Model:
+    """A loaded model: ``schema``, ``predict``, ``predict_batch``, ``apredict``, ``to``, ``save``.
+
+    Build one with :meth:`Model.load`. A Model never changes after construction: ``to`` returns
+    a new Model. ``predict`` is safe to call from many threads at once.
+
+    Example:
+        >>> import numpy as np, xgboost as xgb
+        >>> X, y = np.random.rand(64, 4).astype("float32"), np.arange(64) % 2
+        >>> m = Model.load(xgb.XGBClassifier(n_estimators=3).fit(X, y))   # doctest: +SKIP
+        >>> sorted(m.predict(X[:2]))                                       # doctest: +SKIP
+        ['label', 'probabilities']
+    """
+
+    __slots__ = ("_backend", "_coerce", "_run", "metadata", "name")
+
+    def __init__(self, backend: Backend, *, name: str | None = None, metadata: Mapping[str, Any] | None = None):
+        self._backend = backend
+        self.name = name
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        # Bound once: predict() is two calls, validation and the backend.
+        self._coerce = backend.schema.coerce
+        self._run = backend.run
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        source: Any,
+        *,
+        backend: str | None = None,
+        device: str = "cpu",
+        schema: Schema | Mapping[str, Any] | None = None,
+        example_input: Any = None,
+        options: Mapping[str, Any] | None = None,
+        name: str | None = None,
+    ) -> Model:
+        """Load or wrap a model: a framework object, a model file, a saved package directory.
+
+        ``backend`` forces a backend by name instead of detecting it; ``schema`` overrides the
+        inferred schema; ``example_input`` lets backends that cannot read input shapes from the
+        object (torch modules) infer them; ``options`` go to the backend (e.g.
+        ``{"session_options": {...}}`` for onnx, ``{"allow_pickle": True}`` for torch).
+
+        Example:
+            >>> m = Model.load("model.onnx", device="cpu")   # doctest: +SKIP
+        """
+        if isinstance(source, Model):
+            return source.to(device) if device != source.device else source
+        parsed = Schema.model_validate(schema) if isinstance(schema, Mapping) else schema
+        if isinstance(source, (str, os.PathLike)) and "://" not in str(source):
+            path = Path(source)
+            if is_package(path):
+                return cls._load_package(path, device=device, options=options)
+            if not path.exists():
+                raise ModelLoadError(f"no such model file or package: {path.name!r}")
+        klass = get_backend(backend) if backend else detect(source)
+        loaded = klass.load(source, device=device, schema=parsed, example_input=example_input, options=options)
+        if name is None and isinstance(source, (str, os.PathLike)):
+            name = Path(source).stem
+        return cls(loaded, name=name)
+
+    @classmethod
+    def _load_package(cls, path: Path, *, device: str, options: Mapping[str, Any] | None) -> Model:
+        manifest = verify(path)
+        klass = get_backend(manifest.backend)
+        main = path / manifest.artifacts[0].path
+        loaded = klass.load(main, device=device, schema=manifest.model_schema, options=options)
+        return cls(loaded, name=manifest.name or path.name, metadata=manifest.metadata)
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def schema(self) -> Schema:
+        """Inputs and outputs: name, V2 dtype, shape (-1 = dynamic)."""
+        return self._backend.schema
+
+    @property
+    def backend(self) -> Backend:
+        """The backend object (framework-specific handle, e.g. ``.session`` for onnx)."""
+        return self._backend
+
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name
+
+    @property
+    def device(self) -> str:
+        return self._backend.device
+
+    # -- prediction --------------------------------------------------------------------------
+
+    def predict(self, inputs: Any) -> dict[str, np.ndarray]:
+        """Run the model on one batch: a dict of arrays, or one array for one-input models.
+
+        Example:
+            >>> m.predict({"x": np.zeros((2, 4), "float32")})   # doctest: +SKIP
+            {'y': array(...)}
+        """
+        return self._run(self._coerce(inputs))
+
+    async def apredict(self, inputs: Any) -> dict[str, np.ndarray]:
+        """``predict`` in a worker thread, so the event loop keeps running.
+
+        Example:
+            >>> out = await m.apredict(x)   # doctest: +SKIP
+        """
+        return await asyncio.to_thread(self.predict, inputs)
+
+    def predict_batch(
+        self, inputs: Any, *, batch_size: int = 256, progress: bool | None = None
+    ) -> dict[str, np.ndarray]:
+        """Predict many rows in slices of ``batch_size`` with a progress bar; same result as ``predict``.
+
+        Inputs are validated and converted one slice at a time, and outputs are written into
+        arrays allocated once, so memory stays at the size of the result plus one batch.
+        ``progress=None`` shows a bar when there is more than one batch.
+
+        Example:
+            >>> out = m.predict_batch(big_array, batch_size=1024)   # doctest: +SKIP
+        """
+        from tqdm.auto import tqdm  # tqdm costs ~10 ms to import; only batch users pay it
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raw = self._split_ready(inputs)
+        n = _batch_length(raw)
+        outputs: dict[str, np.ndarray] = {}
+        show = n > batch_size if progress is None else progress
+        with tqdm(total=n, unit="row", disable=not show, desc=self.name or "predict") as bar:
+            for start in range(0, max(n, 1), batch_size):
+                stop = min(start + batch_size, n)
+                chunk = {k: v[start:stop] for k, v in raw.items()}
+                result = self.predict(chunk)
+                for key, value in result.items():
+                    if key not in outputs:
+                        outputs[key] = np.empty((n, *value.shape[1:]), dtype=value.dtype)
+                    outputs[key][start:stop] = value
+                bar.update(stop - start)
+        return outputs
+
+    def _split_ready(self, inputs: Any) -> dict[str, Any]:
+        """Inputs as ``{name: array-like sliceable on axis 0}`` without converting dtypes."""
+        mapping = self.schema.named(inputs)
+        return {k: v if hasattr(v, "shape") else np.asarray(v) for k, v in mapping.items()}
+
+    # -- new models --------------------------------------------------------------------------
+
+    def to(self, device: str) -> Model:
+        """A new Model on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``); DeviceError when unavailable.
+
+        Example:
+            >>> gpu = m.to("cuda")   # doctest: +SKIP
+        """
+        if device == self.device:
+            return self
+        return Model(self._backend.to(device), name=self.name, metadata=self.metadata)
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write a package (artifacts + manifest with checksums) atomically; returns its path.
+
+        Example:
+            >>> m.save("packages/mlp")   # doctest: +SKIP
+        """
+        b = self._backend
+        return write_package(
+            path,
+            b.save,
+            {
+                "name": self.name,
+                "backend": b.name,
+                "framework": b.framework,
+                "framework_version": b.version,
+                "aimass_version": __version__,
+                "model_schema": self.schema,
+                "metadata": self.metadata,
+            },
+            overwrite=overwrite,
+        )
+
+    # -- display -----------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"Model(name={self.name!r}, backend={self.backend_name!r}, device={self.device!r}, schema={self.schema})"
+
+    def _repr_html_(self) -> str:
+        title = f"<b>Model</b> {self.name or ''} &middot; {self.backend_name} &middot; {self.device}"
+        return f"<div>{title}{self.schema._repr_html_()}</div>"
+
+
+def _batch_length(raw: Mapping[str, Any]) -> int:
+    lengths = {k: (v.shape[0] if len(v.shape) else 0) for k, v in raw.items()}
+    if len(set(lengths.values())) > 1:
+        raise SchemaError(f"inputs have different numbers of rows: {lengths}")
+    return next(iter(lengths.values()), 0)

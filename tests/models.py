@@ -1,0 +1,148 @@
+"""Builders of small real models, one per framework, shared by every test module.
+
+Each builder trains or constructs a real model with its own framework; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+N_FEATURES = 4
+
+
+def dataset(n: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A separable 3-class problem on 4 float32 features."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, N_FEATURES)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5).astype(np.int64)
+    return x, y
+
+
+def onnx_mlp(path: Path, hidden: int = 8, outputs: int = 3, seed: int = 0) -> Path:
+    """A 4 -> hidden -> outputs MLP with ReLU, written with onnx.helper (input 'x', output 'y')."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w1 = rng.standard_normal((N_FEATURES, hidden)).astype(np.float32)
+    b1 = rng.standard_normal(hidden).astype(np.float32)
+    w2 = rng.standard_normal((hidden, outputs)).astype(np.float32)
+    b2 = rng.standard_normal(outputs).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "w2"], ["h3"]),
+        helper.make_node("Add", ["h3", "b2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", N_FEATURES])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", outputs])],
+        initializer=[
+            numpy_helper.from_array(w1, "w1"),
+            numpy_helper.from_array(b1, "b1"),
+            numpy_helper.from_array(w2, "w2"),
+            numpy_helper.from_array(b2, "b2"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def onnx_two_inputs(path: Path) -> Path:
+    """y = x * scale (FP32 [-1, 4] times INT64 [-1, 1] cast to float): two inputs of different dtypes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Cast", ["scale"], ["s"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["x", "s"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "scale",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", N_FEATURES]),
+            helper.make_tensor_value_info("scale", TensorProto.INT64, ["batch", 1]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", N_FEATURES])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _torch_mlp_class() -> Any:
+    import torch
+
+    class TorchMLP(torch.nn.Module):
+        """Module-level (importable) so that pickling tests can save whole modules."""
+
+        def __init__(self, hidden: int = 8, outputs: int = 3) -> None:
+            super().__init__()
+            self.fc1 = torch.nn.Linear(N_FEATURES, hidden)
+            self.fc2 = torch.nn.Linear(hidden, outputs)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.relu(self.fc1(x)))
+
+    TorchMLP.__module__ = __name__
+    TorchMLP.__qualname__ = "TorchMLP"
+    return TorchMLP
+
+
+def __getattr__(name: str) -> Any:
+    # The torch class is built on first use so that importing this module does not import torch.
+    if name == "TorchMLP":
+        cls = _torch_mlp_class()
+        globals()["TorchMLP"] = cls
+        return cls
+    raise AttributeError(name)
+
+
+def torch_mlp(hidden: int = 8, outputs: int = 3, seed: int = 0) -> Any:
+    """A two-layer torch MLP trained briefly on :func:`dataset`; ``forward(x)``."""
+    import torch
+
+    torch.manual_seed(seed)
+    TorchMLP = __getattr__("TorchMLP")  # noqa: N806
+    net = TorchMLP(hidden, outputs)
+    x, y = dataset()
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(30):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(y))
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def xgb_classifier(n_estimators: int = 10) -> Any:
+    import xgboost as xgb
+
+    x, y = dataset()
+    return xgb.XGBClassifier(n_estimators=n_estimators, max_depth=3, tree_method="hist").fit(x, y)
+
+
+def xgb_binary(n_estimators: int = 10) -> Any:
+    import xgboost as xgb
+
+    x, y = dataset()
+    return xgb.XGBClassifier(n_estimators=n_estimators, max_depth=3).fit(x, (y > 0).astype(int))
+
+
+def xgb_regressor(n_estimators: int = 10) -> Any:
+    import xgboost as xgb
+
+    x, _ = dataset()
+    target = x @ np.array([1.0, -2.0, 0.5, 3.0], dtype=np.float32)
+    return xgb.XGBRegressor(n_estimators=n_estimators, max_depth=3).fit(x, target)
