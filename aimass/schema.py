@@ -188,6 +188,14 @@ class Schema(BaseModel):
             raise ValueError(f"duplicate tensor names {dupes}")
         return v
 
+    def __eq__(self, other: object) -> bool:
+        # Compare the declared tensors only, not the private validation cache.
+        if not isinstance(other, Schema):
+            return NotImplemented
+        return self.inputs == other.inputs and self.outputs == other.outputs
+
+    __hash__ = None  # type: ignore[assignment]
+
     @property
     def input_names(self) -> list[str]:
         return [t.name for t in self.inputs]

@@ -1,0 +1,200 @@
+"""The backend contract: every case in ``cases.CASES`` must pass every test here, unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aimass import DType, Model, SchemaError
+from aimass.errors import IntegrityError
+from cases import CASES, Case
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(c, id=c.id, marks=c.marks) for c in CASES],
+)
+def case_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Case, Model]:
+    case: Case = request.param
+    if importlib.util.find_spec(case.framework) is None:
+        pytest.skip(f"{case.framework} not installed")
+    return case, case.build(tmp_path_factory.mktemp(case.id))
+
+
+def _inputs(model: Model, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    return model.schema.example(batch=batch, seed=seed)
+
+
+def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype, k
+        assert a[k].shape == b[k].shape, k
+        if tol == 0.0:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        else:
+            np.testing.assert_allclose(a[k], b[k], atol=tol, rtol=tol, err_msg=k)
+
+
+def test_schema_is_inferred(case_model: tuple[Case, Model]) -> None:
+    _, model = case_model
+    s = model.schema
+    assert s.inputs and s.outputs
+    for spec in [*s.inputs, *s.outputs]:
+        assert isinstance(spec.dtype, DType)
+        assert all(isinstance(d, int) and d >= -1 for d in spec.shape)
+    assert all(spec.shape[:1] == [-1] for spec in s.inputs), "batch dimension must be dynamic"
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_predict_matches_schema(case_model: tuple[Case, Model], batch: int) -> None:
+    _, model = case_model
+    out = model.predict(_inputs(model, batch))
+    assert list(out) == model.schema.output_names
+    for spec in model.schema.outputs:
+        arr = out[spec.name]
+        assert isinstance(arr, np.ndarray)
+        assert arr.dtype == spec.dtype.numpy, spec.name
+        assert spec.matches_shape(arr.shape), (spec.name, arr.shape, spec.shape)
+        assert arr.shape[0] == batch
+
+
+def test_batch_rows_equal_single_rows(case_model: tuple[Case, Model]) -> None:
+    case, model = case_model
+    inputs = _inputs(model, 5, seed=1)
+    whole = model.predict(inputs)
+    for i in range(5):
+        row = model.predict({k: v[i : i + 1] for k, v in inputs.items()})
+        _assert_same(row, {k: v[i : i + 1] for k, v in whole.items()}, case.tolerance)
+
+
+def test_single_array_and_list_inputs(case_model: tuple[Case, Model]) -> None:
+    _, model = case_model
+    inputs = _inputs(model, 3)
+    expected = model.predict(inputs)
+    if len(model.schema.inputs) == 1:
+        (only,) = inputs.values()
+        _assert_same(model.predict(only), expected)
+        _assert_same(model.predict(only.tolist()), expected, 1e-6)
+    else:
+        with pytest.raises(SchemaError, match="pass a dict"):
+            model.predict(next(iter(inputs.values())))
+
+
+def test_float64_is_narrowed_to_float32(case_model: tuple[Case, Model]) -> None:
+    _, model = case_model
+    inputs = _inputs(model, 4)
+    widened = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in inputs.items()}
+    _assert_same(model.predict(widened), model.predict(inputs))
+
+
+def test_float_into_int_input_is_refused(case_model: tuple[Case, Model]) -> None:
+    _, model = case_model
+    int_specs = [s for s in model.schema.inputs if s.dtype.numpy.kind in "iu"]
+    if not int_specs:
+        # Every model must refuse strings where numbers are expected.
+        spec = model.schema.inputs[0]
+        inputs = _inputs(model, 2)
+        inputs[spec.name] = inputs[spec.name].astype(str)
+        with pytest.raises(SchemaError, match=rf"input '{spec.name}': expected {spec.dtype.value} .*strings"):
+            model.predict(inputs)
+        return
+    spec = int_specs[0]
+    inputs = _inputs(model, 2)
+    inputs[spec.name] = inputs[spec.name].astype(np.float64) + 0.5
+    with pytest.raises(SchemaError, match=rf"input '{spec.name}': expected {spec.dtype.value} .*float64.*lose data"):
+        model.predict(inputs)
+
+
+def test_wrong_shape_names_tensor_expected_and_actual(case_model: tuple[Case, Model]) -> None:
+    _, model = case_model
+    spec = model.schema.inputs[0]
+    inputs = _inputs(model, 3)
+    bad = np.concatenate([inputs[spec.name], inputs[spec.name][..., :1]], axis=-1)
+    inputs[spec.name] = bad
+    expected = f"input '{spec.name}': expected {spec.dtype.value} shape [{', '.join(map(str, spec.shape))}], got "
+    with pytest.raises(SchemaError) as info:
+        model.predict(inputs)
+    assert str(info.value).startswith(expected), str(info.value)
+    assert f"shape [{', '.join(map(str, bad.shape))}]" in str(info.value)
+    assert info.value.tensor == spec.name
+    inputs[spec.name] = bad[0]  # wrong rank
+    with pytest.raises(SchemaError, match=rf"input '{spec.name}'.*got .* shape \["):
+        model.predict(inputs)
+
+
+def test_missing_and_extra_inputs(case_model: tuple[Case, Model]) -> None:
+    _, model = case_model
+    inputs = _inputs(model, 2)
+    first = model.schema.inputs[0]
+    missing = {k: v for k, v in inputs.items() if k != first.name}
+    with pytest.raises(SchemaError, match=rf"missing input '{first.name}' \(expected {first.dtype.value} "):
+        model.predict(missing)
+    with pytest.raises(SchemaError, match=r"unexpected input 'surplus'"):
+        model.predict({**inputs, "surplus": np.zeros(1)})
+
+
+def test_save_load_round_trip(case_model: tuple[Case, Model], tmp_path: Path) -> None:
+    _, model = case_model
+    inputs = _inputs(model, 6, seed=2)
+    path = model.save(tmp_path / "pkg")
+    loaded = Model.load(path)
+    assert loaded.schema == model.schema
+    assert loaded.backend_name == model.backend_name
+    _assert_same(loaded.predict(inputs), model.predict(inputs))
+    # The reloaded model answers other batch sizes too (dynamic axes survive saving).
+    assert loaded.predict(_inputs(model, 3))[model.schema.output_names[0]].shape[0] == 3
+
+
+def test_tampered_package_is_refused(case_model: tuple[Case, Model], tmp_path: Path) -> None:
+    _, model = case_model
+    path = model.save(tmp_path / "pkg")
+    artifact = next(p for p in path.iterdir() if p.name != "aimass.json")
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    artifact.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="checksum"):
+        Model.load(path)
+
+
+def test_predict_batch_equals_predict(case_model: tuple[Case, Model]) -> None:
+    case, model = case_model
+    inputs = _inputs(model, 23, seed=3)
+    _assert_same(model.predict_batch(inputs, batch_size=5, progress=False), model.predict(inputs), case.tolerance)
+
+
+def test_apredict_equals_predict(case_model: tuple[Case, Model]) -> None:
+    _, model = case_model
+    inputs = _inputs(model, 4, seed=4)
+
+    async def both() -> list[dict[str, np.ndarray]]:
+        return list(await asyncio.gather(model.apredict(inputs), model.apredict(inputs)))
+
+    for out in asyncio.run(both()):
+        _assert_same(out, model.predict(inputs))
+
+
+def test_concurrent_predict_is_thread_safe(case_model: tuple[Case, Model]) -> None:
+    case, model = case_model
+    batches = [_inputs(model, 3, seed=s) for s in range(8)]
+    expected = [model.predict(b) for b in batches]
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            for _ in range(25):
+                _assert_same(model.predict(batches[i]), expected[i], case.tolerance)
+        except BaseException as e:  # collected and re-raised in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
