@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from aimass import __version__
 from aimass.backends import detect, get_backend
 from aimass.backends.base import Backend
+from aimass.device import check_device, input_validator
 from aimass.errors import ModelLoadError, SchemaError
 from aimass.package import is_package, verify, write_package
 from aimass.schema import Schema
@@ -43,14 +43,17 @@ class Model:
         ['label', 'probabilities']
     """
 
-    __slots__ = ("_backend", "_coerce", "_run", "metadata", "name")
+    __slots__ = ("_backend", "_coerce", "_run", "metadata", "name", "report")
 
     def __init__(self, backend: Backend, *, name: str | None = None, metadata: Mapping[str, Any] | None = None):
         self._backend = backend
         self.name = name
         self.metadata: dict[str, Any] = dict(metadata or {})
+        # Set by compress/convert on the Model they return: what was measured (None for loaded models).
+        self.report: Any = None
         # Bound once: predict() is two calls, validation and the backend.
-        self._coerce = backend.schema.coerce
+        # On a CUDA device, torch/CuPy tensors are validated and kept there (aimass.device).
+        self._coerce = input_validator(backend)
         self._run = backend.run
 
     # -- construction ------------------------------------------------------------------------
@@ -80,13 +83,16 @@ class Model:
         if isinstance(source, Model):
             return source.to(device) if device != source.device else source
         parsed = Schema.model_validate(schema) if isinstance(schema, Mapping) else schema
+        if device != "cpu" and not (isinstance(source, str) and source.startswith(("http://", "https://"))):
+            check_device(device)  # one "no CUDA device is visible" for every backend, before any loading
+        forced = get_backend(backend) if backend else None
         if isinstance(source, (str, os.PathLike)) and "://" not in str(source):
             path = Path(source)
             if is_package(path):
                 return cls._load_package(path, device=device, options=options)
             if not path.exists():
                 raise ModelLoadError(f"no such model file or package: {path.name!r}")
-        klass = get_backend(backend) if backend else detect(source)
+        klass = forced or detect(source)
         loaded = klass.load(source, device=device, schema=parsed, example_input=example_input, options=options)
         if name is None and isinstance(source, (str, os.PathLike)):
             name = Path(source).stem
@@ -137,6 +143,8 @@ class Model:
         Example:
             >>> out = await m.apredict(x)   # doctest: +SKIP
         """
+        import asyncio  # asyncio costs ~30 ms to import; only async callers pay it
+
         return await asyncio.to_thread(self.predict, inputs)
 
     def predict_batch(
@@ -186,6 +194,7 @@ class Model:
         """
         if device == self.device:
             return self
+        check_device(device)
         return Model(self._backend.to(device), name=self.name, metadata=self.metadata)
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -209,6 +218,26 @@ class Model:
             },
             overwrite=overwrite,
         )
+
+    def compress(self, method: str = "int8", **options: Any) -> Model:
+        """A new, compressed Model with ``.report`` (size, latency, drift); see :func:`aimass.compress.compress`.
+
+        Example:
+            >>> q = m.compress("int8", data=rows); print(q.report)   # doctest: +SKIP
+        """
+        from aimass.compress import compress
+
+        return compress(self, method, **options)
+
+    def convert(self, target: str = "onnx", **options: Any) -> Model:
+        """A new Model in another format, checked numerically; see :func:`aimass.convert.convert`.
+
+        Example:
+            >>> o = m.convert("onnx"); o.report.max_abs_error        # doctest: +SKIP
+        """
+        from aimass.convert import convert
+
+        return convert(self, target, **options)
 
     # -- display -----------------------------------------------------------------------------
 

@@ -99,9 +99,8 @@ def write_package(
     ``manifest_fields`` are the Manifest fields other than ``artifacts`` and ``created``.
     """
     target = Path(target).absolute()
-    if target.exists() and not overwrite:
-        if not target.is_dir() or any(target.iterdir()):
-            raise FileExistsError(f"{target.name!r} exists and is not empty: pass overwrite=True to replace it")
+    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
+        raise FileExistsError(f"{target.name!r} exists and is not empty: pass overwrite=True to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:

@@ -28,7 +28,7 @@ Example:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -177,7 +177,7 @@ class Schema(BaseModel):
 
     inputs: list[TensorSpec]
     outputs: list[TensorSpec] = Field(default_factory=list)
-    _checks_cache: tuple[_Check, ...] | None = PrivateAttr(default=None)
+    _validator: Callable[[Any], dict[str, np.ndarray]] | None = PrivateAttr(default=None)
 
     @field_validator("inputs", "outputs")
     @classmethod
@@ -189,7 +189,7 @@ class Schema(BaseModel):
         return v
 
     def __eq__(self, other: object) -> bool:
-        # Compare the declared tensors only, not the private validation cache.
+        # Compare the declared tensors only, not the compiled validator.
         if not isinstance(other, Schema):
             return NotImplemented
         return self.inputs == other.inputs and self.outputs == other.outputs
@@ -263,16 +263,53 @@ class Schema(BaseModel):
         Raises :class:`~aimass.errors.SchemaError` naming the tensor, expected and actual
         dtype/shape.
         """
-        checks = self._checks()
-        kind = type(data)
-        if kind is dict and len(data) == len(checks):
-            try:
-                return {c[0]: _check(c, data[c[0]]) for c in checks}
-            except KeyError:
-                pass  # a name is missing: fall through to the precise missing/extra message
-        elif kind is np.ndarray and len(checks) == 1:
-            return {checks[0][0]: _check(checks[0], data)}
-        return self._coerce_mapping(self.named(data), checks)
+        return self.validator()(data)
+
+    def validator(self) -> Callable[[Any], dict[str, np.ndarray]]:
+        """The compiled form of :meth:`coerce`, built once per schema (``Model.predict`` binds it).
+
+        The common cases (an ndarray for a one-input model, a dict with exactly the input names)
+        take a path with no attribute look-ups beyond the array's own; everything else falls back
+        to the general path with precise missing/extra-input messages.
+        """
+        fn = self._validator
+        if fn is None:
+            fn = self._validator = self._compile()
+        return fn
+
+    def _compile(self) -> Callable[[Any], dict[str, np.ndarray]]:
+        checks = tuple(
+            (t.name, t.dtype.numpy, len(t.shape), tuple((i, d) for i, d in enumerate(t.shape) if d != -1), t)
+            for t in self.inputs
+        )
+        general = self._coerce_mapping
+        named = self.named
+        count = len(checks)
+        ndarray = np.ndarray
+
+        if count == 1:
+            (only,) = checks
+            only_name = only[0]
+
+            def coerce_one(data: Any) -> dict[str, np.ndarray]:
+                kind = type(data)
+                if kind is ndarray:
+                    return {only_name: _check(only, data)}
+                if kind is dict and len(data) == 1 and only_name in data:
+                    return {only_name: _check(only, data[only_name])}
+                return general(named(data), checks)
+
+            return coerce_one
+
+        def coerce_many(data: Any) -> dict[str, np.ndarray]:
+            if type(data) is dict and len(data) == count:
+                try:
+                    return {c[0]: _check(c, data[c[0]]) for c in checks}
+                except KeyError:
+                    pass  # a name is missing: the general path says which
+            return general(named(data), checks)
+
+        return coerce_many
 
     def _coerce_mapping(self, data: Mapping[str, Any], checks: tuple[_Check, ...]) -> dict[str, np.ndarray]:
         names = [c[0] for c in checks]
@@ -315,17 +352,6 @@ class Schema(BaseModel):
             out[spec.name] = col.reshape(-1, 1) if len(spec.shape) == 2 and spec.shape[1] == 1 else col
         return out
 
-    def _checks(self) -> tuple[_Check, ...]:
-        # Precompiled per schema (the schema is frozen): the hot path of every predict call.
-        cached = self._checks_cache
-        if cached is None:
-            cached = tuple(
-                (t.name, t.dtype.numpy, len(t.shape), tuple((i, d) for i, d in enumerate(t.shape) if d != -1), t)
-                for t in self.inputs
-            )
-            self._checks_cache = cached
-        return cached
-
 
 def _check(c: _Check, value: Any) -> np.ndarray:
     name, want, ndim, fixed, spec = c
@@ -336,7 +362,8 @@ def _check(c: _Check, value: Any) -> np.ndarray:
     for i, d in fixed:
         if shape[i] != d:
             raise SchemaError(_mismatch(spec, arr), tensor=name)
-    if arr.dtype != want:
+    dtype = arr.dtype
+    if dtype is not want and dtype != want:  # builtin dtypes are singletons: `is` settles the usual case
         return _cast(arr, spec)
     return arr
 

@@ -101,9 +101,7 @@ class Backend(abc.ABC):
         if isinstance(source, (str, Path)):
             name = str(source).lower()
             return any(name.endswith(s) for s in cls.suffixes)
-        return any(
-            (getattr(k, "__module__", "") or "").startswith(cls.type_modules) for k in type(source).__mro__
-        )
+        return any((getattr(k, "__module__", "") or "").startswith(cls.type_modules) for k in type(source).__mro__)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -10,6 +10,12 @@ TorchScript, and otherwise with ``torch.load(weights_only=True)`` unless the cal
 ``options={"allow_pickle": True}`` (pickle runs arbitrary code: only for files you trust).
 Saving writes a ``torch.export`` program with the dynamic (-1) dimensions kept dynamic.
 
+Acceleration (``options``): ``autocast="fp16"``/``"bf16"`` runs forward under ``torch.autocast``
+(outputs are cast back to the schema's dtypes), ``compile=True`` (or a dict of ``torch.compile``
+arguments, e.g. ``{"mode": "max-autotune"}``) compiles the module on first call, and
+``output="device"`` returns torch tensors left on the model's device. On CUDA, torch/CuPy CUDA
+tensors passed to ``predict`` are used in place (DLPack), with no copy through the host.
+
 Example:
     >>> import torch, numpy as np
     >>> from aimass import Model
@@ -20,7 +26,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
+import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from aimass.backends.base import Backend, require, split_device
+from aimass.device import output_on_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError, SchemaError
 from aimass.schema import DType, Schema, TensorSpec
 
@@ -55,10 +64,10 @@ def _flatten(out: Any) -> list[tuple[str, Any]]:
 
 
 def _to_numpy(t: Any) -> np.ndarray:
-    torch = _torch()
+    torch = sys.modules["torch"]  # already imported by whoever made the tensor
     if t.dtype == torch.bfloat16:
         t = t.float()
-    return t.detach().cpu().numpy()  # type: ignore[no-any-return]
+    return t.detach().cpu().numpy()
 
 
 def _forward_names(module: Any) -> list[str]:
@@ -88,8 +97,16 @@ class TorchBackend(Backend):
     extra: ClassVar[str] = "torch"
     suffixes: ClassVar[tuple[str, ...]] = (".pt2", ".pt", ".pth", ".ts", ".torchscript")
     type_modules: ClassVar[tuple[str, ...]] = ("torch.",)
+    device_inputs: ClassVar[bool] = True  # run() takes torch/CuPy CUDA tensors in place (aimass.device)
 
-    def __init__(self, module: Any, schema: Schema, device: str, example: dict[str, np.ndarray] | None) -> None:
+    def __init__(
+        self,
+        module: Any,
+        schema: Schema,
+        device: str,
+        example: dict[str, np.ndarray] | None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.module = module
         self.schema = schema
         self.device = device
@@ -98,6 +115,10 @@ class TorchBackend(Backend):
         self._input_names = schema.input_names
         self._output_names = schema.output_names
         self._torch_device = self._torch.device(device)
+        self._cpu = split_device(device)[0] == "cpu"
+        self._single_output = self._output_names[0] if len(self._output_names) == 1 else None
+        self._options = dict(options or {})
+        self._accelerate()
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -149,10 +170,11 @@ class TorchBackend(Backend):
                 f"schema inputs {schema.input_names} do not match forward() parameters {names[: len(schema.inputs)]}"
             )
         module = source.to(device) if hasattr(source, "to") and split_device(device)[0] != "cpu" else source
-        backend = cls(module, schema, device, example)
+        backend = cls(module, schema, device, example, options)
         if not schema.outputs:
             backend.schema = schema.model_copy(update={"outputs": backend._infer_outputs()})
             backend._output_names = backend.schema.output_names
+            backend._single_output = backend._output_names[0] if len(backend._output_names) == 1 else None
         return backend
 
     def _infer_outputs(self) -> list[TensorSpec]:
@@ -171,24 +193,27 @@ class TorchBackend(Backend):
     # -- running -----------------------------------------------------------------------------
 
     def _tensors(self, inputs: Mapping[str, np.ndarray]) -> list[Any]:
-        torch = self._torch
-        tensors = []
-        for n in self._input_names:
-            a = inputs[n]
-            if not a.flags.writeable:  # torch.from_numpy warns on read-only buffers (e.g. decoded requests)
-                a = a.copy()
-            t = torch.from_numpy(a)
-            tensors.append(t if self.device == "cpu" else t.to(self._torch_device, non_blocking=True))
+        # torch.from_numpy warns on read-only buffers (e.g. decoded requests): copy those.
+        from_numpy = self._torch.from_numpy
+        tensors = [from_numpy(a if a.flags.writeable else a.copy()) for a in map(inputs.__getitem__, self._input_names)]
+        if not self._cpu:
+            return [t.to(self._torch_device, non_blocking=True) for t in tensors]
         return tensors
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
         try:
-            with self._torch.inference_mode():
+            with torch.inference_mode():
                 out = self.module(*self._tensors(inputs))
         except Exception as e:  # a user's forward() can raise anything
             raise PredictionError(f"torch forward failed: {type(e).__name__}: {e}") from e
-        if type(out) is self._torch.Tensor and len(self._output_names) == 1:
-            return {self._output_names[0]: _to_numpy(out)}
+        if type(out) is torch.Tensor and self._single_output is not None:
+            if self._cpu:
+                try:
+                    return {self._single_output: out.numpy()}
+                except TypeError:  # bfloat16 and other types numpy lacks
+                    pass
+            return {self._single_output: _to_numpy(out)}
         flat = _flatten(out)
         return {name: _to_numpy(t) for name, t in zip(self._output_names, (t for _, t in flat), strict=True)}
 
@@ -196,7 +221,65 @@ class TorchBackend(Backend):
         _check_device(device)
         if device == self.device:
             return self
-        return TorchBackend(self.module.to(device), self.schema, device, self._example)
+        # nn.Module.to moves in place: copy, or the original Model would find its module moved.
+        return TorchBackend(copy.deepcopy(self.module).to(device), self.schema, device, self._example, self._options)
+
+    # -- acceleration ------------------------------------------------------------------------
+
+    def _accelerate(self) -> None:
+        """Choose run() once: the plain CPU method, or the general one (device I/O, autocast, compile)."""
+        torch, opts = self._torch, self._options
+        amp = opts.get("autocast")
+        amp_types = {
+            "fp16": torch.float16,
+            "float16": torch.float16,
+            "bf16": torch.bfloat16,
+            "bfloat16": torch.bfloat16,
+        }
+        if amp and amp not in amp_types:
+            raise ModelLoadError(f"option autocast={amp!r}: use 'fp16' or 'bf16'")
+        self._amp = amp_types[amp] if amp else None
+        self._on_device = output_on_device(opts)
+        compile_args = opts.get("compile")
+        self._forward = self.module
+        if compile_args:
+            self._forward = torch.compile(self.module, **({} if compile_args is True else dict(compile_args)))
+        self._out_dtypes: list[Any] | None = None
+        if not self._cpu or self._amp is not None or compile_args or self._on_device:
+            self.run = self._run_general  # type: ignore[method-assign]
+
+    def _as_tensor(self, value: Any) -> Any:
+        torch = self._torch
+        if type(value) is np.ndarray:
+            t = torch.from_numpy(value if value.flags.writeable else value.copy())
+        elif isinstance(value, torch.Tensor):
+            t = value
+        else:  # CuPy and other DLPack producers: shared memory, no copy
+            t = torch.from_dlpack(value)
+        return t if t.device == self._torch_device else t.to(self._torch_device, non_blocking=True)
+
+    def _run_general(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        torch = self._torch
+        args = [self._as_tensor(inputs[n]) for n in self._input_names]
+        amp = (
+            torch.autocast(self._torch_device.type, dtype=self._amp)
+            if self._amp is not None
+            else contextlib.nullcontext()
+        )
+        try:
+            with torch.inference_mode(), amp:
+                out = self._forward(*args)
+        except Exception as e:  # a user's forward() can raise anything
+            raise PredictionError(f"torch forward failed: {type(e).__name__}: {e}") from e
+        tensors = [out] if isinstance(out, torch.Tensor) else [t for _, t in _flatten(out)]
+        if self._out_dtypes is None:  # the schema's outputs are final only after load() inferred them
+            self._out_dtypes = [getattr(torch, s.dtype.numpy.name, None) for s in self.schema.outputs]
+        result: dict[str, Any] = {}
+        for name, t, want in zip(self._output_names, tensors, self._out_dtypes, strict=True):
+            if want is not None and t.dtype != want and t.is_floating_point():
+                t = t.to(want)  # autocast outputs (fp16/bf16) back to the declared dtype
+            result[name] = t if self._on_device else _to_numpy(t)
+        return result
 
     # -- saving ------------------------------------------------------------------------------
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cases import CASES, Case
 
 from aimass import DType, Model, SchemaError
 from aimass.errors import IntegrityError
-from cases import CASES, Case
 
 
 @pytest.fixture(
