@@ -19,13 +19,17 @@ __all__ = [
     "AimassError",
     "BackendNotFound",
     "BackendUnavailable",
+    "CompressionRejected",
+    "ConversionError",
     "DeviceError",
+    "GateFailed",
     "IntegrityError",
     "ModelLoadError",
     "ModelNotFound",
     "PredictionError",
     "RemoteError",
     "SchemaError",
+    "StoreError",
     "UnsupportedOperation",
 ]
 
@@ -110,3 +114,45 @@ class UnsupportedOperation(AimassError):
     """The operation exists in aimass but not for this backend or model."""
 
     status_code = 400
+
+
+class StoreError(AimassError, ValueError):
+    """A model-library request is invalid: a bad model name, alias or reference, or a malformed library."""
+
+    status_code = 400
+
+
+class GateFailed(StoreError):
+    """A version's recorded metrics fail a gate (``{"accuracy": ">=0.9"}``), so an alias was not moved.
+
+    ``failures`` lists one line per failing condition.
+    """
+
+    status_code = 409
+
+    def __init__(self, message: str, *, failures: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.failures = list(failures or [])
+
+
+class CompressionRejected(AimassError):
+    """A compressed model fell short of the caller's tolerance (``max_drop=``); ``report`` says by how much."""
+
+    status_code = 422
+
+    def __init__(self, message: str, *, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ConversionError(AimassError):
+    """A converted model could not be produced, or its outputs differ from the source beyond tolerance.
+
+    ``report`` holds the measured error when the conversion got as far as comparing outputs.
+    """
+
+    status_code = 500
+
+    def __init__(self, message: str, *, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -114,7 +114,7 @@ def torch_mlp(hidden: int = 8, outputs: int = 3, seed: int = 0) -> Any:
     import torch
 
     torch.manual_seed(seed)
-    TorchMLP = __getattr__("TorchMLP")  # noqa: N806
+    TorchMLP = __getattr__("TorchMLP")
     net = TorchMLP(hidden, outputs)
     x, y = dataset()
     opt = torch.optim.Adam(net.parameters(), lr=0.05)

@@ -30,6 +30,7 @@ BACKENDS: dict[str, str] = {
     "onnx": "aimass.backends.onnx:OnnxBackend",
     "torch": "aimass.backends.torch:TorchBackend",
     "xgboost": "aimass.backends.xgboost:XGBoostBackend",
+    "tensorrt": "aimass.backends.tensorrt:TensorRTBackend",
 }
 
 
@@ -64,8 +65,11 @@ def detect(source: Any) -> type[Backend]:
         klass = get_backend(name)
         if klass.accepts(source):
             return klass
-    if isinstance(source, (str, Path)):
-        what = f"path {str(source)!r} (suffix {Path(source).suffix or 'none'!r})"
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        what = f"directory {Path(source).name!r} (it is not an aimass package either: no aimass.json)"
+    elif isinstance(source, (str, Path)):
+        # Name only: messages may travel to remote clients, which must not learn server paths.
+        what = f"file {Path(source).name!r} (suffix {Path(source).suffix or 'none'!r})"
     else:
         what = f"object of type {type(source).__module__}.{type(source).__qualname__}"
     raise BackendNotFound(f"no backend recognises {what}; known backends: {sorted(BACKENDS)}")

@@ -12,9 +12,9 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+import models
 import pytest
 
-import models
 from aimass import Model
 
 

@@ -1,0 +1,215 @@
+"""Dynamic batching: concurrent requests merged along axis 0 into one model call, split back after.
+
+Knobs keep Triton's names: ``max_batch_size`` (rows per merged call) and ``max_queue_delay``
+(seconds the first queued request may wait for company; 0 means "take whatever queued up while
+the previous batch ran", which costs nothing at low load and batches well at high load). Requests
+merge only when their non-batch dimensions agree; a request larger than ``max_batch_size`` runs
+alone. The model runs in a worker thread, so the event loop keeps serving (health checks, other
+models) while it computes. When a merged call fails, each request is retried alone, so one bad
+request cannot fail its neighbours.
+
+Example:
+    >>> import asyncio, numpy as np
+    >>> b = Batcher(lambda d: {"y": d["x"] * 2}, max_batch_size=8)
+    >>> async def two():
+    ...     return await asyncio.gather(b.submit({"x": np.ones((1, 2))}), b.submit({"x": np.zeros((2, 2))}))
+    >>> [r["y"].shape for r in asyncio.run(two())]
+    [(1, 2), (2, 2)]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+
+from aimass.errors import PredictionError
+
+__all__ = ["Batcher", "BatchObserver"]
+
+Inputs = dict[str, np.ndarray]
+# Called once per model call: (rows, queue seconds of each request, compute seconds).
+BatchObserver = Callable[[int, list[float], float], None]
+
+
+class _Item:
+    __slots__ = ("future", "inputs", "key", "rows", "t0")
+
+    def __init__(self, inputs: Inputs, future: asyncio.Future[Inputs]) -> None:
+        self.inputs = inputs
+        self.future = future
+        first = next(iter(inputs.values()))
+        self.rows = first.shape[0] if first.ndim else 1
+        # Requests merge only when everything but the batch dimension agrees.
+        self.key = tuple((k, v.shape[1:], v.dtype.str) for k, v in inputs.items())
+        self.t0 = time.perf_counter()
+
+
+class Batcher:
+    """Merge concurrent ``submit`` calls into calls of ``fn`` on up to ``max_batch_size`` rows.
+
+    ``max_concurrency`` merged calls may run at once (Triton's instance count). ``executor``
+    runs ``fn`` (default: the event loop's default thread pool). ``observer`` receives each
+    call's size and timings (the server feeds its metrics from it).
+
+    Example:
+        >>> b = Batcher(model.backend.run, max_batch_size=64, max_queue_delay=0.001)   # doctest: +SKIP
+        >>> out = await b.submit({"x": rows})                                            # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[Inputs], Inputs],
+        *,
+        max_batch_size: int = 64,
+        max_queue_delay: float = 0.0,
+        max_concurrency: int = 1,
+        executor: Executor | None = None,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_queue_delay < 0:
+            raise ValueError(f"max_queue_delay must be >= 0 seconds, got {max_queue_delay}")
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        self.fn = fn
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay = max_queue_delay
+        self.max_concurrency = max_concurrency
+        self.executor = executor
+        self.observer = observer
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[_Item] = []
+        self._rows = 0
+        self._running = 0
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a batch."""
+        return len(self._pending)
+
+    async def submit(self, inputs: Inputs) -> Inputs:
+        """Queue one request (validated arrays with the batch on axis 0); its own outputs come back."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._start(loop)
+        future: asyncio.Future[Inputs] = loop.create_future()
+        item = _Item(inputs, future)
+        self._pending.append(item)
+        self._rows += item.rows
+        assert self._wake is not None
+        self._wake.set()
+        return await future
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A batcher follows the loop it is used from (tests run several loops one after another).
+        self._loop = loop
+        self._pending, self._rows, self._running = [], 0, 0
+        self._wake = asyncio.Event()
+        self._task = loop.create_task(self._dispatch())
+
+    async def _dispatch(self) -> None:
+        wake = self._wake
+        assert wake is not None
+        while True:
+            if not self._pending or self._running >= self.max_concurrency:
+                wake.clear()
+                await wake.wait()
+                continue
+            if self.max_queue_delay > 0 and self._rows < self.max_batch_size:
+                remaining = self._pending[0].t0 + self.max_queue_delay - time.perf_counter()
+                if remaining > 0:
+                    wake.clear()
+                    try:
+                        await asyncio.wait_for(wake.wait(), remaining)
+                    except TimeoutError:
+                        pass
+                    if self._rows < self.max_batch_size and self._pending[0].t0 + self.max_queue_delay > (
+                        time.perf_counter()
+                    ):
+                        continue  # woken by a new request, still under size and time: keep waiting
+            batch = self._take()
+            self._running += 1
+            asyncio.get_running_loop().create_task(self._run(batch))
+
+    def _take(self) -> list[_Item]:
+        pending = self._pending
+        first = pending[0]
+        batch, rest, rows = [first], [], first.rows
+        for item in pending[1:]:
+            if item.key == first.key and rows + item.rows <= self.max_batch_size:
+                batch.append(item)
+                rows += item.rows
+            else:
+                rest.append(item)
+        self._pending = rest
+        self._rows -= rows
+        return batch
+
+    async def _run(self, batch: list[_Item]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            start = time.perf_counter()
+            waits = [start - item.t0 for item in batch]
+            try:
+                if len(batch) == 1:
+                    results = [await loop.run_in_executor(self.executor, self.fn, batch[0].inputs)]
+                else:
+                    results = await loop.run_in_executor(self.executor, self._merged, batch)
+            except Exception as e:
+                if len(batch) == 1:
+                    _fail(batch[0].future, e)
+                    return
+                # Isolate the request that broke the merged call: the others still get answers.
+                for item in batch:
+                    try:
+                        out = await loop.run_in_executor(self.executor, self.fn, item.inputs)
+                    except Exception as e2:
+                        _fail(item.future, e2)
+                    else:
+                        _resolve(item.future, out)
+                return
+            if self.observer is not None:
+                self.observer(sum(i.rows for i in batch), waits, time.perf_counter() - start)
+            for item, out in zip(batch, results, strict=True):
+                _resolve(item.future, out)
+        finally:
+            self._running -= 1
+            if self._wake is not None:
+                self._wake.set()
+
+    def _merged(self, batch: list[_Item]) -> list[Inputs]:
+        names = batch[0].inputs.keys()
+        merged = {k: np.concatenate([item.inputs[k] for item in batch]) for k in names}
+        total = sum(item.rows for item in batch)
+        outputs = self.fn(merged)
+        for k, v in outputs.items():
+            if v.ndim == 0 or v.shape[0] != total:
+                raise PredictionError(
+                    f"output {k!r} has shape {list(v.shape)} for a merged batch of {total} rows: the model does "
+                    "not keep the batch on axis 0; serve it with max_batch_size=0"
+                )
+        results: list[Inputs] = []
+        start = 0
+        for item in batch:
+            stop = start + item.rows
+            results.append({k: v[start:stop] for k, v in outputs.items()})
+            start = stop
+        return results
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():  # the caller may have gone away (client disconnect, cancellation)
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)

@@ -1,0 +1,390 @@
+"""What a compression or conversion did, measured: size, latency, output drift, metric.
+
+:func:`measure` compares a model before and after on the same inputs, in the same process run:
+sizes come from the files of a saved package, latency at batch 1 and 32 from interleaved calls of
+both models (so machine noise hits both sides alike), drift from both models' outputs on user
+data (or on :meth:`~aimass.schema.Schema.example` data when none is given).
+
+Example:
+    >>> q = m.compress("int8", data=rows)   # doctest: +SKIP
+    >>> print(q.report)                     # doctest: +SKIP
+    >>> q.report.size_ratio, q.report.drift[0].cosine   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from aimass.package import verify
+
+if TYPE_CHECKING:
+    from aimass.model import Model
+
+__all__ = [
+    "Drift",
+    "Latency",
+    "Report",
+    "batch_of",
+    "compare_outputs",
+    "measure",
+    "model_size",
+    "sample_inputs",
+]
+
+LATENCY_BATCHES = (1, 32)
+
+
+class Latency(BaseModel):
+    """Median milliseconds per ``predict`` call at one batch size, before and after."""
+
+    batch: int
+    before_ms: float
+    after_ms: float
+    repeats: int
+
+    @property
+    def speedup(self) -> float:
+        """``before / after``: above 1 means the new model is faster."""
+        return self.before_ms / self.after_ms if self.after_ms > 0 else float("inf")
+
+
+class Drift(BaseModel):
+    """How far one output moved, measured on the same inputs.
+
+    ``cosine`` is the mean over rows of the cosine similarity of each row's flattened output
+    (``min_cosine`` the worst row); ``top1_agreement`` is the share of rows whose argmax (2-D float
+    outputs) or value (integer outputs) is unchanged. ``tolerance`` is the allowed max abs error
+    (conversions only).
+    """
+
+    output: str
+    max_abs_error: float
+    mean_abs_error: float
+    cosine: float | None = None
+    min_cosine: float | None = None
+    top1_agreement: float | None = None
+    tolerance: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        """Within ``tolerance`` (always true when there is none)."""
+        return self.tolerance is None or self.max_abs_error <= self.tolerance
+
+
+class Report(BaseModel):
+    """The measured outcome of a compression or conversion (``print`` it, or show it in Jupyter)."""
+
+    operation: str  # "compress", "convert" or "distill"
+    method: str
+    backend_before: str
+    backend_after: str
+    size_before: int = Field(description="bytes of the saved package's artifacts")
+    size_after: int
+    latency: list[Latency] = Field(default_factory=list)
+    threads: int = Field(default_factory=lambda: os.cpu_count() or 1, description="CPU cores visible to the run")
+    drift: list[Drift] = Field(default_factory=list)
+    samples: int = 0
+    data: str = "generated"  # "user" when drift was measured on the caller's data
+    metric: str | None = None
+    metric_before: float | None = None
+    metric_after: float | None = None
+    higher_is_better: bool = True
+    atol: float | None = None
+    rtol: float | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+    # -- derived figures -----------------------------------------------------------------------
+
+    @property
+    def size_ratio(self) -> float:
+        """``size_before / size_after``: above 1 means smaller."""
+        return self.size_before / self.size_after if self.size_after else float("inf")
+
+    @property
+    def metric_drop(self) -> float | None:
+        """How much worse the metric got (positive = worse), in the metric's own units."""
+        if self.metric_before is None or self.metric_after is None:
+            return None
+        diff = self.metric_before - self.metric_after
+        return diff if self.higher_is_better else -diff
+
+    @property
+    def max_abs_error(self) -> float:
+        """The largest max abs error over all outputs."""
+        return max((d.max_abs_error for d in self.drift), default=0.0)
+
+    @property
+    def cosine(self) -> float | None:
+        """The lowest mean cosine similarity over float outputs."""
+        values = [d.cosine for d in self.drift if d.cosine is not None]
+        return min(values) if values else None
+
+    def latency_at(self, batch: int) -> Latency | None:
+        return next((lat for lat in self.latency if lat.batch == batch), None)
+
+    # -- views -----------------------------------------------------------------------------------
+
+    def _rows(self) -> list[tuple[str, str]]:
+        rows = [
+            (
+                "size",
+                f"{_bytes(self.size_before)} -> {_bytes(self.size_after)} ({_ratio(self.size_ratio, 'smaller', 'larger')})",
+            )
+        ]
+        for lat in self.latency:
+            rows.append(
+                (
+                    f"latency b={lat.batch}",
+                    f"{lat.before_ms:.3f} ms -> {lat.after_ms:.3f} ms ({_ratio(lat.speedup, 'faster', 'slower')}; "
+                    f"median of {lat.repeats} interleaved calls, {self.threads} cores)",
+                )
+            )
+        for d in self.drift:
+            parts = [f"max abs {d.max_abs_error:.3g}", f"mean abs {d.mean_abs_error:.3g}"]
+            if d.cosine is not None:
+                parts.append(f"cosine {d.cosine:.5f} (min {d.min_cosine:.5f})")
+            if d.top1_agreement is not None:
+                parts.append(f"top-1 agreement {100 * d.top1_agreement:.1f}%")
+            if d.tolerance is not None:
+                parts.append(f"tolerance {d.tolerance:.3g} {'ok' if d.passed else 'EXCEEDED'}")
+            rows.append((f"drift {d.output!r}", ", ".join(parts)))
+        if self.drift:
+            rows.append(("drift data", f"{self.samples} {self.data} rows"))
+        if self.metric is not None and self.metric_drop is not None:
+            rows.append(
+                (
+                    "metric",
+                    f"{self.metric} {self.metric_before:.4g} -> {self.metric_after:.4g} (drop {self.metric_drop:+.4g})",
+                )
+            )
+        if self.atol is not None:
+            rows.append(("tolerance", f"max abs error <= {self.atol:g} + {self.rtol:g} * max |reference|"))
+        if self.settings:
+            rows.append(("settings", ", ".join(f"{k}={v}" for k, v in self.settings.items())))
+        rows.extend(("note", n) for n in self.notes)
+        return rows
+
+    def text(self) -> str:
+        """A plain-text table of the report."""
+        head = f"{self.operation} {self.method}: {self.backend_before} -> {self.backend_after}"
+        width = max((len(k) for k, _ in self._rows()), default=0)
+        return "\n".join([head, *(f"  {k.ljust(width)}  {v}" for k, v in self._rows())])
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def _repr_html_(self) -> str:
+        head = html.escape(f"{self.operation} {self.method}: {self.backend_before} -> {self.backend_after}")
+        rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in self._rows())
+        return f"<div><b>{head}</b><table>{rows}</table></div>"
+
+
+def _bytes(n: int) -> str:
+    for unit, scale in (("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
+
+
+def _ratio(r: float, better: str, worse: str) -> str:
+    return f"{r:.2f}x {better}" if r >= 1 else f"{1 / r:.2f}x {worse}"
+
+
+# -- measuring ---------------------------------------------------------------------------------------
+
+
+def model_size(model: Model) -> int:
+    """Bytes of the artifacts a saved package of ``model`` holds (the files, not an estimate).
+
+    Example:
+        >>> model_size(m)   # doctest: +SKIP
+        12529
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="aimass-size-"))
+    try:
+        pkg = model.save(tmp / "pkg")
+        return sum((pkg / a.path).stat().st_size for a in verify(pkg).artifacts)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sample_inputs(model: Model, data: Any = None, rows: int = 64) -> tuple[dict[str, np.ndarray], str]:
+    """The caller's data validated against the schema, or ``rows`` generated rows; and which it was."""
+    if data is not None:
+        return model.schema.coerce(data), "user"
+    return model.schema.example(batch=rows, seed=0), "generated"
+
+
+def batch_of(inputs: Mapping[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """``size`` rows of ``inputs``, repeating rows when there are fewer."""
+    out = {}
+    for k, v in inputs.items():
+        n = v.shape[0] if v.ndim else 0
+        out[k] = v[:size] if n >= size else np.take(v, np.arange(size) % max(n, 1), axis=0)
+    return out
+
+
+def compare_outputs(
+    before: Mapping[str, np.ndarray],
+    after: Mapping[str, np.ndarray],
+    *,
+    atol: float | None = None,
+    rtol: float = 0.0,
+) -> list[Drift]:
+    """Drift of every output of ``before`` that ``after`` also has (same name, same shape).
+
+    With ``atol``, each float output gets ``tolerance = atol + rtol * max |before|``; integer
+    outputs must match exactly (tolerance 0).
+    """
+    drifts = []
+    for name, ref in before.items():
+        if name not in after:
+            continue  # e.g. a distilled student keeps only the scores, not the teacher's labels
+        got = after[name]
+        if got.shape != ref.shape:
+            raise ValueError(f"output {name!r}: shape {list(got.shape)} differs from the original's {list(ref.shape)}")
+        ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
+        err = np.abs(ref64 - got64)
+        d: dict[str, Any] = {
+            "output": name,
+            "max_abs_error": float(err.max()) if err.size else 0.0,
+            "mean_abs_error": float(err.mean()) if err.size else 0.0,
+        }
+        if ref.dtype.kind == "f" and ref.ndim >= 1 and ref.size:
+            a = ref64.reshape(ref.shape[0], -1)
+            b = got64.reshape(ref.shape[0], -1)
+            na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+            # Rows that are zero in both are identical; one zero row against a non-zero one is cosine 0.
+            cos = np.where(
+                (na == 0) & (nb == 0), 1.0, (a * b).sum(axis=1) / np.maximum(na * nb, np.finfo(np.float64).tiny)
+            )
+            d["cosine"], d["min_cosine"] = float(cos.mean()), float(cos.min())
+            if ref.ndim == 2 and ref.shape[1] > 1:
+                d["top1_agreement"] = float((ref.argmax(axis=1) == got.argmax(axis=1)).mean())
+            if atol is not None:
+                d["tolerance"] = atol + rtol * float(np.abs(ref64).max())
+        elif ref.dtype.kind in "iub" and ref.size:
+            d["top1_agreement"] = float((ref == got).mean())
+            if atol is not None:
+                d["tolerance"] = 0.0
+        drifts.append(Drift(**d))
+    return drifts
+
+
+def _metric(outputs: Mapping[str, np.ndarray], labels: np.ndarray) -> tuple[str, float, bool]:
+    """(name, value, higher_is_better) of the first output that labels can score."""
+    labels = np.asarray(labels)
+    for value in outputs.values():
+        if value.shape[:1] != labels.shape[:1]:
+            continue
+        if labels.dtype.kind in "iub":
+            if value.dtype.kind == "f" and value.ndim == 2 and value.shape[1] > 1:
+                return "accuracy", float((value.argmax(axis=1) == labels.reshape(-1)).mean()), True
+            if value.dtype.kind in "iub" and value.size == labels.size:
+                return "accuracy", float((value.reshape(-1) == labels.reshape(-1)).mean()), True
+        elif value.dtype.kind == "f" and value.size == labels.size:
+            return "mse", float(np.mean((value.reshape(-1) - labels.reshape(-1).astype(np.float64)) ** 2)), False
+    raise ValueError(f"labels of shape {list(labels.shape)} match no output's rows to score")
+
+
+def _time_call(model: Model, inputs: dict[str, np.ndarray]) -> float:
+    t = time.perf_counter()
+    model.predict(inputs)
+    return time.perf_counter() - t
+
+
+def time_interleaved(
+    before: Model, after: Model, inputs: Mapping[str, np.ndarray], *, batches: Sequence[int], repeats: int
+) -> list[Latency]:
+    """Median latency of both models at each batch size, calls interleaved (order alternating)."""
+    out = []
+    for size in batches:
+        x = batch_of(inputs, size)
+        for m in (before, after):  # warm-up: first calls allocate and pick kernels
+            m.predict(x)
+            m.predict(x)
+        tb: list[float] = []
+        ta: list[float] = []
+        for i in range(repeats):
+            if i % 2:
+                ta.append(_time_call(after, x))
+                tb.append(_time_call(before, x))
+            else:
+                tb.append(_time_call(before, x))
+                ta.append(_time_call(after, x))
+        out.append(
+            Latency(
+                batch=size,
+                before_ms=1e3 * statistics.median(tb),
+                after_ms=1e3 * statistics.median(ta),
+                repeats=repeats,
+            )
+        )
+    return out
+
+
+def measure(
+    before: Model,
+    after: Model,
+    *,
+    operation: str,
+    method: str,
+    data: Any = None,
+    labels: Any = None,
+    repeats: int = 20,
+    atol: float | None = None,
+    rtol: float = 0.0,
+    settings: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
+    size_before: int | None = None,
+) -> Report:
+    """Measure ``after`` against ``before`` on the same inputs and return the :class:`Report`.
+
+    ``repeats`` interleaved calls per batch size (0 skips latency).
+
+    Example:
+        >>> measure(m, q, operation="compress", method="int8", data=rows).size_ratio   # doctest: +SKIP
+    """
+    inputs, source = sample_inputs(before, data)
+    ref = before.predict(inputs)
+    got = after.predict(inputs)
+    drift = compare_outputs(ref, got, atol=atol, rtol=rtol)
+    notes = list(notes)
+    missing = [n for n in ref if n not in got]
+    if missing:
+        notes.append(f"outputs {missing} exist only before; drift covers {[n for n in ref if n in got]}")
+    fields: dict[str, Any] = {}
+    if labels is not None:
+        name, value_before, higher = _metric(ref, labels)
+        _, value_after, _ = _metric(got, labels)
+        fields = {"metric": name, "metric_before": value_before, "metric_after": value_after, "higher_is_better": higher}
+    latency = time_interleaved(before, after, inputs, batches=LATENCY_BATCHES, repeats=repeats) if repeats else []
+    return Report(
+        operation=operation,
+        method=method,
+        backend_before=before.backend_name,
+        backend_after=after.backend_name,
+        size_before=model_size(before) if size_before is None else size_before,
+        size_after=model_size(after),
+        latency=latency,
+        drift=drift,
+        samples=next(iter(inputs.values())).shape[0] if inputs else 0,
+        data=source,
+        atol=atol,
+        rtol=rtol if atol is not None else None,
+        settings=dict(settings or {}),
+        notes=notes,
+        **fields,
+    )

@@ -1,0 +1,112 @@
+"""Prometheus metrics of a model server, in a registry of its own (many apps can live in one process).
+
+Per model and version: requests, failures (by HTTP status), request latency, queue and compute
+latency separately, rows per model call (the batch size the dynamic batcher achieved), and
+requests in flight. Names follow Prometheus conventions with an ``aimass_`` prefix; the
+counterparts in Triton are ``nv_inference_request_success``/``_failure``, ``nv_inference_queue_duration_us``
+and ``nv_inference_compute_infer_duration_us``.
+
+Example:
+    >>> m = Metrics()
+    >>> mm = m.model("fraud", "1")
+    >>> mm.requests.inc()
+    >>> b"aimass_requests_total" in m.render()[0]
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics", "ModelMetrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelMetrics:
+    """The metric children of one model version, bound once so the hot path skips label lookups."""
+
+    requests: Counter
+    request_seconds: Histogram
+    queue_seconds: Histogram
+    compute_seconds: Histogram
+    batch_size: Histogram
+    in_flight: Gauge
+    _failures: Counter
+    _labels: tuple[str, str]
+
+    def failure(self, status: int) -> None:
+        """Count one failed request answered with HTTP ``status``."""
+        self._failures.labels(*self._labels, str(status)).inc()
+
+    def observe_batch(self, rows: int, waits: list[float], compute: float) -> None:
+        """Record one model call: its rows, each request's queue wait, and the compute time."""
+        self.batch_size.observe(rows)
+        self.compute_seconds.observe(compute)
+        for w in waits:
+            self.queue_seconds.observe(w)
+
+
+class Metrics:
+    """All metrics of one server app, in its own ``CollectorRegistry``.
+
+    Example:
+        >>> body, content_type = Metrics().render()
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        labels = ("model", "version")
+        r = self.registry
+        self._requests = Counter("aimass_requests", "Inference requests received.", labels, registry=r)
+        self._failures = Counter(
+            "aimass_request_failures", "Inference requests that failed, by HTTP status.", (*labels, "status"), registry=r
+        )
+        self._request_seconds = Histogram(
+            "aimass_request_seconds",
+            "Inference request latency in the server, body read to response.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._queue_seconds = Histogram(
+            "aimass_queue_seconds",
+            "Time a request waited for its model call (dynamic batching queue).",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._compute_seconds = Histogram(
+            "aimass_compute_seconds", "Duration of one model call.", labels, buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self._batch_size = Histogram(
+            "aimass_batch_size", "Rows per model call.", labels, buckets=_BATCH_BUCKETS, registry=r
+        )
+        self._in_flight = Gauge("aimass_requests_in_flight", "Inference requests being served.", labels, registry=r)
+        self._children: dict[tuple[str, str], ModelMetrics] = {}
+
+    def model(self, name: str, version: str) -> ModelMetrics:
+        """The metrics of one model version (created on first use)."""
+        key = (name, version)
+        found = self._children.get(key)
+        if found is None:
+            found = ModelMetrics(
+                requests=self._requests.labels(*key),
+                request_seconds=self._request_seconds.labels(*key),
+                queue_seconds=self._queue_seconds.labels(*key),
+                compute_seconds=self._compute_seconds.labels(*key),
+                batch_size=self._batch_size.labels(*key),
+                in_flight=self._in_flight.labels(*key),
+                _failures=self._failures,
+                _labels=key,
+            )
+            self._children[key] = found
+        return found
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

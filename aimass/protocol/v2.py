@@ -1,0 +1,421 @@
+"""The Open Inference Protocol (KServe V2 / Triton) codec, shared by the server and the remote backend.
+
+One module, two ends: the client encodes requests and decodes responses, the server decodes
+requests and encodes responses, with the same tensor code. Both JSON tensors (row-major ``data``,
+``datatype``, ``shape``) and Triton's binary tensor data extension are supported: with binary
+data the body is a JSON header of ``Inference-Header-Content-Length`` bytes followed by the raw
+tensors in order, each announced by ``parameters.binary_data_size``; BYTES elements are a 4-byte
+little-endian length followed by the bytes. Binary tensors decode straight into numpy with
+``np.frombuffer`` (no copy).
+
+Everything malformed raises :class:`~aimass.errors.SchemaError` (HTTP 400) naming the tensor.
+
+Example:
+    >>> import numpy as np
+    >>> body, headers = encode_request({"x": np.ones((2, 4), np.float32)}, binary=True)
+    >>> req = decode_request(body, int(headers[HEADER_LENGTH]))
+    >>> req.inputs["x"].shape, req.inputs["x"].dtype
+    ((2, 4), dtype('float32'))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import struct
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from aimass.errors import SchemaError
+from aimass.schema import DType
+
+__all__ = [
+    "BINARY_CONTENT_TYPE",
+    "HEADER_LENGTH",
+    "JSON_CONTENT_TYPE",
+    "InferRequest",
+    "InferResponse",
+    "RequestedOutput",
+    "decode_request",
+    "decode_response",
+    "decode_tensor",
+    "encode_request",
+    "encode_response",
+    "encode_tensor",
+]
+
+HEADER_LENGTH = "inference-header-content-length"
+JSON_CONTENT_TYPE = "application/json"
+BINARY_CONTENT_TYPE = "application/octet-stream"
+
+_DTYPES: dict[str, DType] = {d.value: d for d in DType}
+_NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
+_U32 = struct.Struct("<I")
+
+
+@dataclasses.dataclass(slots=True)
+class RequestedOutput:
+    """An output named in a request; ``binary`` is None when the request leaves it to the default."""
+
+    name: str
+    binary: bool | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class InferRequest:
+    """A decoded inference request: inputs as numpy arrays plus what the client asked for."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: list[RequestedOutput] | None = None
+    id: str | None = None
+    parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    binary_output: bool = False
+
+    def binary_outputs(self, names: Sequence[str]) -> set[str]:
+        """Which of ``names`` the client wants as binary data."""
+        if self.outputs is None:
+            return set(names) if self.binary_output else set()
+        return {o.name for o in self.outputs if (self.binary_output if o.binary is None else o.binary)}
+
+
+@dataclasses.dataclass(slots=True)
+class InferResponse:
+    """A decoded inference response."""
+
+    outputs: dict[str, np.ndarray]
+    model_name: str = ""
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# -- tensors --------------------------------------------------------------------------------------
+
+
+def _bytes_elements(arr: np.ndarray, where: str) -> list[bytes]:
+    out = []
+    for v in arr.ravel():
+        if isinstance(v, bytes):
+            out.append(v)
+        elif isinstance(v, str):
+            out.append(v.encode("utf-8"))
+        else:
+            raise SchemaError(f"{where}: BYTES elements must be bytes or str, got {type(v).__name__}")
+    return out
+
+
+def encode_tensor(name: str, value: Any, *, binary: bool = False, kind: str = "input") -> tuple[dict[str, Any], Any]:
+    """One tensor as its V2 JSON object, plus its binary chunk (None when sent as JSON ``data``).
+
+    Example:
+        >>> encode_tensor("x", np.zeros((1, 2), np.float32))[0]["datatype"]
+        'FP32'
+    """
+    arr = value if type(value) is np.ndarray else np.asarray(value)
+    dtype = DType.from_numpy(arr.dtype)
+    obj: dict[str, Any] = {"name": name, "datatype": dtype.value, "shape": list(arr.shape)}
+    where = f"{kind} {name!r}"
+    if dtype is DType.BYTES:
+        elements = _bytes_elements(arr, where)
+        if binary:
+            chunk: Any = b"".join(_U32.pack(len(e)) + e for e in elements)
+            obj["parameters"] = {"binary_data_size": len(chunk)}
+            return obj, chunk
+        try:
+            obj["data"] = [e.decode("utf-8") for e in elements]
+        except UnicodeDecodeError:
+            raise SchemaError(f"{where} holds bytes that are not UTF-8: send it as binary data") from None
+        return obj, None
+    arr = np.ascontiguousarray(arr)
+    if binary:
+        chunk = arr.data.cast("B") if arr.size else b""
+        obj["parameters"] = {"binary_data_size": arr.nbytes}
+        return obj, chunk
+    obj["data"] = arr.reshape(-1)
+    return obj, None
+
+
+def _shape(t: Mapping[str, Any], where: str) -> list[int]:
+    shape = t.get("shape")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise SchemaError(f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}", tensor=None)
+    return shape
+
+
+def _decode_bytes(chunk: memoryview, count: int, where: str, name: str) -> np.ndarray:
+    out = np.empty(count, dtype=object)
+    pos, end = 0, len(chunk)
+    for i in range(count):
+        if pos + 4 > end:
+            raise SchemaError(f"{where}: binary BYTES data ends after {i} of {count} elements", tensor=name)
+        (n,) = _U32.unpack_from(chunk, pos)
+        pos += 4
+        if pos + n > end:
+            raise SchemaError(f"{where}: binary BYTES element {i} needs {n} bytes, {end - pos} left", tensor=name)
+        out[i] = bytes(chunk[pos : pos + n])
+        pos += n
+    if pos != end:
+        raise SchemaError(f"{where}: {end - pos} bytes left over after {count} BYTES elements", tensor=name)
+    return out
+
+
+def _json_numbers(data: Any, dtype: DType, where: str, name: str) -> np.ndarray:
+    want = dtype.numpy
+    try:
+        arr = np.array(data)
+    except (ValueError, TypeError) as e:
+        raise SchemaError(f"{where}: 'data' is not a rectangular array of numbers ({e})", tensor=name) from None
+    kind = arr.dtype.kind
+    if arr.size == 0 or arr.dtype == want:
+        return arr.astype(want, copy=False)
+    if kind not in "biuf":
+        raise SchemaError(f"{where}: {dtype.value} 'data' must hold numbers, got {arr.dtype} values", tensor=name)
+    if want.kind == "b" and kind != "b":
+        raise SchemaError(f"{where}: BOOL 'data' must hold true/false, got {arr.dtype} values", tensor=name)
+    if want.kind in "iu":
+        if kind == "f":
+            raise SchemaError(f"{where}: {dtype.value} 'data' holds non-integer numbers", tensor=name)
+        info = np.iinfo(want)
+        lo, hi = arr.min(), arr.max()
+        if lo < info.min or hi > info.max:
+            raise SchemaError(f"{where}: values [{lo}, {hi}] do not fit {dtype.value}", tensor=name)
+    return arr.astype(want)
+
+
+def decode_tensor(t: Any, chunk: memoryview | None = None, *, kind: str = "input") -> tuple[str, np.ndarray]:
+    """One V2 tensor object (and its binary chunk, if any) as ``(name, ndarray)``.
+
+    Example:
+        >>> decode_tensor({"name": "x", "datatype": "INT32", "shape": [2], "data": [1, 2]})
+        ('x', array([1, 2], dtype=int32))
+    """
+    if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+        raise SchemaError(f"each {kind} must be an object with a string 'name', got {str(t)[:80]}")
+    name: str = t["name"]
+    where = f"{kind} {name!r}"
+    datatype = t.get("datatype")
+    dtype = _DTYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise SchemaError(f"{where}: unknown datatype {datatype!r}; V2 datatypes are {sorted(_DTYPES)}", tensor=name)
+    shape = _shape(t, where)
+    count = math.prod(shape)
+    if chunk is not None:
+        if dtype is DType.BYTES:
+            return name, _decode_bytes(chunk, count, where, name).reshape(shape)
+        need = count * dtype.itemsize
+        if len(chunk) != need:
+            raise SchemaError(
+                f"{where}: binary data has {len(chunk)} bytes, {dtype.value} shape {shape} needs {need}", tensor=name
+            )
+        return name, np.frombuffer(chunk, dtype=dtype.numpy).reshape(shape)
+    if "data" not in t:
+        raise SchemaError(f"{where}: no 'data' and no 'binary_data_size' parameter", tensor=name)
+    data = t["data"]
+    if dtype is DType.BYTES:
+        flat = np.array(data, dtype=object).reshape(-1) if isinstance(data, list) else np.array([data], dtype=object)
+        arr = np.empty(len(flat), dtype=object)
+        for i, v in enumerate(flat):
+            if not isinstance(v, str):
+                raise SchemaError(f"{where}: BYTES 'data' must hold strings, got {type(v).__name__}", tensor=name)
+            arr[i] = v.encode("utf-8")
+    else:
+        arr = _json_numbers(data, dtype, where, name)
+    if arr.size != count:
+        raise SchemaError(f"{where}: shape {shape} needs {count} values, 'data' has {arr.size}", tensor=name)
+    return name, arr.reshape(shape)
+
+
+# -- messages -------------------------------------------------------------------------------------
+
+
+def _load_json(body: bytes | memoryview, header_length: int | None, what: str) -> tuple[dict[str, Any], memoryview]:
+    view = memoryview(body)
+    if header_length is None:
+        header, rest = view, view[len(view) :]
+    else:
+        if not 0 <= header_length <= len(view):
+            raise SchemaError(
+                f"Inference-Header-Content-Length is {header_length} but the body has {len(view)} bytes"
+            )
+        header, rest = view[:header_length], view[header_length:]
+    try:
+        doc = orjson.loads(header)
+    except orjson.JSONDecodeError as e:
+        raise SchemaError(f"malformed JSON {what}: {e}") from None
+    if not isinstance(doc, dict):
+        raise SchemaError(f"the {what} must be a JSON object, got {type(doc).__name__}")
+    return doc, rest
+
+
+def _binary_size(t: Any) -> int | None:
+    params = t.get("parameters") if isinstance(t, dict) else None
+    if not params:
+        return None
+    if "shared_memory_region" in params:
+        raise SchemaError(f"tensor {t.get('name')!r}: the shared-memory extension is not supported", tensor=t.get("name"))
+    size = params.get("binary_data_size")
+    if size is None:
+        return None
+    if type(size) is not int or size < 0:
+        raise SchemaError(f"tensor {t.get('name')!r}: binary_data_size must be a non-negative integer, got {size!r}")
+    return size
+
+
+def _decode_tensors(items: Any, rest: memoryview, kind: str) -> dict[str, np.ndarray]:
+    if not isinstance(items, list):
+        raise SchemaError(f"'{kind}s' must be a list of tensors, got {type(items).__name__}")
+    sizes = [_binary_size(t) for t in items]
+    total = sum(s for s in sizes if s is not None)
+    if total != len(rest):
+        raise SchemaError(
+            f"binary data sizes add up to {total} bytes but the body carries {len(rest)} bytes after the JSON header"
+        )
+    out: dict[str, np.ndarray] = {}
+    pos = 0
+    for t, size in zip(items, sizes, strict=True):
+        chunk = None
+        if size is not None:
+            chunk = rest[pos : pos + size]
+            pos += size
+        name, arr = decode_tensor(t, chunk, kind=kind)
+        if name in out:
+            raise SchemaError(f"{kind} {name!r} appears twice", tensor=name)
+        out[name] = arr
+    return out
+
+
+def decode_request(body: bytes | memoryview, header_length: int | None = None) -> InferRequest:
+    """Parse a V2 inference request body (``header_length`` from ``Inference-Header-Content-Length``).
+
+    Example:
+        >>> decode_request(b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}').inputs
+        {'x': array([1.], dtype=float32)}
+    """
+    doc, rest = _load_json(body, header_length, "request")
+    if "inputs" not in doc:
+        raise SchemaError("the request has no 'inputs'")
+    inputs = _decode_tensors(doc["inputs"], rest, "input")
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise SchemaError("request 'parameters' must be an object")
+    outputs = None
+    if doc.get("outputs") is not None:
+        raw = doc["outputs"]
+        if not isinstance(raw, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in raw):
+            raise SchemaError("request 'outputs' must be a list of objects with a string 'name'")
+        outputs = []
+        for o in raw:
+            p = o.get("parameters") or {}
+            flag = p.get("binary_data") if isinstance(p, dict) else None
+            outputs.append(RequestedOutput(o["name"], None if flag is None else bool(flag)))
+    rid = doc.get("id")
+    return InferRequest(
+        inputs=inputs,
+        outputs=outputs,
+        id=None if rid is None else str(rid),
+        parameters=params,
+        binary_output=bool(params.get("binary_data_output", False)),
+    )
+
+
+def _assemble(doc: dict[str, Any], chunks: list[Any]) -> tuple[bytes, int | None]:
+    header = orjson.dumps(doc, option=_NUMPY_OPT)
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)
+
+
+def encode_request(
+    inputs: Mapping[str, Any],
+    *,
+    outputs: Sequence[str] | None = None,
+    binary: bool | Collection[str] = False,
+    binary_output: bool = False,
+    request_id: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """Encode a request: the body and the HTTP headers to send with it.
+
+    ``binary`` is True (all inputs), False, or the names of the inputs to send as binary data;
+    ``binary_output`` asks for binary outputs.
+
+    Example:
+        >>> body, headers = encode_request({"x": np.ones((1, 4), np.float32)})
+        >>> headers["content-type"]
+        'application/json'
+    """
+    tensors, chunks = [], []
+    for name, value in inputs.items():
+        as_binary = binary if isinstance(binary, bool) else name in binary
+        obj, chunk = encode_tensor(name, value, binary=as_binary)
+        tensors.append(obj)
+        if chunk is not None:
+            chunks.append(chunk)
+    doc: dict[str, Any] = {}
+    if request_id is not None:
+        doc["id"] = request_id
+    params = dict(parameters or {})
+    if outputs is not None:
+        doc["outputs"] = [{"name": n, "parameters": {"binary_data": binary_output}} for n in outputs]
+    elif binary_output:
+        params["binary_data_output"] = True
+    if params:
+        doc["parameters"] = params
+    doc["inputs"] = tensors
+    body, header_length = _assemble(doc, chunks)
+    if header_length is None:
+        return body, {"content-type": JSON_CONTENT_TYPE}
+    return body, {"content-type": BINARY_CONTENT_TYPE, HEADER_LENGTH: str(header_length)}
+
+
+def encode_response(
+    outputs: Mapping[str, np.ndarray],
+    *,
+    model_name: str,
+    model_version: str | None = None,
+    request_id: str | None = None,
+    binary: Collection[str] = (),
+) -> tuple[bytes, int | None]:
+    """Encode a response: the body and the JSON header length (None when nothing is binary).
+
+    Example:
+        >>> body, n = encode_response({"y": np.zeros(2, np.float32)}, model_name="m", model_version="1")
+        >>> body
+        b'{"model_name":"m","model_version":"1","outputs":[{"name":"y","datatype":"FP32","shape":[2],"data":[0.0,0.0]}]}'
+    """
+    tensors, chunks = [], []
+    for name, value in outputs.items():
+        obj, chunk = encode_tensor(name, value, binary=name in binary, kind="output")
+        tensors.append(obj)
+        if chunk is not None:
+            chunks.append(chunk)
+    doc: dict[str, Any] = {"model_name": model_name}
+    if model_version is not None:
+        doc["model_version"] = model_version
+    if request_id is not None:
+        doc["id"] = request_id
+    doc["outputs"] = tensors
+    return _assemble(doc, chunks)
+
+
+def decode_response(body: bytes | memoryview, header_length: int | None = None) -> InferResponse:
+    """Parse a V2 inference response (ours, Triton's or MLServer's).
+
+    Example:
+        >>> decode_response(b'{"model_name": "m", "outputs": [{"name": "y", "datatype": "INT64", "shape": [1], "data": [3]}]}').outputs
+        {'y': array([3])}
+    """
+    doc, rest = _load_json(body, header_length, "response")
+    outputs = _decode_tensors(doc.get("outputs", []), rest, "output")
+    version = doc.get("model_version")
+    rid = doc.get("id")
+    return InferResponse(
+        outputs=outputs,
+        model_name=str(doc.get("model_name", "")),
+        model_version=None if version is None else str(version),
+        id=None if rid is None else str(rid),
+        parameters=doc.get("parameters") or {},
+    )

@@ -1,0 +1,14 @@
+"""The V2 model server: :func:`create_app` builds the ASGI app, :func:`serve` runs it with uvicorn.
+
+Example:
+    >>> from aimass.server import create_app, serve
+    >>> app = create_app(repository="models/", max_batch_size=64)   # doctest: +SKIP
+    >>> serve(app, host="127.0.0.1", port=8000)                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from aimass.server.app import DEFAULT_MAX_BODY_SIZE, App, HTTPError, create_app, error_response
+from aimass.server.run import serve
+
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "App", "HTTPError", "create_app", "error_response", "serve"]

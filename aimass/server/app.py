@@ -1,0 +1,345 @@
+"""The V2 (Open Inference Protocol) model server as a lean ASGI app.
+
+Endpoints: ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{name}[/versions/{v}]``
+(metadata), ``.../ready``, ``.../config`` (Triton-style model config), ``POST .../infer``, the
+repository extension (``POST /v2/repository/index``, ``/v2/repository/models/{name}/load`` and
+``/unload``) and ``GET /metrics``. A plain ASGI callable rather than a framework router: the
+routes are few and fixed, and skipping a router's request objects and middleware stack is a
+measurable share of a small model's request time (see docs/serving.md).
+
+Errors map to HTTP in one place, :func:`error_response`, from each exception's ``status_code``
+(:mod:`aimass.errors`): unknown model/version 404, bad tensor or malformed body 400, body too
+large 413, model failure 500 with its message. The body is always ``{"error": "..."}``.
+
+Example:
+    >>> from aimass import Model
+    >>> from aimass.server import create_app
+    >>> app = create_app({"mlp": Model.load("mlp.onnx")}, max_batch_size=64)   # doctest: +SKIP
+    >>> # uvicorn.run(app) or: aimass serve mlp.onnx
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from aimass import __version__
+from aimass.errors import AimassError, SchemaError
+from aimass.metrics import Metrics
+from aimass.model import Model
+from aimass.protocol import v2
+from aimass.server.repository import BatchingConfig, Repository, ServedModel
+
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "App", "HTTPError", "create_app", "error_response"]
+
+log = logging.getLogger("aimass.server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration"]
+
+_JSON = [(b"content-type", b"application/json")]
+_BINARY_CT = v2.BINARY_CONTENT_TYPE.encode()
+
+
+class HTTPError(AimassError):
+    """An HTTP-level refusal that is not about the model: 401, 404 route, 405, 413."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def error_response(exc: BaseException) -> tuple[int, bytes]:
+    """The one mapping from an exception to an HTTP status and ``{"error": ...}`` body.
+
+    Example:
+        >>> error_response(SchemaError("input 'x': expected FP32 shape [-1, 4], got int8 shape [2]", tensor="x"))
+        (400, b'{"error":"input \\'x\\': expected FP32 shape [-1, 4], got int8 shape [2]","tensor":"x"}')
+    """
+    if isinstance(exc, AimassError):
+        status, message = exc.status_code, str(exc)
+    else:
+        status, message = 500, f"{type(exc).__name__}: {exc}"
+    doc: dict[str, Any] = {"error": message}
+    tensor = getattr(exc, "tensor", None)
+    if tensor is not None:
+        doc["tensor"] = tensor
+    return status, orjson.dumps(doc)
+
+
+class App:
+    """ASGI application serving a :class:`~aimass.server.repository.Repository` over V2.
+
+    Build it with :func:`create_app`.
+    """
+
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        metrics: Metrics,
+        executor: ThreadPoolExecutor,
+        auth_token: str | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    ) -> None:
+        self.repository = repository
+        self.metrics = metrics
+        self.executor = executor
+        self.max_body_size = max_body_size
+        self._auth = f"Bearer {auth_token}".encode() if auth_token else None
+        self._server_meta = orjson.dumps({"name": "aimass", "version": __version__, "extensions": EXTENSIONS})
+
+    # -- ASGI ---------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.executor.shutdown(wait=False, cancel_futures=True)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        try:
+            parts = path.strip("/").split("/")
+            if parts[0] != "v2":
+                if path == "/metrics" and method == "GET":
+                    self._check_auth(scope)
+                    body, content_type = self.metrics.render()
+                    return await _send(send, 200, body, [(b"content-type", content_type.encode())])
+                raise HTTPError(f"no route {method} {path}", 404)
+            n = len(parts)
+            if n >= 3 and parts[1] == "models":
+                return await self._models(parts, method, scope, receive, send)
+            if n == 3 and parts[1] == "health" and parts[2] in ("live", "ready"):
+                _allow(method, "GET", path)
+                ok = parts[2] == "live" or bool(self.repository.loaded())
+                return await _send(send, 200 if ok else 503, b"")
+            self._check_auth(scope)
+            if n == 1:
+                _allow(method, "GET", path)
+                return await _send(send, 200, self._server_meta, _JSON)
+            if parts[1] == "repository":
+                return await self._repository(parts, method, scope, receive, send)
+            raise HTTPError(f"no route {method} {path}", 404)
+        except Exception as e:
+            await self._error(send, e)
+
+    async def _error(self, send: Send, exc: BaseException) -> None:
+        status, body = error_response(exc)
+        if status >= 500:
+            log.error("request failed: %s", body.decode(errors="replace"), exc_info=exc)
+        extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+        await _send(send, status, body, [*_JSON, *extra])
+
+    def _check_auth(self, scope: Scope) -> None:
+        if self._auth is None:
+            return
+        for key, value in scope["headers"]:
+            if key == b"authorization" and hmac.compare_digest(value, self._auth):
+                return
+        raise HTTPError("missing or wrong bearer token (Authorization: Bearer <token>)", 401)
+
+    # -- /v2/models -----------------------------------------------------------------------------
+
+    async def _models(self, parts: list[str], method: str, scope: Scope, receive: Receive, send: Send) -> None:
+        self._check_auth(scope)
+        name, rest = parts[2], parts[3:]
+        version = None
+        if len(rest) >= 2 and rest[0] == "versions":
+            version, rest = rest[1], rest[2:]
+        action = rest[0] if len(rest) == 1 else "" if not rest else None
+        path = scope["path"]
+        if action == "infer":
+            _allow(method, "POST", path)
+            return await self._infer(self.repository.get(name, version), scope, receive, send)
+        if action == "":
+            _allow(method, "GET", path)
+            served = self.repository.get(name, version)
+            doc = served.metadata(self.repository.versions(name))
+            return await _send(send, 200, orjson.dumps(doc), _JSON)
+        if action == "ready":
+            _allow(method, "GET", path)
+            self.repository.get(name, version)
+            return await _send(send, 200, b"")
+        if action == "config":
+            _allow(method, "GET", path)
+            return await _send(send, 200, orjson.dumps(self.repository.get(name, version).config()), _JSON)
+        raise HTTPError(f"no route {method} {path}", 404)
+
+    async def _infer(self, served: ServedModel, scope: Scope, receive: Receive, send: Send) -> None:
+        mm = served.metrics
+        mm.requests.inc()
+        mm.in_flight.inc()
+        start = time.perf_counter()
+        try:
+            content_length, header_length = None, None
+            for key, value in scope["headers"]:
+                if key == b"content-length":
+                    content_length = int(value)
+                elif key == b"inference-header-content-length":
+                    try:
+                        header_length = int(value)
+                    except ValueError:
+                        raise SchemaError(f"Inference-Header-Content-Length must be an integer, got {value!r}") from None
+            body = await _read_body(receive, self.max_body_size, content_length)
+            request = v2.decode_request(body, header_length)
+            outputs = await served.infer(request.inputs)
+            if request.outputs is not None:
+                try:
+                    outputs = {o.name: outputs[o.name] for o in request.outputs}
+                except KeyError as e:
+                    name = e.args[0]
+                    raise SchemaError(
+                        f"model {served.name!r} has no output {name!r}; outputs are {served.output_names}", tensor=name
+                    ) from None
+            payload, json_length = v2.encode_response(
+                outputs,
+                model_name=served.name,
+                model_version=served.version,
+                request_id=request.id,
+                binary=request.binary_outputs(list(outputs)),
+            )
+        except Exception as e:
+            status, _ = error_response(e)
+            mm.failure(status)
+            await self._error(send, e)
+            return
+        finally:
+            mm.in_flight.dec()
+            mm.request_seconds.observe(time.perf_counter() - start)
+        if json_length is None:
+            await _send(send, 200, payload, _JSON)
+        else:
+            headers = [(b"content-type", _BINARY_CT), (b"inference-header-content-length", str(json_length).encode())]
+            await _send(send, 200, payload, headers)
+
+    # -- /v2/repository -------------------------------------------------------------------------
+
+    async def _repository(self, parts: list[str], method: str, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        _allow(method, "POST", path)
+        body = await _read_body(receive, self.max_body_size, None)
+        if parts[2:] == ["index"]:
+            try:
+                options = orjson.loads(body) if body.strip() else {}
+            except orjson.JSONDecodeError as e:
+                raise SchemaError(f"malformed JSON request: {e}") from None
+            ready = bool(options.get("ready", False)) if isinstance(options, dict) else False
+            return await _send(send, 200, orjson.dumps(self.repository.index(ready_only=ready)), _JSON)
+        if len(parts) == 5 and parts[2] == "models" and parts[4] in ("load", "unload"):
+            name = parts[3]
+            if parts[4] == "load":
+                # Loading reads files and builds sessions: keep it off the event loop.
+                await asyncio.get_running_loop().run_in_executor(self.executor, self.repository.load, name)
+            else:
+                self.repository.unload(name)
+            return await _send(send, 200, b"{}", _JSON)
+        raise HTTPError(f"no route {method} {path}", 404)
+
+
+def _allow(method: str, allowed: str, path: str) -> None:
+    if method != allowed:
+        raise HTTPError(f"method {method} not allowed on {path}; use {allowed}", 405)
+
+
+async def _read_body(receive: Receive, limit: int, content_length: int | None) -> bytes:
+    if content_length is not None and content_length > limit:
+        raise HTTPError(f"request body of {content_length} bytes exceeds the limit of {limit} bytes", 413)
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        if len(body) > limit:
+            raise HTTPError(f"request body exceeds the limit of {limit} bytes", 413)
+        return body
+    chunks, size = [body], len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HTTPError("client disconnected", 499)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(f"request body exceeds the limit of {limit} bytes", 413)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", str(len(body)).encode()), *(headers or ())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    models: Mapping[str, Model | str | os.PathLike[str] | Mapping[str, Model | str | os.PathLike[str]]] | None = None,
+    *,
+    repository: str | os.PathLike[str] | None = None,
+    max_batch_size: int = 64,
+    max_queue_delay: float = 0.0,
+    max_concurrency: int = 1,
+    auth_token: str | None = None,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    workers: int | None = None,
+) -> App:
+    """Build the ASGI app over explicit models and/or a repository directory ``<repo>/<name>/<version>/``.
+
+    ``models`` maps names to ``Model`` objects, model files or packages (or to ``{version: source}``).
+    ``max_batch_size`` > 0 turns on dynamic batching for models whose inputs and outputs all have a
+    dynamic first dimension; ``max_queue_delay`` is in seconds. ``auth_token`` (or the env var
+    ``AIMASS_AUTH_TOKEN``) requires ``Authorization: Bearer <token>`` on all but health endpoints.
+
+    Example:
+        >>> app = create_app({"mlp": "mlp.onnx"}, max_queue_delay=0.0005, auth_token="s3cret")   # doctest: +SKIP
+        >>> app = create_app(repository="models/")                                                # doctest: +SKIP
+    """
+    if models is None and repository is None:
+        raise ValueError("create_app needs models, a repository directory, or both")
+    executor = ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2), thread_name_prefix="aimass")
+    metrics = Metrics()
+    normalized: dict[str, Any] = {}
+    for name, src in (models or {}).items():
+        if isinstance(src, Mapping):
+            normalized[name] = {str(v): s if isinstance(s, Model) else Path(s) for v, s in src.items()}
+        else:
+            normalized[name] = src if isinstance(src, Model) else Path(src)
+    repo = Repository(
+        repository,
+        normalized,
+        batching=BatchingConfig(max_batch_size, max_queue_delay, max_concurrency),
+        executor=executor,
+        metrics=metrics,
+    )
+    token = auth_token if auth_token is not None else os.environ.get("AIMASS_AUTH_TOKEN") or None
+    return App(repo, metrics=metrics, executor=executor, auth_token=token, max_body_size=max_body_size)

@@ -1,0 +1,295 @@
+"""The models a server holds: where they come from, which are loaded, and how each one is run.
+
+A repository directory uses Triton's layout, ``<root>/<name>/<version>/``, where each version
+directory is an aimass package (:mod:`aimass.package`); the model library writes exactly this
+layout, so ``aimass serve <library root>`` serves it. A ``<root>/<name>/`` that is itself a package
+is served as version ``1``, and a root that is a package is served as one model. Models can also be
+given explicitly (``Model`` objects, files, packages), with or without a repository.
+
+Example:
+    >>> repo = Repository(root="models/")                     # doctest: +SKIP
+    >>> repo.get("fraud", None).version                       # doctest: +SKIP
+    '3'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aimass.batching import Batcher
+from aimass.errors import ModelLoadError, ModelNotFound
+from aimass.metrics import Metrics, ModelMetrics
+from aimass.model import Model
+from aimass.package import is_package
+from aimass.schema import DType, TensorSpec
+
+__all__ = ["BatchingConfig", "Repository", "ServedModel", "version_key"]
+
+log = logging.getLogger("aimass.server")
+
+Source = Model | Path
+
+
+def version_key(version: str) -> tuple[int, int, str]:
+    """Sort key: numeric versions in numeric order, after non-numeric ones."""
+    return (1, int(version), "") if version.isdigit() else (0, 0, version)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingConfig:
+    """Dynamic batching knobs (Triton's names). ``max_batch_size=0`` turns batching off.
+
+    Example:
+        >>> BatchingConfig(max_batch_size=64, max_queue_delay=0.0005)
+        BatchingConfig(max_batch_size=64, max_queue_delay=0.0005, max_concurrency=1)
+    """
+
+    max_batch_size: int = 64
+    max_queue_delay: float = 0.0
+    max_concurrency: int = 1
+
+
+def _batchable(model: Model) -> bool:
+    s = model.schema
+    return all(t.shape[:1] == [-1] for t in s.inputs) and all(t.shape[:1] == [-1] for t in s.outputs)
+
+
+def _tensor_meta(t: TensorSpec) -> dict[str, Any]:
+    return {"name": t.name, "datatype": t.dtype.value, "shape": t.shape}
+
+
+def _config_tensor(t: TensorSpec, batched: bool) -> dict[str, Any]:
+    # Triton's model config: dims exclude the batch dimension when max_batch_size > 0.
+    data_type = "TYPE_STRING" if t.dtype is DType.BYTES else f"TYPE_{t.dtype.value}"
+    return {"name": t.name, "data_type": data_type, "dims": t.shape[1:] if batched else t.shape}
+
+
+class ServedModel:
+    """One loaded model version: validation, the batcher (or a direct call), metrics, cached JSON."""
+
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        model: Model,
+        *,
+        batching: BatchingConfig,
+        executor: Executor,
+        metrics: ModelMetrics,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.model = model
+        self.metrics = metrics
+        self.executor = executor
+        self.output_names = model.schema.output_names
+        self._coerce = model.schema.coerce
+        self._run = model.backend.run
+        self.batcher: Batcher | None = None
+        if batching.max_batch_size > 0 and _batchable(model):
+            self.batcher = Batcher(
+                self._run,
+                max_batch_size=batching.max_batch_size,
+                max_queue_delay=batching.max_queue_delay,
+                max_concurrency=batching.max_concurrency,
+                executor=executor,
+                observer=metrics.observe_batch,
+            )
+        self.max_batch_size = self.batcher.max_batch_size if self.batcher else 0
+        self.max_queue_delay = batching.max_queue_delay if self.batcher else 0.0
+
+    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Validate (SchemaError names the tensor) and run, batched when batching is on."""
+        ready = self._coerce(inputs)
+        if self.batcher is not None:
+            return await self.batcher.submit(ready)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._timed, ready)
+
+    def _timed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        out = self._run(inputs)
+        first = next(iter(inputs.values()), None)
+        rows = first.shape[0] if first is not None and first.ndim else 1
+        self.metrics.observe_batch(rows, [0.0], time.perf_counter() - start)
+        return out
+
+    def metadata(self, versions: list[str]) -> dict[str, Any]:
+        """The V2 model metadata document."""
+        s = self.model.schema
+        return {
+            "name": self.name,
+            "versions": versions,
+            "platform": f"aimass_{self.model.backend_name}",
+            "inputs": [_tensor_meta(t) for t in s.inputs],
+            "outputs": [_tensor_meta(t) for t in s.outputs],
+        }
+
+    def config(self) -> dict[str, Any]:
+        """A Triton-style model configuration (what tritonclient and perf_analyzer read)."""
+        s = self.model.schema
+        batched = self.max_batch_size > 0
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "platform": f"aimass_{self.model.backend_name}",
+            "backend": self.model.backend_name,
+            "version_policy": {"specific": {"versions": [int(self.version)]}} if self.version.isdigit() else {},
+            "max_batch_size": self.max_batch_size,
+            "input": [_config_tensor(t, batched) for t in s.inputs],
+            "output": [_config_tensor(t, batched) for t in s.outputs],
+            "instance_group": [{"kind": "KIND_CPU" if self.model.device == "cpu" else "KIND_GPU", "count": 1}],
+        }
+        if batched:
+            doc["dynamic_batching"] = {"max_queue_delay_microseconds": round(self.max_queue_delay * 1e6)}
+        return doc
+
+
+class Repository:
+    """Sources of models (a repository directory and/or explicit models) and the loaded versions.
+
+    ``models`` maps a name to a ``Model`` or a path (model file or package), or to a mapping of
+    version -> source. Everything found is loaded at construction.
+
+    Example:
+        >>> repo = Repository(models={"mlp": Model.load("mlp.onnx")})   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        models: Mapping[str, Model | str | Path | Mapping[str, Model | str | Path]] | None = None,
+        *,
+        batching: BatchingConfig | None = None,
+        executor: Executor,
+        metrics: Metrics,
+    ) -> None:
+        self.root = Path(root) if root is not None else None
+        if self.root is not None and not self.root.is_dir():
+            raise ModelLoadError(f"model repository {str(self.root)!r} is not a directory")
+        self.batching = batching or BatchingConfig()
+        self.executor = executor
+        self.metrics = metrics
+        self._explicit: dict[str, dict[str, Source]] = {}
+        for name, src in (models or {}).items():
+            versions = src if isinstance(src, Mapping) else {"1": src}
+            self._explicit[name] = {str(v): s if isinstance(s, Model) else Path(s) for v, s in versions.items()}
+        self._loaded: dict[str, dict[str, ServedModel]] = {}
+        self._latest: dict[str, ServedModel] = {}
+        self._errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+        for name in self.sources():
+            try:
+                self.load(name)
+            except ModelLoadError as e:
+                if name in self._explicit:
+                    raise
+                log.error("model %r not loaded: %s", name, e)
+
+    # -- discovery ----------------------------------------------------------------------------
+
+    def sources(self) -> dict[str, dict[str, Source]]:
+        """Every model this repository can load: name -> version -> source (directory rescanned)."""
+        found: dict[str, dict[str, Source]] = {}
+        root = self.root
+        if root is not None:
+            if is_package(root):
+                found[root.name] = {"1": root}
+            else:
+                for d in sorted(root.iterdir()):
+                    if not d.is_dir() or d.name.startswith("."):
+                        continue
+                    if is_package(d):
+                        found[d.name] = {"1": d}
+                        continue
+                    versions = {v.name: v for v in d.iterdir() if v.is_dir() and is_package(v)}
+                    if versions:
+                        found[d.name] = versions
+        for name, versions in self._explicit.items():
+            found.setdefault(name, {}).update(versions)
+        return found
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def load(self, name: str) -> list[str]:
+        """(Re)load every version of ``name``; returns the versions now loaded."""
+        versions = self.sources().get(name)
+        if not versions:
+            raise ModelNotFound(f"model {name!r} is not in the repository")
+        served: dict[str, ServedModel] = {}
+        try:
+            for version, src in versions.items():
+                model = src if isinstance(src, Model) else Model.load(src)
+                served[version] = ServedModel(
+                    name,
+                    version,
+                    model,
+                    batching=self.batching,
+                    executor=self.executor,
+                    metrics=self.metrics.model(name, version),
+                )
+        except ModelLoadError as e:
+            self._errors[name] = str(e)
+            raise
+        with self._lock:
+            self._loaded[name] = served
+            self._latest[name] = served[max(served, key=version_key)]
+            self._errors.pop(name, None)
+        return sorted(served, key=version_key)
+
+    def unload(self, name: str) -> None:
+        """Stop serving ``name`` (requests already running finish)."""
+        with self._lock:
+            if self._loaded.pop(name, None) is None:
+                if name not in self.sources():
+                    raise ModelNotFound(f"model {name!r} is not in the repository")
+                return
+            self._latest.pop(name, None)
+
+    # -- lookup -------------------------------------------------------------------------------
+
+    def get(self, name: str, version: str | None) -> ServedModel:
+        """The loaded model ``name`` at ``version`` (None: the highest); ModelNotFound otherwise."""
+        if version is None:
+            found = self._latest.get(name)
+            if found is not None:
+                return found
+        else:
+            versions = self._loaded.get(name)
+            if versions is not None:
+                got = versions.get(version)
+                if got is not None:
+                    return got
+                raise ModelNotFound(
+                    f"model {name!r} has no version {version!r}; loaded versions are {sorted(versions, key=version_key)}"
+                )
+        if name in self._explicit or name in self.sources():
+            raise ModelNotFound(f"model {name!r} is not loaded: POST /v2/repository/models/{name}/load")
+        raise ModelNotFound(f"unknown model {name!r}; models are {sorted(self._loaded)}")
+
+    def versions(self, name: str) -> list[str]:
+        return sorted(self._loaded.get(name, {}), key=version_key)
+
+    def loaded(self) -> list[ServedModel]:
+        return [m for versions in list(self._loaded.values()) for m in versions.values()]
+
+    def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        """The repository index: every model version and its state (READY / UNAVAILABLE)."""
+        out: list[dict[str, Any]] = []
+        for name, versions in sorted(self.sources().items()):
+            loaded = self._loaded.get(name, {})
+            for version in sorted(versions, key=version_key):
+                if version in loaded:
+                    out.append({"name": name, "version": version, "state": "READY"})
+                elif not ready_only:
+                    entry = {"name": name, "version": version, "state": "UNAVAILABLE"}
+                    entry["reason"] = self._errors.get(name, "unloaded")
+                    out.append(entry)
+        return out
