@@ -164,13 +164,18 @@ class TorchBackend(Backend):
                     for k, v in example.items()
                 ]
             )
-        if names and len(names) >= len(schema.inputs) and any(n not in names for n in schema.input_names):
-            # Positional call in schema order is what run() does; names must then line up with forward().
-            raise SchemaError(
-                f"schema inputs {schema.input_names} do not match forward() parameters {names[: len(schema.inputs)]}"
-            )
+        call_order = schema.input_names
+        if len(call_order) > 1 and names:
+            # run() calls forward() positionally: put the inputs in forward()'s parameter order.
+            if any(n not in names for n in call_order):
+                raise SchemaError(
+                    f"schema inputs {schema.input_names} do not match forward() parameters {names}: "
+                    "with several inputs, names must be forward()'s parameter names"
+                )
+            call_order = sorted(call_order, key=names.index)
         module = source.to(device) if hasattr(source, "to") and split_device(device)[0] != "cpu" else source
         backend = cls(module, schema, device, example, options)
+        backend._input_names = call_order
         if not schema.outputs:
             backend.schema = schema.model_copy(update={"outputs": backend._infer_outputs()})
             backend._output_names = backend.schema.output_names
