@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -29,11 +30,53 @@ import numpy as np
 
 from aimass.errors import PredictionError
 
-__all__ = ["Batcher", "BatchObserver"]
+__all__ = ["BatchObserver", "Batcher", "Placement"]
 
 Inputs = dict[str, np.ndarray]
 # Called once per model call: (rows, queue seconds of each request, compute seconds).
 BatchObserver = Callable[[int, list[float], float], None]
+
+
+class Placement:
+    """Where a model call runs: in the executor, or inline on the event loop when it is known to be tiny.
+
+    A thread hop costs tens of microseconds, more than a small model's whole call; blocking the
+    loop for that long is harmless. So calls run in the executor until ``warmup`` of them show a
+    mean (EMA) below ``inline_below`` seconds, then inline; one slow inline call pushes the mean up
+    and sends the following calls back to the executor, so a slow model never stalls the loop
+    for long. ``inline_below=0`` always uses the executor.
+
+    Example:
+        >>> p = Placement(None, inline_below=0.0002)
+        >>> asyncio.run(p.call(sum, [1, 2]))
+        3
+    """
+
+    def __init__(self, executor: Executor | None, inline_below: float = 0.0002, warmup: int = 16) -> None:
+        self.executor = executor
+        self.inline_below = inline_below
+        self.warmup = warmup
+        self.mean = float("inf")
+        self.calls = 0
+
+    @property
+    def inline(self) -> bool:
+        return self.calls >= self.warmup and self.mean < self.inline_below
+
+    def _timed(self, fn: Callable[..., Any], *args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            took = time.perf_counter() - start
+            self.mean = took if self.calls == 0 else 0.9 * self.mean + 0.1 * took
+            self.calls += 1
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` inline or in the executor, whichever this placement says."""
+        if self.inline:
+            return self._timed(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._timed, fn, *args)
 
 
 class _Item:
@@ -53,8 +96,9 @@ class Batcher:
     """Merge concurrent ``submit`` calls into calls of ``fn`` on up to ``max_batch_size`` rows.
 
     ``max_concurrency`` merged calls may run at once (Triton's instance count). ``executor``
-    runs ``fn`` (default: the event loop's default thread pool). ``observer`` receives each
-    call's size and timings (the server feeds its metrics from it).
+    runs ``fn`` (default: the event loop's default thread pool), except calls that have proven
+    shorter than ``inline_below`` seconds, which run on the loop (see :class:`Placement`).
+    ``observer`` receives each call's size and timings (the server feeds its metrics from it).
 
     Example:
         >>> b = Batcher(model.backend.run, max_batch_size=64, max_queue_delay=0.001)   # doctest: +SKIP
@@ -70,6 +114,7 @@ class Batcher:
         max_concurrency: int = 1,
         executor: Executor | None = None,
         observer: BatchObserver | None = None,
+        inline_below: float = 0.0002,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -83,12 +128,14 @@ class Batcher:
         self.max_concurrency = max_concurrency
         self.executor = executor
         self.observer = observer
+        self.placement = Placement(executor, inline_below)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[_Item] = []
         self._rows = 0
         self._running = 0
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
 
     @property
     def queued(self) -> int:
@@ -102,10 +149,17 @@ class Batcher:
             self._start(loop)
         future: asyncio.Future[Inputs] = loop.create_future()
         item = _Item(inputs, future)
+        if not self._pending and self._running < self.max_concurrency and self.max_queue_delay == 0:
+            # Idle batcher and no delay: run now, skipping the dispatcher's wake-up round trip.
+            self._running += 1
+            await self._run([item])
+            return await future
         self._pending.append(item)
         self._rows += item.rows
         assert self._wake is not None
         self._wake.set()
+        if self._task is None:
+            self._task = loop.create_task(self._dispatch())
         return await future
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -113,13 +167,14 @@ class Batcher:
         self._loop = loop
         self._pending, self._rows, self._running = [], 0, 0
         self._wake = asyncio.Event()
-        self._task = loop.create_task(self._dispatch())
+        self._task = None
 
     async def _dispatch(self) -> None:
+        # Lives while requests are queued, so an idle batcher leaves no task behind.
         wake = self._wake
         assert wake is not None
-        while True:
-            if not self._pending or self._running >= self.max_concurrency:
+        while self._pending:
+            if self._running >= self.max_concurrency:
                 wake.clear()
                 await wake.wait()
                 continue
@@ -127,17 +182,18 @@ class Batcher:
                 remaining = self._pending[0].t0 + self.max_queue_delay - time.perf_counter()
                 if remaining > 0:
                     wake.clear()
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), remaining)
-                    except TimeoutError:
-                        pass
                     if self._rows < self.max_batch_size and self._pending[0].t0 + self.max_queue_delay > (
                         time.perf_counter()
                     ):
                         continue  # woken by a new request, still under size and time: keep waiting
             batch = self._take()
             self._running += 1
-            asyncio.get_running_loop().create_task(self._run(batch))
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._inflight.add(task)  # a reference, so the task is not collected mid-run
+            task.add_done_callback(self._inflight.discard)
+        self._task = None
 
     def _take(self) -> list[_Item]:
         pending = self._pending
@@ -154,15 +210,15 @@ class Batcher:
         return batch
 
     async def _run(self, batch: list[_Item]) -> None:
-        loop = asyncio.get_running_loop()
+        call = self.placement.call
         try:
             start = time.perf_counter()
             waits = [start - item.t0 for item in batch]
             try:
                 if len(batch) == 1:
-                    results = [await loop.run_in_executor(self.executor, self.fn, batch[0].inputs)]
+                    results = [await call(self.fn, batch[0].inputs)]
                 else:
-                    results = await loop.run_in_executor(self.executor, self._merged, batch)
+                    results = await call(self._merged, batch)
             except Exception as e:
                 if len(batch) == 1:
                     _fail(batch[0].future, e)
@@ -170,7 +226,7 @@ class Batcher:
                 # Isolate the request that broke the merged call: the others still get answers.
                 for item in batch:
                     try:
-                        out = await loop.run_in_executor(self.executor, self.fn, item.inputs)
+                        out = await call(self.fn, item.inputs)
                     except Exception as e2:
                         _fail(item.future, e2)
                     else:

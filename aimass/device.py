@@ -36,7 +36,7 @@ import numpy as np
 
 from aimass.backends.base import Backend, split_device
 from aimass.errors import DeviceError, ModelLoadError, SchemaError
-from aimass.schema import Schema, TensorSpec
+from aimass.schema import DType, Schema, TensorSpec
 
 __all__ = [
     "DeviceInputs",
@@ -54,7 +54,12 @@ _DL_CPU = 1
 _DL_CUDA = 2
 _DL_CUDA_MANAGED = 13
 
-_CUDA_ERRORS = {100: "CUDA_ERROR_NO_DEVICE", 999: "CUDA_ERROR_UNKNOWN", 35: "CUDA_ERROR_INSUFFICIENT_DRIVER"}
+_CUDA_ERRORS = {
+    34: "CUDA_ERROR_STUB_LIBRARY",
+    35: "CUDA_ERROR_INSUFFICIENT_DRIVER",
+    100: "CUDA_ERROR_NO_DEVICE",
+    999: "CUDA_ERROR_UNKNOWN",
+}
 
 
 @functools.cache
@@ -154,9 +159,11 @@ def device_tensor_dtype(value: Any) -> np.dtype[Any]:
     """
     name = str(value.dtype).removeprefix("torch.")
     try:
-        return np.dtype(name)
+        dtype = np.dtype(name)
     except TypeError:
         raise SchemaError(f"tensor type {value.dtype} has no numpy equivalent (bfloat16 is not a V2 type)") from None
+    DType.from_numpy(dtype)  # SchemaError for types with no V2 name (bfloat16 once ml_dtypes registers it)
+    return dtype
 
 
 def synchronize_producer(value: Any) -> None:

@@ -237,9 +237,9 @@ def _probabilities(scores: np.ndarray) -> np.ndarray:
         return np.stack([1 - p1, p1], axis=1)
     sums = scores.sum(axis=1)
     if scores.min() >= 0 and np.allclose(sums, 1.0, atol=1e-3):
-        return scores
+        return scores / sums[:, None]  # float32 rounding: make rows sum to one exactly for log loss
     shifted = np.exp(scores - scores.max(axis=1, keepdims=True))  # logits: softmax
-    return shifted / shifted.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def _classification(

@@ -64,7 +64,10 @@ class Metrics:
         r = self.registry
         self._requests = Counter("aimass_requests", "Inference requests received.", labels, registry=r)
         self._failures = Counter(
-            "aimass_request_failures", "Inference requests that failed, by HTTP status.", (*labels, "status"), registry=r
+            "aimass_request_failures",
+            "Inference requests that failed, by HTTP status.",
+            (*labels, "status"),
+            registry=r,
         )
         self._request_seconds = Histogram(
             "aimass_request_seconds",

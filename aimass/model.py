@@ -43,7 +43,7 @@ class Model:
         ['label', 'probabilities']
     """
 
-    __slots__ = ("_backend", "_coerce", "_run", "metadata", "name", "report")
+    __slots__ = ("_backend", "_coerce", "_monitor", "_run", "metadata", "name", "report")
 
     def __init__(self, backend: Backend, *, name: str | None = None, metadata: Mapping[str, Any] | None = None):
         self._backend = backend
@@ -51,6 +51,7 @@ class Model:
         self.metadata: dict[str, Any] = dict(metadata or {})
         # Set by compress/convert on the Model they return: what was measured (None for loaded models).
         self.report: Any = None
+        self._monitor: Any = None  # created by the first access to .monitor
         # Bound once: predict() is two calls, validation and the backend.
         # On a CUDA device, torch/CuPy tensors are validated and kept there (aimass.device).
         self._coerce = input_validator(backend)
@@ -82,6 +83,13 @@ class Model:
         """
         if isinstance(source, Model):
             return source.to(device) if device != source.device else source
+        if isinstance(source, str) and ":" in source and not source.startswith(("http://", "https://")):
+            from aimass.store import load as load_from_store
+            from aimass.store import parse_ref
+
+            ref = parse_ref(source)  # store://fraud@production, fraud:3; None for paths and other URLs
+            if ref is not None:
+                return load_from_store(ref, device=device, options=options)
         parsed = Schema.model_validate(schema) if isinstance(schema, Mapping) else schema
         if device != "cpu" and not (isinstance(source, str) and source.startswith(("http://", "https://"))):
             check_device(device)  # one "no CUDA device is visible" for every backend, before any loading
@@ -97,6 +105,17 @@ class Model:
         if name is None and isinstance(source, (str, os.PathLike)):
             name = Path(source).stem
         return cls(loaded, name=name)
+
+    @classmethod
+    def from_config(cls, name: str | None = None, *, path: str | os.PathLike[str] | None = None) -> Model:
+        """The model ``name`` as configuration says: local file/package or remote URL (see :mod:`aimass.config`).
+
+        Example:
+            >>> m = Model.from_config("fraud")   # AIMASS_FRAUD_URI, aimass.toml or AIMASS_MODEL_URI  # doctest: +SKIP
+        """
+        from aimass.config import model_config
+
+        return model_config(name, path=path).load(name)
 
     @classmethod
     def _load_package(cls, path: Path, *, device: str, options: Mapping[str, Any] | None) -> Model:
@@ -143,6 +162,9 @@ class Model:
         Example:
             >>> out = await m.apredict(x)   # doctest: +SKIP
         """
+        arun = getattr(self._backend, "arun", None)
+        if arun is not None:  # backends with native async I/O (remote) need no thread
+            return await arun(self._coerce(inputs))
         import asyncio  # asyncio costs ~30 ms to import; only async callers pay it
 
         return await asyncio.to_thread(self.predict, inputs)
@@ -194,7 +216,8 @@ class Model:
         """
         if device == self.device:
             return self
-        check_device(device)
+        if self._backend.name != "remote":  # a remote model's device is its server's business
+            check_device(device)
         return Model(self._backend.to(device), name=self.name, metadata=self.metadata)
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -238,6 +261,31 @@ class Model:
         from aimass.convert import convert
 
         return convert(self, target, **options)
+
+    def update(self, data: Any, labels: Any, **options: Any) -> Model:
+        """A new Model trained further on new data from the current weights; see :func:`aimass.update.update`.
+
+        Example:
+            >>> m2 = m.update(new_rows, new_labels, epochs=3)   # doctest: +SKIP
+        """
+        from aimass.update import update
+
+        return update(self, data, labels, **options)
+
+    @property
+    def monitor(self) -> Any:
+        """Calls, errors, latency and input drift of this Model (:class:`aimass.monitor.Monitor`).
+
+        The first access starts monitoring: later ``predict`` calls are timed and their inputs
+        kept in a sliding window. Example:
+            >>> m.predict(rows); m.monitor.report().drifted   # doctest: +SKIP
+        """
+        if self._monitor is None:
+            from aimass.monitor import for_model
+
+            self._monitor = for_model(self)
+            self._coerce, self._run = self._monitor.wrap(self._coerce, self._run)
+        return self._monitor
 
     # -- display -----------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ MAX_FEATURES = 64  # per input; wider inputs (images, embeddings) are profiled o
 PSI_DRIFT = 0.2
 KS_DRIFT = 0.2
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_RED = ' style="color:#b00"'
 _EPS = 1e-4  # floor of bin shares in PSI, so an empty bin does not make it infinite
 
 
@@ -185,7 +186,11 @@ class DriftReport:
         return d
 
     def __str__(self) -> str:
-        lat = "" if self.latency_p50_ms is None else f", p50 {self.latency_p50_ms:.3g} ms, p99 {self.latency_p99_ms:.3g} ms"
+        lat = (
+            ""
+            if self.latency_p50_ms is None
+            else f", p50 {self.latency_p50_ms:.3g} ms, p99 {self.latency_p99_ms:.3g} ms"
+        )
         head = f"{self.model or 'model'} v{self.version or '?'}: {self.requests} calls, {self.errors} errors{lat}"
         lines = [head, f"window {self.window_rows} rows; drifted: {', '.join(self.drifted) or 'none'}"]
         lines += [
@@ -195,7 +200,7 @@ class DriftReport:
 
     def _repr_html_(self) -> str:
         rows = "".join(
-            f"<tr{' style=\"color:#b00\"' if f.drifted else ''}><td>{html.escape(f.feature)}</td>"
+            f"<tr{_RED if f.drifted else ''}><td>{html.escape(f.feature)}</td>"
             f"<td>{f.psi:.3f}</td><td>{f.ks:.3f}</td><td>{'yes' if f.drifted else ''}</td></tr>"
             for f in self.features
         )
@@ -261,9 +266,7 @@ class Monitor:
 
     def observe(self, inputs: Mapping[str, np.ndarray], seconds: float) -> None:
         """Record one successful call on validated ``inputs`` that took ``seconds``."""
-        mats = {
-            t.name: feature_matrix(inputs[t.name]) for t in self.schema.inputs if t.dtype is not DType.BYTES
-        }
+        mats = {t.name: feature_matrix(inputs[t.name]) for t in self.schema.inputs if t.dtype is not DType.BYTES}
         rows = max((m.shape[0] for m in mats.values()), default=0)
         with self._lock:
             self.requests += 1
@@ -320,9 +323,9 @@ class Monitor:
         window_rows = next(iter(data.values())).shape[0] if data else 0
         return DriftReport(self.name, self.version, requests, errors, rows_seen, window_rows, p50, p99, features)
 
-    def wrap(self, coerce: Callable[[Any], dict[str, np.ndarray]], run: Callable[..., dict[str, np.ndarray]]) -> tuple[
-        Callable[[Any], dict[str, np.ndarray]], Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-    ]:
+    def wrap(
+        self, coerce: Callable[[Any], dict[str, np.ndarray]], run: Callable[..., dict[str, np.ndarray]]
+    ) -> tuple[Callable[[Any], dict[str, np.ndarray]], Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]]:
         """Monitored versions of a Model's validation and backend call (what ``model.monitor`` installs)."""
 
         def checked(data: Any) -> dict[str, np.ndarray]:
@@ -351,7 +354,9 @@ def for_model(model: Any, *, window: int = 1000) -> Monitor:
     profile = Profile.from_dict(meta["profile"]) if isinstance(meta.get("profile"), Mapping) else None
     store = meta.get("store") or {}
     version = store.get("version")
-    return Monitor(model.schema, profile, window=window, name=model.name, version=None if version is None else str(version))
+    return Monitor(
+        model.schema, profile, window=window, name=model.name, version=None if version is None else str(version)
+    )
 
 
 # -- Prometheus -----------------------------------------------------------------------------------
@@ -396,8 +401,12 @@ class MonitorCollector:
         calls = CounterMetricFamily("aimass_predict_calls", "Model.predict calls seen by the monitor.", labels=labels)
         errors = CounterMetricFamily("aimass_predict_errors", "Model.predict calls that raised.", labels=labels)
         seconds = HistogramMetricFamily("aimass_predict_seconds", "Model.predict backend time.", labels=labels)
-        psi = GaugeMetricFamily("aimass_input_drift_psi", "PSI of an input feature over the window.", labels=[*labels, "feature"])
-        ks = GaugeMetricFamily("aimass_input_drift_ks", "KS statistic of an input feature over the window.", labels=[*labels, "feature"])
+        psi = GaugeMetricFamily(
+            "aimass_input_drift_psi", "PSI of an input feature over the window.", labels=[*labels, "feature"]
+        )
+        ks = GaugeMetricFamily(
+            "aimass_input_drift_ks", "KS statistic of an input feature over the window.", labels=[*labels, "feature"]
+        )
         rows = GaugeMetricFamily("aimass_input_drift_window_rows", "Rows in the drift window.", labels=labels)
         with self._lock:
             monitors = list(self._monitors)

@@ -83,6 +83,7 @@ DEFAULT_ROOT = "~/.aimass/models"
 DEFAULT_CACHE = "~/.cache/aimass/store"
 ALIASES = "aliases.json"
 CLAIM = ".claim"
+LAST_VERSION = ".last-version"
 METADATA_KEY = "store"  # key of the manifest metadata the library writes at publish
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -253,7 +254,7 @@ class Listing:
 
     def _columns(self) -> list[str]:
         keys = {k for row in self.rows for k in row}
-        extra = ("tags", "framework", "schema", "has_profile") if self.detail else ()
+        extra = ("tags", "framework") if self.detail else ()
         return [c for c in (*_COLUMNS, *extra) if c in keys]
 
     def __str__(self) -> str:
@@ -337,8 +338,11 @@ class _Local:
         try:
             model.save(staging)  # atomic itself: staging is complete or absent
             with self.lock(name):
-                version = max(self.numbers(name), default=0) + 1
+                # Numbers are never reused, even after the newest versions were removed.
+                last = self.read(name, LAST_VERSION)
+                version = max(*self.numbers(name), int(last or 0), 0) + 1
                 os.replace(staging, d / str(version))
+                self.write_atomic(name, LAST_VERSION, str(version).encode())
                 fd = os.open(d, os.O_RDONLY)
                 try:
                     os.fsync(fd)
@@ -485,8 +489,10 @@ class _Remote:
         for v in versions:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(self._p(name, str(v), MANIFEST))  # invisible first
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm(self._p(name, str(v)), recursive=True)
+            for path in self.fs.find(self._p(name, str(v))):
+                if not str(path).endswith("/" + CLAIM):  # the claim stays: numbers are never reused
+                    with contextlib.suppress(FileNotFoundError):
+                        self.fs.rm_file(path)
         if version is None:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(self._p(name), recursive=True)

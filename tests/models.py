@@ -146,3 +146,80 @@ def xgb_regressor(n_estimators: int = 10) -> Any:
     x, _ = dataset()
     target = x @ np.array([1.0, -2.0, 0.5, 3.0], dtype=np.float32)
     return xgb.XGBRegressor(n_estimators=n_estimators, max_depth=3).fit(x, target)
+
+
+_KERAS_WEIGHTS: dict[tuple[int, int, int], list[np.ndarray]] = {}
+
+
+def keras_mlp(hidden: int = 8, outputs: int = 3, seed: int = 0) -> Any:
+    """A functional Keras 3 MLP (input layer 'x', output layer 'logits') trained briefly on :func:`dataset`.
+
+    Trained once per process and arguments; later calls build a fresh model with those weights.
+    """
+    import keras
+
+    def build() -> Any:
+        inp = keras.Input((N_FEATURES,), name="x")
+        h = keras.layers.Dense(hidden, activation="relu", name="hidden")(inp)
+        return keras.Model(inp, keras.layers.Dense(outputs, name="logits")(h), name="keras_mlp")
+
+    key = (hidden, outputs, seed)
+    if key not in _KERAS_WEIGHTS:
+        keras.utils.set_random_seed(seed)
+        trained = build()
+        x, y = dataset()
+        trained.compile(optimizer=keras.optimizers.Adam(0.05), loss=keras.losses.SparseCategoricalCrossentropy(True))
+        trained.fit(x, y, epochs=5, batch_size=64, verbose=0)
+        _KERAS_WEIGHTS[key] = trained.get_weights()
+    model = build()
+    model.set_weights(_KERAS_WEIGHTS[key])
+    return model
+
+
+def keras_savedmodel(directory: Path) -> Path:
+    """:func:`keras_mlp` exported as a SavedModel directory (signature ``serving_default``: x -> output_0)."""
+    keras_mlp().export(str(directory), verbose=False)
+    return directory
+
+
+def tflite_mlp(path: Path) -> Path:
+    """:func:`keras_mlp` converted to a ``.tflite`` file with a dynamic batch dimension."""
+    import tensorflow as tf
+
+    saved = keras_savedmodel(path.with_suffix(".savedmodel"))
+    path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
+    return path
+
+
+def mxnet_mlp(hidden: int = 8, outputs: int = 3, seed: int = 0) -> Any:
+    """A Gluon ``HybridSequential`` MLP (not hybridized) trained briefly on :func:`dataset`."""
+    from aimass.backends.mxnet import import_mxnet
+
+    mx = import_mxnet()  # restores the numpy aliases mxnet 1.9.1 needs before importing it
+    mx.random.seed(seed)
+    net = mx.gluon.nn.HybridSequential()
+    net.add(mx.gluon.nn.Dense(hidden, activation="relu", in_units=N_FEATURES))
+    net.add(mx.gluon.nn.Dense(outputs, in_units=hidden))
+    net.initialize(mx.init.Xavier(), ctx=mx.cpu())
+    trainer = mx.gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 0.05})
+    loss_fn = mx.gluon.loss.SoftmaxCrossEntropyLoss()
+    x, y = dataset()
+    data, label = mx.nd.array(x), mx.nd.array(y)
+    for _ in range(30):
+        with mx.autograd.record():
+            loss = loss_fn(net(data), label)
+        loss.backward()
+        trainer.step(len(x))
+    return net
+
+
+def mxnet_exported(prefix: Path) -> Path:
+    """:func:`mxnet_mlp` hybridized and exported as ``<prefix>-symbol.json`` + ``<prefix>-0000.params``."""
+    from aimass.backends.mxnet import import_mxnet
+
+    mx = import_mxnet()
+    net = mxnet_mlp()
+    net.hybridize()
+    net(mx.nd.array(dataset(2)[0]))  # export needs one hybridized forward pass
+    net.export(str(prefix))
+    return prefix.parent / f"{prefix.name}-symbol.json"

@@ -30,6 +30,13 @@ BACKENDS: dict[str, str] = {
     "onnx": "aimass.backends.onnx:OnnxBackend",
     "torch": "aimass.backends.torch:TorchBackend",
     "xgboost": "aimass.backends.xgboost:XGBoostBackend",
+    "compose": "aimass.compose:ComposedBackend",  # pipelines/ensembles: loaded from packages, never detected
+    # keras before tensorflow: Keras 3 models also derive from TensorFlow's trackable classes.
+    "keras": "aimass.backends.tensorflow:KerasBackend",
+    "tensorflow": "aimass.backends.tensorflow:SavedModelBackend",
+    "tflite": "aimass.backends.tflite:TFLiteBackend",
+    "mxnet": "aimass.backends.mxnet:MXNetBackend",
+    "remote": "aimass.backends.remote:RemoteBackend",
     "tensorrt": "aimass.backends.tensorrt:TensorRTBackend",
 }
 

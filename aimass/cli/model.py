@@ -1,16 +1,32 @@
-"""``aimass info``: what a model is (backend, schema, device)."""
+"""``aimass info | predict | bench``: what a model is, what it answers, how fast.
+
+``<model>`` is anything ``Model.load`` takes: a file, a package directory, a URL, or a library
+reference (``store://fraud@production``, ``fraud:3``).
+
+Example (shell)::
+
+    aimass info fraud:3
+    aimass predict model.onnx --input rows.csv --json
+    aimass bench store://fraud@production --batch 1,32 --seconds 1
+"""
 
 from __future__ import annotations
 
-import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
 
+import numpy as np
 import typer
+
+from aimass.cli.output import echo_json, handle_errors, read_input, table
 
 __all__ = ["register"]
 
 
+@handle_errors
 def info(
-    model: str = typer.Argument(..., help="model file, package directory or URL"),
+    model: str = typer.Argument(..., help="model file, package directory, URL or store reference"),
     as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
 ) -> None:
     """Show a model's backend, device and schema."""
@@ -18,12 +34,7 @@ def info(
 
     m = Model.load(model)
     if as_json:
-        typer.echo(
-            json.dumps(
-                {"name": m.name, "backend": m.backend_name, "device": m.device, "schema": m.schema.model_dump()},
-                indent=2,
-            )
-        )
+        echo_json({"name": m.name, "backend": m.backend_name, "device": m.device, "schema": m.schema.model_dump()})
         return
     typer.echo(f"name     {m.name}\nbackend  {m.backend_name}\ndevice   {m.device}")
     for kind, specs in (("input ", m.schema.inputs), ("output", m.schema.outputs)):
@@ -31,5 +42,106 @@ def info(
             typer.echo(f"{kind}   {t.name:<20} {t.describe()}")
 
 
+@handle_errors
+def predict(
+    model: Annotated[str, typer.Argument(help="model file, package directory, URL or store reference")],
+    input_file: Annotated[Path, typer.Option("--input", "-i", help="rows as .json, .npy, .npz or .csv")],
+    output_file: Annotated[Path | None, typer.Option("--output", "-o", help="write outputs to .json or .npz")] = None,
+    batch_size: int = typer.Option(256, "--batch-size", help="rows per model call"),
+    as_json: bool = typer.Option(False, "--json", help="print outputs as JSON"),
+) -> None:
+    """Run a model on an input file; prints a table of outputs (or JSON)."""
+    from aimass import Model
+
+    m = Model.load(model)
+    data = read_input(input_file, m.schema.input_names)
+    outputs = m.predict_batch(data, batch_size=batch_size)
+    if output_file is not None:
+        if output_file.suffix == ".npz":
+            np.savez(output_file, **outputs)
+        else:
+            output_file.write_text(_json_text(outputs), encoding="utf-8")
+    if as_json:
+        echo_json({k: v for k, v in outputs.items()})
+        return
+    n = next(iter(outputs.values())).shape[0] if outputs else 0
+    shown = min(n, 20)
+    rows: list[dict[str, Any]] = []
+    for i in range(shown):
+        row: dict[str, Any] = {"row": i}
+        for name, value in outputs.items():
+            row[name] = _short(value[i])
+        rows.append(row)
+    typer.echo(table(rows))
+    if n > shown:
+        typer.echo(f"... {n - shown} more rows (use --json or --output for all)")
+
+
+def _json_text(outputs: dict[str, np.ndarray]) -> str:
+    import json
+
+    return json.dumps({k: v.tolist() for k, v in outputs.items()})
+
+
+def _short(value: Any) -> str:
+    a = np.asarray(value)
+    if a.ndim == 0:
+        return f"{a.item():.4g}" if a.dtype.kind == "f" else str(a.item())
+    flat = [f"{v:.4g}" if a.dtype.kind == "f" else str(v) for v in a.reshape(-1)[:6]]
+    return "[" + ", ".join(flat) + (", ...]" if a.size > 6 else "]")
+
+
+@handle_errors
+def bench(
+    model: str = typer.Argument(..., help="model file, package directory, URL or store reference"),
+    batches: str = typer.Option("1,8,64", "--batch", help="comma-separated batch sizes"),
+    seconds: float = typer.Option(1.0, "--seconds", help="time spent per batch size"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
+) -> None:
+    """Latency and throughput on synthetic inputs from the schema, one row per batch size."""
+    from tqdm.auto import tqdm
+
+    from aimass import Model
+
+    try:
+        sizes = [int(b) for b in batches.split(",") if b.strip()]
+    except ValueError:
+        raise ValueError(f"--batch must be comma-separated integers, got {batches!r}") from None
+    if not sizes or any(b < 1 for b in sizes):
+        raise ValueError(f"--batch sizes must be >= 1, got {batches!r}")
+    m = Model.load(model)
+    results = []
+    for size in tqdm(sizes, desc="bench", unit="batch size", disable=len(sizes) < 2 or as_json):
+        x = m.schema.example(batch=size)
+        m.predict(x)  # warm-up
+        times = []
+        deadline = time.perf_counter() + seconds
+        while True:
+            t0 = time.perf_counter()
+            m.predict(x)
+            t1 = time.perf_counter()
+            times.append(t1 - t0)
+            if t1 > deadline and len(times) >= 3:
+                break
+        ms = np.asarray(times) * 1e3
+        total = float(np.sum(times))
+        results.append(
+            {
+                "batch": size,
+                "calls": len(times),
+                "p50_ms": float(np.percentile(ms, 50)),
+                "p99_ms": float(np.percentile(ms, 99)),
+                "rows_per_s": size * len(times) / total if total > 0 else float("inf"),
+            }
+        )
+    if as_json:
+        echo_json({"model": m.name, "backend": m.backend_name, "device": m.device, "results": results})
+        return
+    typer.echo(f"{m.name} ({m.backend_name}, {m.device})")
+    typer.echo(table(results))
+
+
 def register(app: typer.Typer) -> None:
     app.command("info")(info)
+    app.command("predict")(predict)
+    app.command("bench")(bench)

@@ -65,10 +65,7 @@ def compress(
     name = _ALIASES.get(method, method)
     if name not in METHODS:
         raise ValueError(f"unknown compression method {method!r}; choose one of {list(METHODS)} (or distill())")
-    if name in PRUNE_METHODS:
-        result = prune(source, name, **options)
-    else:
-        result = quantize(source, name, data=data, **options)
+    result = prune(source, name, **options) if name in PRUNE_METHODS else quantize(source, name, data=data, **options)
     report = measure(
         source,
         result.model,

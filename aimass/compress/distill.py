@@ -82,9 +82,14 @@ def distill(
         notes.append(f"no labels: alpha {alpha} -> 1.0 (soft targets only)")
         alpha = 1.0
     hyper = {"temperature": temperature, "alpha": alpha, "epochs": epochs, "batch_size": batch_size, "lr": lr}
-    student_obj = student.backend.module if isinstance(student, Model) and student.backend_name == "torch" else student
+    if isinstance(student, Model):  # a wrapped student: train the framework object inside
+        student_obj = getattr(student.backend, "module", None) or getattr(student.backend, "model", None)
+    else:
+        student_obj = student
     spec = teacher.schema.output(target_name)
-    out_schema = Schema(inputs=teacher.schema.inputs, outputs=[TensorSpec(name=target_name, dtype=DType.FP32, shape=spec.shape)])
+    out_schema = Schema(
+        inputs=teacher.schema.inputs, outputs=[TensorSpec(name=target_name, dtype=DType.FP32, shape=spec.shape)]
+    )
     module = type(student_obj).__module__ or ""
     if module.startswith("torch") or _is_torch_module(student_obj):
         trained = _train_torch(student_obj, inputs, target, y, kind, hyper, seed, progress)
@@ -93,7 +98,9 @@ def distill(
         trained = _train_keras(student_obj, inputs, target, y, kind, hyper, seed, progress)
         result = Model.load(trained, schema=out_schema, name=f"{teacher.name or 'model'}-student")
     else:
-        raise UnsupportedOperation(f"distill trains torch nn.Module or Keras students, got {type(student_obj).__name__}")
+        raise UnsupportedOperation(
+            f"distill trains torch nn.Module or Keras students, got {type(student_obj).__name__}"
+        )
     report = measure(
         teacher,
         result,

@@ -66,7 +66,7 @@ def quantize(model: Model, method: str, *, data: Any = None, **options: Any) -> 
             return _torch_cast(model, method, **options)
     elif backend in ("tensorflow", "keras"):
         if method in ("int8", "fp16"):
-            from aimass.compress.tflite import keras_to_tflite_quantized
+            from aimass.convert.tflite import keras_to_tflite_quantized
 
             return keras_to_tflite_quantized(model, method, data=data, **options)
     elif backend == "xgboost":
@@ -74,7 +74,7 @@ def quantize(model: Model, method: str, *, data: Any = None, **options: Any) -> 
             "xgboost trees have no numeric quantization (their thresholds are exact float splits); "
             "convert to ONNX instead with m.convert('onnx'), which is usually faster to serve"
         )
-    supported = {"onnx": "int8, int8-static, fp16", "torch": "int8, fp16, bf16", "tensorflow": "int8, fp16"}
+    supported = {"onnx": "int8, int8-static, fp16", "torch": "int8, fp16, bf16", "keras/tensorflow": "int8, fp16"}
     raise UnsupportedOperation(
         f"quantization {method!r} is not available for the {backend} backend; supported: "
         + "; ".join(f"{b}: {m}" for b, m in supported.items())
@@ -96,7 +96,9 @@ def _onnx_proto(model: Model) -> Any:
 def _weight_nodes(proto: Any) -> list[str]:
     """Names of MatMul/Gemm nodes whose second input is a constant weight, in graph order."""
     inits = {i.name for i in proto.graph.initializer}
-    return [n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in inits]
+    return [
+        n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in inits
+    ]
 
 
 def _named(proto: Any) -> Any:
@@ -110,6 +112,20 @@ def _named(proto: Any) -> Any:
             node.name = name
             used.add(name)
     return proto
+
+
+def _preprocessed(proto: Any, notes: list[str]) -> Any:
+    """onnxruntime's recommended pre-pass (shape inference + graph optimization), or ``proto`` if it fails."""
+    oq = _ort_quant()
+    onnx = require("onnx", backend="onnx", extra="onnx")
+    try:
+        with tempfile.TemporaryDirectory(prefix="aimass-prep-") as tmp:
+            out = Path(tmp) / "prep.onnx"
+            oq.quant_pre_process(proto, out, auto_merge=True)
+            return _named(onnx.load(str(out)))
+    except Exception as e:  # symbolic shape inference gives up on some exported graphs
+        notes.append(f"onnxruntime pre-processing skipped ({type(e).__name__}: {str(e)[:120]})")
+        return proto
 
 
 def _load_onnx_bytes(data: bytes, like: Model) -> Model:
@@ -136,7 +152,8 @@ def _onnx_dynamic(
 ) -> Quantized:
     _no_unknown(unknown)
     oq = _ort_quant()
-    proto = _named(_onnx_proto(model))
+    notes: list[str] = []
+    proto = _preprocessed(_named(_onnx_proto(model)), notes)
     inputs, _ = sample_inputs(model, data)
     ref = model.predict(inputs)
     nodes = _weight_nodes(proto)
@@ -166,7 +183,7 @@ def _onnx_dynamic(
             break
     assert best is not None
     cos, blob, pc, skip = best
-    notes = [f"tried {t}" for t in tried]
+    notes += [f"tried {t}" for t in tried]
     if cos < min_cosine:
         notes.append(f"no recipe reached cosine {min_cosine}; kept the closest")
     settings = {"per_channel": pc, "weight_type": "int8", "layers_quantized": f"{len(nodes) - len(skip)}/{len(nodes)}"}
@@ -191,18 +208,21 @@ def _onnx_static(
     n = next(iter(inputs.values())).shape[0]
     rows = min(n, calibration_rows)
 
-    class Reader(oq.CalibrationDataReader):  # type: ignore[misc, name-defined]
+    class Reader(oq.CalibrationDataReader):  # type: ignore[name-defined]
         """Feeds the caller's rows one at a time (ranges are collected per activation)."""
 
         def __init__(self) -> None:
-            self._it: Iterator[dict[str, np.ndarray]] = ({k: v[i : i + 1] for k, v in inputs.items()} for i in range(rows))
+            self._it: Iterator[dict[str, np.ndarray]] = (
+                {k: v[i : i + 1] for k, v in inputs.items()} for i in range(rows)
+            )
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._it, None)
 
+    notes: list[str] = []
     blob = _run_quantizer(
         oq.quantize_static,
-        _named(_onnx_proto(model)),
+        _preprocessed(_named(_onnx_proto(model)), notes),
         calibration_data_reader=Reader(),
         quant_format=oq.QuantFormat.QDQ,
         per_channel=per_channel,
@@ -211,7 +231,7 @@ def _onnx_static(
         extra_options={"ActivationSymmetric": True},
     )
     settings = {"format": "QDQ", "per_channel": per_channel, "calibration_rows": rows, "calibration": "minmax"}
-    return Quantized(_load_onnx_bytes(blob, model), settings)
+    return Quantized(_load_onnx_bytes(blob, model), settings, notes)
 
 
 def _onnx_fp16(model: Model, **unknown: Any) -> Quantized:
@@ -303,4 +323,3 @@ def _torch_cast(model: Model, method: str, **unknown: Any) -> Quantized:
 def _no_unknown(unknown: dict[str, Any]) -> None:
     if unknown:
         raise TypeError(f"unknown option(s) for this method: {sorted(unknown)}")
-

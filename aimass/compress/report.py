@@ -137,12 +137,8 @@ class Report(BaseModel):
     # -- views -----------------------------------------------------------------------------------
 
     def _rows(self) -> list[tuple[str, str]]:
-        rows = [
-            (
-                "size",
-                f"{_bytes(self.size_before)} -> {_bytes(self.size_after)} ({_ratio(self.size_ratio, 'smaller', 'larger')})",
-            )
-        ]
+        size = f"{_bytes(self.size_before)} -> {_bytes(self.size_after)}"
+        rows = [("size", f"{size} ({_ratio(self.size_ratio, 'smaller', 'larger')})")]
         for lat in self.latency:
             rows.append(
                 (
@@ -369,7 +365,12 @@ def measure(
     if labels is not None:
         name, value_before, higher = _metric(ref, labels)
         _, value_after, _ = _metric(got, labels)
-        fields = {"metric": name, "metric_before": value_before, "metric_after": value_after, "higher_is_better": higher}
+        fields = {
+            "metric": name,
+            "metric_before": value_before,
+            "metric_after": value_after,
+            "higher_is_better": higher,
+        }
     latency = time_interleaved(before, after, inputs, batches=LATENCY_BATCHES, repeats=repeats) if repeats else []
     return Report(
         operation=operation,

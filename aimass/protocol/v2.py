@@ -169,6 +169,15 @@ def _json_numbers(data: Any, dtype: DType, where: str, name: str) -> np.ndarray:
     except (ValueError, TypeError) as e:
         raise SchemaError(f"{where}: 'data' is not a rectangular array of numbers ({e})", tensor=name) from None
     kind = arr.dtype.kind
+    if kind in "fO" and want.kind in "iu":
+        # Integers beyond int64 make numpy infer float64 or object: check them as Python ints.
+        flat = np.array(data, dtype=object).reshape(-1)
+        if all(type(v) is int for v in flat):
+            info = np.iinfo(want)
+            lo, hi = (min(flat), max(flat)) if flat.size else (0, 0)
+            if lo < info.min or hi > info.max:
+                raise SchemaError(f"{where}: values [{lo}, {hi}] do not fit {dtype.value}", tensor=name)
+            return np.array(data, dtype=want)
     if arr.size == 0 or arr.dtype == want:
         return arr.astype(want, copy=False)
     if kind not in "biuf":
@@ -237,9 +246,7 @@ def _load_json(body: bytes | memoryview, header_length: int | None, what: str) -
         header, rest = view, view[len(view) :]
     else:
         if not 0 <= header_length <= len(view):
-            raise SchemaError(
-                f"Inference-Header-Content-Length is {header_length} but the body has {len(view)} bytes"
-            )
+            raise SchemaError(f"Inference-Header-Content-Length is {header_length} but the body has {len(view)} bytes")
         header, rest = view[:header_length], view[header_length:]
     try:
         doc = orjson.loads(header)
@@ -255,7 +262,9 @@ def _binary_size(t: Any) -> int | None:
     if not params:
         return None
     if "shared_memory_region" in params:
-        raise SchemaError(f"tensor {t.get('name')!r}: the shared-memory extension is not supported", tensor=t.get("name"))
+        raise SchemaError(
+            f"tensor {t.get('name')!r}: the shared-memory extension is not supported", tensor=t.get("name")
+        )
     size = params.get("binary_data_size")
     if size is None:
         return None
@@ -405,7 +414,8 @@ def decode_response(body: bytes | memoryview, header_length: int | None = None) 
     """Parse a V2 inference response (ours, Triton's or MLServer's).
 
     Example:
-        >>> decode_response(b'{"model_name": "m", "outputs": [{"name": "y", "datatype": "INT64", "shape": [1], "data": [3]}]}').outputs
+        >>> body = b'{"model_name": "m", "outputs": [{"name": "y", "datatype": "INT64", "shape": [1], "data": [3]}]}'
+        >>> decode_response(body).outputs
         {'y': array([3])}
     """
     doc, rest = _load_json(body, header_length, "response")

@@ -206,7 +206,9 @@ class App:
                     try:
                         header_length = int(value)
                     except ValueError:
-                        raise SchemaError(f"Inference-Header-Content-Length must be an integer, got {value!r}") from None
+                        raise SchemaError(
+                            f"Inference-Header-Content-Length must be an integer, got {value!r}"
+                        ) from None
             body = await _read_body(receive, self.max_body_size, content_length)
             request = v2.decode_request(body, header_length)
             outputs = await served.infer(request.inputs)

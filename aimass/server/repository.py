@@ -14,9 +14,9 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aimass.batching import Batcher
+
+from aimass.batching import Batcher, Placement
 from aimass.errors import ModelLoadError, ModelNotFound
 from aimass.metrics import Metrics, ModelMetrics
 from aimass.model import Model
@@ -50,12 +51,13 @@ class BatchingConfig:
 
     Example:
         >>> BatchingConfig(max_batch_size=64, max_queue_delay=0.0005)
-        BatchingConfig(max_batch_size=64, max_queue_delay=0.0005, max_concurrency=1)
+        BatchingConfig(max_batch_size=64, max_queue_delay=0.0005, max_concurrency=1, inline_below=0.0002)
     """
 
     max_batch_size: int = 64
     max_queue_delay: float = 0.0
     max_concurrency: int = 1
+    inline_below: float = 0.0002  # calls proven shorter than this run on the event loop (batching.Placement)
 
 
 def _batchable(model: Model) -> bool:
@@ -103,7 +105,9 @@ class ServedModel:
                 max_concurrency=batching.max_concurrency,
                 executor=executor,
                 observer=metrics.observe_batch,
+                inline_below=batching.inline_below,
             )
+        self.placement = Placement(executor, batching.inline_below)
         self.max_batch_size = self.batcher.max_batch_size if self.batcher else 0
         self.max_queue_delay = batching.max_queue_delay if self.batcher else 0.0
 
@@ -112,7 +116,8 @@ class ServedModel:
         ready = self._coerce(inputs)
         if self.batcher is not None:
             return await self.batcher.submit(ready)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self._timed, ready)
+        out: dict[str, np.ndarray] = await self.placement.call(self._timed, ready)
+        return out
 
     def _timed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
@@ -164,7 +169,7 @@ class Repository:
 
     def __init__(
         self,
-        root: str | Path | None = None,
+        root: str | os.PathLike[str] | None = None,
         models: Mapping[str, Model | str | Path | Mapping[str, Model | str | Path]] | None = None,
         *,
         batching: BatchingConfig | None = None,
@@ -209,11 +214,11 @@ class Repository:
                     if is_package(d):
                         found[d.name] = {"1": d}
                         continue
-                    versions = {v.name: v for v in d.iterdir() if v.is_dir() and is_package(v)}
-                    if versions:
-                        found[d.name] = versions
-        for name, versions in self._explicit.items():
-            found.setdefault(name, {}).update(versions)
+                    on_disk: dict[str, Source] = {v.name: v for v in d.iterdir() if v.is_dir() and is_package(v)}
+                    if on_disk:
+                        found[d.name] = on_disk
+        for name, explicit in self._explicit.items():
+            found.setdefault(name, {}).update(explicit)
         return found
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -267,9 +272,8 @@ class Repository:
                 got = versions.get(version)
                 if got is not None:
                     return got
-                raise ModelNotFound(
-                    f"model {name!r} has no version {version!r}; loaded versions are {sorted(versions, key=version_key)}"
-                )
+                known = sorted(versions, key=version_key)
+                raise ModelNotFound(f"model {name!r} has no version {version!r}; loaded versions are {known}")
         if name in self._explicit or name in self.sources():
             raise ModelNotFound(f"model {name!r} is not loaded: POST /v2/repository/models/{name}/load")
         raise ModelNotFound(f"unknown model {name!r}; models are {sorted(self._loaded)}")

@@ -56,6 +56,28 @@ def _xgb_file(tmp: Path) -> Model:
     return Model.load(tmp / "clf.json")
 
 
+def _keras_file(tmp: Path) -> Model:
+    models.keras_mlp().save(str(tmp / "mlp.keras"))
+    return Model.load(tmp / "mlp.keras")
+
+
+def _mxnet_block(tmp: Path) -> Model:
+    return Model.load(models.mxnet_mlp(), example_input={"data": models.dataset(8)[0]})
+
+
+def _mxnet_exported_pair(tmp: Path) -> Model:
+    return Model.load(models.mxnet_exported(tmp / "mlp"), example_input=models.dataset(8)[0])
+
+
+def _remote(tmp: Path, source: Path, base: str, options: dict[str, object]) -> Model:
+    """Serve a local model through our ASGI app in-process and load it back by URL."""
+    from aimass.backends.remote import mount
+    from aimass.server import create_app
+
+    mount(base, create_app({"m": Model.load(source)}))
+    return Model.load(f"{base}/v2/models/m", options=options)
+
+
 CASES: list[Case] = [
     Case("onnx-file", lambda tmp: Model.load(models.onnx_mlp(tmp / "mlp.onnx")), "onnxruntime"),
     Case("onnx-two-inputs", lambda tmp: Model.load(models.onnx_two_inputs(tmp / "two.onnx")), "onnxruntime"),
@@ -66,4 +88,24 @@ CASES: list[Case] = [
     Case("xgboost-binary", lambda tmp: Model.load(models.xgb_binary()), "xgboost"),
     Case("xgboost-regressor", lambda tmp: Model.load(models.xgb_regressor()), "xgboost"),
     Case("xgboost-json-file", _xgb_file, "xgboost"),
+    Case(
+        "remote-onnx-json",
+        lambda tmp: _remote(
+            tmp, models.onnx_mlp(tmp / "mlp.onnx"), "http://remote-json.test", {"binary_threshold": None}
+        ),
+        "httpx",
+    ),
+    Case(
+        "remote-onnx-two-inputs-binary",
+        lambda tmp: _remote(
+            tmp, models.onnx_two_inputs(tmp / "two.onnx"), "http://remote-bin.test", {"binary_threshold": 0}
+        ),
+        "httpx",
+    ),
+    Case("keras-object", lambda tmp: Model.load(models.keras_mlp()), "tensorflow"),
+    Case("keras-file", _keras_file, "tensorflow"),
+    Case("savedmodel-dir", lambda tmp: Model.load(models.keras_savedmodel(tmp / "sm")), "tensorflow"),
+    Case("tflite-file", lambda tmp: Model.load(models.tflite_mlp(tmp / "mlp.tflite")), "ai_edge_litert"),
+    Case("mxnet-block", _mxnet_block, "mxnet"),
+    Case("mxnet-exported-pair", _mxnet_exported_pair, "mxnet"),
 ]

@@ -1,0 +1,363 @@
+"""A model on a V2 inference server (aimass, Triton, MLServer, KServe) as one more backend.
+
+``Model.load("http://host:8000/v2/models/NAME[/versions/V]")`` reads the schema from the server's
+model metadata; ``predict`` then validates locally (same messages as a local model) and sends the
+request with :mod:`aimass.protocol.v2`, the codec the aimass server decodes with. Inputs above
+``binary_threshold`` bytes go as binary tensors when the server announces the
+``binary_tensor_data`` extension (Triton and aimass do, MLServer does not).
+
+HTTP: one pooled ``httpx.Client`` (and one ``httpx.AsyncClient`` per event loop for ``apredict``),
+timeouts, and retries on connection errors only (a request that reached the server is never
+sent twice). Server errors come back typed: 400/422 -> :class:`~aimass.errors.SchemaError` with the
+server's message and tensor name, 404 -> :class:`~aimass.errors.ModelNotFound`, anything else ->
+:class:`~aimass.errors.RemoteError` carrying the status.
+
+``options``: ``timeout`` (seconds, default 30), ``connect_timeout`` (5), ``retries`` (3),
+``binary_threshold`` (bytes, default 65536; ``None`` never), ``binary_output`` (default: when the
+server supports it), ``auth_token`` (default env ``AIMASS_AUTH_TOKEN``), ``headers``, and for tests
+or embedding ``transport`` / ``async_transport`` (httpx transports). :func:`mount` routes a base
+URL to an in-process ASGI app (no socket), which a saved remote package also finds.
+
+Example:
+    >>> from aimass import Model
+    >>> m = Model.load("http://127.0.0.1:8000/v2/models/fraud", options={"timeout": 2})   # doctest: +SKIP
+    >>> m.predict(rows)                                                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from aimass.backends.base import Backend, require
+from aimass.errors import ModelLoadError, ModelNotFound, RemoteError, SchemaError, UnsupportedOperation
+from aimass.schema import Schema, TensorSpec
+
+__all__ = ["InProcessTransport", "RemoteBackend", "mount", "unmount"]
+
+_URL = re.compile(
+    r"^(?P<base>https?://[^/?#]+(?:/[^?#]*?)?)/v2/models/(?P<name>[^/?#]+)(?:/versions/(?P<version>[^/?#]+))?/?$"
+)
+_TENSOR_IN_MESSAGE = re.compile(r"^(?:input|output) '([^']+)'")
+_ARTIFACT = "remote.json"
+_MOUNTS: dict[str, Any] = {}
+
+
+def _httpx() -> Any:
+    return require("httpx", backend="remote", extra="server")
+
+
+def mount(base_url: str, app: Any) -> None:
+    """Route requests for ``base_url`` (e.g. ``"http://mass.test"``) to the ASGI ``app`` in this process.
+
+    Example:
+        >>> mount("http://mass.test", create_app({"mlp": model}))      # doctest: +SKIP
+        >>> Model.load("http://mass.test/v2/models/mlp").predict(x)     # doctest: +SKIP
+    """
+    _MOUNTS[base_url.rstrip("/")] = InProcessTransport(app)
+
+
+def unmount(base_url: str) -> None:
+    """Undo :func:`mount`."""
+    transport = _MOUNTS.pop(base_url.rstrip("/"), None)
+    if transport is not None:
+        transport.shutdown()
+
+
+class InProcessTransport:
+    """An httpx transport (sync and async) that calls an ASGI app on a private event-loop thread.
+
+    ``httpx.ASGITransport`` is async-only and runs the app on the caller's loop; this one gives
+    sync clients an in-process server too, and keeps the app on one loop for every caller.
+    """
+
+    def __init__(self, app: Any) -> None:
+        httpx = _httpx()
+        self._asgi = httpx.ASGITransport(app=app)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="aimass-inprocess", daemon=True)
+        self._thread.start()
+
+    async def _call(self, request: Any) -> Any:
+        httpx = _httpx()
+        inner = httpx.Request(request.method, request.url, headers=request.headers, content=request.content)
+        response = await self._asgi.handle_async_request(inner)
+        content = await response.aread()
+        return httpx.Response(response.status_code, headers=response.headers, content=content)
+
+    def handle_request(self, request: Any) -> Any:
+        request.read()
+        return asyncio.run_coroutine_threadsafe(self._call(request), self._loop).result()
+
+    async def handle_async_request(self, request: Any) -> Any:
+        await request.aread()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._call(request), self._loop))
+
+    # httpx transport protocol (duck-typed: importing httpx here would tax every backend detection).
+    def __enter__(self) -> InProcessTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> InProcessTransport:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def close(self) -> None:
+        """Clients close their transports; the shared loop lives until :meth:`shutdown`."""
+
+    async def aclose(self) -> None:
+        """See :meth:`close`."""
+
+    def shutdown(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def _message(response: Any) -> tuple[str, str | None]:
+    try:
+        doc = response.json()
+    except ValueError:
+        return response.text.strip() or response.reason_phrase, None
+    if isinstance(doc, dict):
+        if "error" in doc:
+            tensor = doc.get("tensor")
+            return str(doc["error"]), tensor if isinstance(tensor, str) else None
+        if "detail" in doc:  # MLServer / FastAPI validation errors
+            return json.dumps(doc["detail"]), None
+    return json.dumps(doc), None
+
+
+def raise_for_status(response: Any, url: str) -> None:
+    """Turn a V2 server's error answer into the aimass exception for its status."""
+    status = response.status_code
+    if status < 400:
+        return
+    message, tensor = _message(response)
+    if status in (400, 422):
+        if tensor is None and (found := _TENSOR_IN_MESSAGE.match(message)):
+            tensor = found.group(1)
+        raise SchemaError(message, tensor=tensor)
+    if status == 404:
+        raise ModelNotFound(message)
+    raise RemoteError(f"{url}: HTTP {status}: {message}", status_code=status)
+
+
+class RemoteBackend(Backend):
+    """A model behind a V2 HTTP endpoint."""
+
+    name: ClassVar[str] = "remote"
+    framework: ClassVar[str] = "httpx"
+    extra: ClassVar[str] = "server"
+
+    def __init__(self, url: str, options: Mapping[str, Any], schema: Schema | None) -> None:
+        match = _URL.match(url)
+        if match is None:
+            raise ModelLoadError(
+                f"not a V2 model URL: {url!r} (expected http[s]://host[:port]/v2/models/NAME[/versions/V])"
+            )
+        httpx = _httpx()
+        self.url = url.rstrip("/")
+        self.base_url = match["base"]
+        self.model_name = match["name"]
+        self.model_version = match["version"]
+        self._options = dict(options)
+        timeout = float(options.get("timeout", 30.0))
+        self._timeout = httpx.Timeout(timeout, connect=float(options.get("connect_timeout", min(5.0, timeout))))
+        self._retries = int(options.get("retries", 3))
+        threshold = options.get("binary_threshold", 64 * 1024)
+        self._threshold = None if threshold is None else int(threshold)
+        headers = dict(options.get("headers") or {})
+        token = options.get("auth_token", os.environ.get("AIMASS_AUTH_TOKEN"))
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._headers = headers
+        self._transport = options.get("transport") or _MOUNTS.get(self.base_url)
+        self._async_transport = options.get("async_transport") or options.get("transport") or _MOUNTS.get(self.base_url)
+        self._limits = httpx.Limits(
+            max_connections=int(options.get("max_connections", 100)), max_keepalive_connections=20
+        )
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            timeout=self._timeout,
+            headers=headers,
+            transport=self._transport,
+            limits=self._limits,
+        )
+        self._aclients: dict[int, Any] = {}
+        self._infer_path = f"{self.url}/infer"
+
+        server = self._get_json(f"{self.base_url}/v2", missing_ok=True) or {}
+        extensions = server.get("extensions") or []
+        self.binary_supported = "binary_tensor_data" in extensions
+        flag = options.get("binary_output")
+        self._binary_output = self.binary_supported if flag is None else bool(flag) and self.binary_supported
+        self.metadata: dict[str, Any] = self._get_json(self.url) or {}
+        self.schema = schema or self._schema_from_metadata(self.metadata)
+        self._output_names = self.schema.output_names
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def accepts(cls, source: Any) -> bool:
+        if isinstance(source, str):
+            return source.startswith(("http://", "https://"))
+        return isinstance(source, Path) and source.name == _ARTIFACT
+
+    @classmethod
+    def load(
+        cls,
+        source: Any,
+        *,
+        device: str = "cpu",
+        schema: Schema | None = None,
+        example_input: Any = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> RemoteBackend:
+        if isinstance(source, Path) or (isinstance(source, str) and source.endswith(_ARTIFACT)):
+            saved = json.loads(Path(source).read_text(encoding="utf-8"))  # a package written by save()
+            source = saved["url"]
+            options = {**saved.get("options", {}), **(options or {})}
+        backend = cls(str(source), options or {}, schema)
+        if device != "cpu":
+            # The server owns the hardware; the client side has nothing to move.
+            backend.device = device
+        return backend
+
+    def _schema_from_metadata(self, meta: Mapping[str, Any]) -> Schema:
+        try:
+            inputs = [TensorSpec(name=t["name"], dtype=t["datatype"], shape=t["shape"]) for t in meta.get("inputs", [])]
+            outputs = [
+                TensorSpec(name=t["name"], dtype=t["datatype"], shape=t["shape"]) for t in meta.get("outputs", [])
+            ]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelLoadError(f"{self.url}: model metadata has malformed tensors ({e})") from None
+        if not inputs:
+            raise ModelLoadError(
+                f"{self.url}: the server's metadata lists no inputs (MLServer needs them in model-settings.json); "
+                "pass schema=Schema(...) to Model.load"
+            )
+        return Schema(inputs=inputs, outputs=outputs)
+
+    # -- HTTP -----------------------------------------------------------------------------------
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> Any:
+        httpx = _httpx()
+        for attempt in range(self._retries + 1):
+            try:
+                return self._client.request(method, url, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                if attempt == self._retries:
+                    raise RemoteError(f"cannot reach {self.base_url}: {e}", status_code=503) from e
+                time.sleep(0.05 * 2**attempt)
+            except httpx.TimeoutException as e:
+                raise RemoteError(f"{url}: no answer within the timeout ({e})", status_code=504) from e
+            except httpx.HTTPError as e:
+                raise RemoteError(f"{url}: {type(e).__name__}: {e}", status_code=502) from e
+        raise AssertionError("unreachable")
+
+    async def _asend(self, method: str, url: str, **kwargs: Any) -> Any:
+        httpx = _httpx()
+        client = self._aclient()
+        for attempt in range(self._retries + 1):
+            try:
+                return await client.request(method, url, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                if attempt == self._retries:
+                    raise RemoteError(f"cannot reach {self.base_url}: {e}", status_code=503) from e
+                await asyncio.sleep(0.05 * 2**attempt)
+            except httpx.TimeoutException as e:
+                raise RemoteError(f"{url}: no answer within the timeout ({e})", status_code=504) from e
+            except httpx.HTTPError as e:
+                raise RemoteError(f"{url}: {type(e).__name__}: {e}", status_code=502) from e
+        raise AssertionError("unreachable")
+
+    def _aclient(self) -> Any:
+        # An AsyncClient belongs to the event loop it first ran on.
+        key = id(asyncio.get_running_loop())
+        client = self._aclients.get(key)
+        if client is None:
+            client = _httpx().AsyncClient(
+                base_url=self.base_url,
+                timeout=self._timeout,
+                headers=self._headers,
+                transport=self._async_transport,
+                limits=self._limits,
+            )
+            self._aclients = {key: client}
+        return client
+
+    def _get_json(self, url: str, missing_ok: bool = False) -> Any:
+        response = self._send("GET", url)
+        if missing_ok and response.status_code == 404:
+            return None
+        if response.status_code == 404:
+            message, _ = _message(response)
+            raise ModelNotFound(f"{url}: {message}")
+        raise_for_status(response, url)
+        try:
+            return response.json()
+        except ValueError as e:
+            raise RemoteError(f"{url}: the answer is not JSON ({e})") from None
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def _encode(self, inputs: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+        from aimass.protocol import v2
+
+        binary = (
+            self.binary_supported
+            and self._threshold is not None
+            and sum(a.nbytes for a in inputs.values()) >= self._threshold
+        )
+        return v2.encode_request(inputs, binary=binary, binary_output=self._binary_output)
+
+    def _decode(self, response: Any) -> dict[str, np.ndarray]:
+        from aimass.protocol import v2
+
+        raise_for_status(response, self._infer_path)
+        header = response.headers.get(v2.HEADER_LENGTH)
+        outputs = v2.decode_response(response.content, None if header is None else int(header)).outputs
+        if set(outputs) >= set(self._output_names):
+            # Schema order, whatever order the server answered in.
+            return {name: outputs[name] for name in self._output_names} | outputs
+        return outputs
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        body, headers = self._encode(inputs)
+        return self._decode(self._send("POST", self._infer_path, content=body, headers=headers))
+
+    async def arun(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``run`` on the async client: no thread per request."""
+        body, headers = self._encode(inputs)
+        return self._decode(await self._asend("POST", self._infer_path, content=body, headers=headers))
+
+    def save(self, directory: Path) -> list[str]:
+        # A remote package points at the service; tokens and transports are not written to disk.
+        keep = {
+            k: v for k, v in self._options.items() if k in ("timeout", "connect_timeout", "retries", "binary_threshold")
+        }
+        (directory / _ARTIFACT).write_text(json.dumps({"url": self.url, "options": keep}, indent=2), encoding="utf-8")
+        return [_ARTIFACT]
+
+    def to(self, device: str) -> RemoteBackend:
+        if device == self.device:
+            return self
+        raise UnsupportedOperation(
+            f"a remote model runs where its server put it; choose the device on the server, not with to({device!r})"
+        )
+
+    def close(self) -> None:
+        """Close the connection pools."""
+        self._client.close()

@@ -1,0 +1,176 @@
+"""TensorFlow Lite models (``.tflite`` files, or their bytes) through the LiteRT interpreter.
+
+Runs ``ai_edge_litert.interpreter.Interpreter`` (``tf.lite.Interpreter`` is deprecated). When the
+file has signatures (every converter of TF 2.x writes them) one is run by name, so tensors keep
+their signature names (``x``, ``output_0``): ``options={"signature": name}``, else
+``serving_default``, else the only one. Files without signatures run subgraph 0 with the
+tensor names stored in the file. Dynamic dimensions (``shape_signature`` -1) are resized per call.
+
+An interpreter is not thread-safe, so each thread that calls ``run`` gets its own interpreter over
+the same model bytes (created on its first call); calls never share buffers. ``options`` may hold
+``num_threads`` (per interpreter). CPU only.
+
+Example:
+    >>> from aimass import Model
+    >>> m = Model.load("mlp.tflite", options={"num_threads": 1})   # doctest: +SKIP
+    >>> m.predict(np.zeros((2, 4), np.float32))                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from aimass.backends.base import Backend, require, split_device
+from aimass.errors import DeviceError, ModelLoadError, PredictionError
+from aimass.schema import DType, Schema, TensorSpec
+
+__all__ = ["TFLiteBackend"]
+
+
+def _interpreter_class() -> Any:
+    module = require("ai_edge_litert.interpreter", backend="tflite", extra="tensorflow", package="ai-edge-litert")
+    return module.Interpreter
+
+
+def _spec(name: str, detail: Mapping[str, Any]) -> TensorSpec:
+    shape = detail.get("shape_signature")
+    if shape is None or len(shape) != len(detail["shape"]):
+        shape = detail["shape"]
+    try:
+        dtype = DType.from_numpy(detail["dtype"])
+    except Exception:  # e.g. int4 or resource tensors
+        raise ModelLoadError(f"TFLite tensor {name!r} has type {detail['dtype']}, which aimass does not map") from None
+    return TensorSpec(name=name, dtype=dtype, shape=[int(d) for d in shape])
+
+
+class _Signature:
+    """One interpreter running one signature (or subgraph 0): resize when shapes change, set, invoke, get."""
+
+    def __init__(self, interpreter: Any, signature: str | None) -> None:
+        self.interpreter = interpreter
+        if signature is None:
+            interpreter.allocate_tensors()
+            self.inputs = {d["name"]: d for d in interpreter.get_input_details()}
+            self.outputs = {d["name"]: d for d in interpreter.get_output_details()}
+            self._runner = None
+        else:
+            self._runner = interpreter.get_signature_runner(signature)
+            self.inputs = self._runner.get_input_details()
+            self.outputs = self._runner.get_output_details()
+        self._shapes = {n: tuple(d["shape"]) for n, d in self.inputs.items()}
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._runner is not None:
+            return self._runner(**inputs)
+        it = self.interpreter
+        changed = False
+        for name, detail in self.inputs.items():
+            shape = inputs[name].shape
+            if self._shapes[name] != shape:
+                it.resize_tensor_input(detail["index"], shape, strict=True)
+                self._shapes[name] = shape
+                changed = True
+        if changed:
+            it.allocate_tensors()
+        for name, detail in self.inputs.items():
+            it.set_tensor(detail["index"], inputs[name])
+        it.invoke()
+        return {name: it.get_tensor(detail["index"]) for name, detail in self.outputs.items()}
+
+
+class TFLiteBackend(Backend):
+    """A ``.tflite`` model on the LiteRT interpreter, one interpreter per calling thread."""
+
+    name: ClassVar[str] = "tflite"
+    framework: ClassVar[str] = "ai-edge-litert"
+    extra: ClassVar[str] = "tensorflow"
+    suffixes: ClassVar[tuple[str, ...]] = (".tflite",)
+
+    def __init__(self, model_bytes: bytes, schema: Schema | None, options: Mapping[str, Any]) -> None:
+        self._bytes = model_bytes
+        self._options = dict(options)
+        self._local = threading.local()
+        runner, self.signature = self._first_runner()
+        self._local.runner = runner
+        inferred = Schema(
+            inputs=[_spec(n, d) for n, d in runner.inputs.items()],
+            outputs=[_spec(n, d) for n, d in runner.outputs.items()],
+        )
+        self.schema = schema or inferred
+        self._input_names = self.schema.input_names
+        self._output_names = self.schema.output_names
+
+    def _interpreter(self) -> Any:
+        num_threads = self._options.get("num_threads")
+        try:
+            return _interpreter_class()(model_content=self._bytes, num_threads=num_threads)
+        except (ValueError, RuntimeError) as e:  # the flatbuffer verifier and the op resolver raise these
+            raise ModelLoadError(f"LiteRT could not load the model: {e}") from e
+
+    def _first_runner(self) -> tuple[_Signature, str | None]:
+        """The loading thread's runner, and the signature every thread will run (None: subgraph 0)."""
+        interpreter = self._interpreter()
+        signatures = interpreter.get_signature_list()
+        wanted = self._options.get("signature")
+        if wanted is not None and wanted not in signatures:
+            raise ModelLoadError(f"TFLite model has no signature {wanted!r}; signatures are {sorted(signatures)}")
+        if wanted is None and signatures:
+            if "serving_default" in signatures:
+                wanted = "serving_default"
+            elif len(signatures) == 1:
+                wanted = next(iter(signatures))
+            else:
+                raise ModelLoadError(
+                    f"TFLite model has signatures {sorted(signatures)} and none is 'serving_default': "
+                    "pick one with options={'signature': name}"
+                )
+        return _Signature(interpreter, wanted), wanted
+
+    @classmethod
+    def load(
+        cls,
+        source: Any,
+        *,
+        device: str = "cpu",
+        schema: Schema | None = None,
+        example_input: Any = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> TFLiteBackend:
+        if split_device(device)[0] != "cpu":
+            raise DeviceError(f"the tflite backend runs on the CPU only; got device {device!r}")
+        if isinstance(source, (str, Path)):
+            try:
+                data = Path(source).read_bytes()
+            except OSError as e:
+                raise ModelLoadError(f"cannot read TFLite file {Path(source).name!r}: {e.strerror}") from e
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+        else:
+            raise ModelLoadError(
+                f"the tflite backend loads .tflite files or their bytes, not a {type(source).__name__}"
+            )
+        return cls(data, schema, options or {})
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        runner = getattr(self._local, "runner", None)
+        if runner is None:
+            runner = self._local.runner = _Signature(self._interpreter(), self.signature)
+        try:
+            outs = runner(inputs)
+        except Exception as e:  # LiteRT raises ValueError/RuntimeError for shapes it cannot resize
+            raise PredictionError(f"LiteRT failed: {e}") from e
+        return {n: outs[n] for n in self._output_names}
+
+    def save(self, directory: Path) -> list[str]:
+        (directory / "model.tflite").write_bytes(self._bytes)
+        return ["model.tflite"]
+
+    @property
+    def model_bytes(self) -> bytes:
+        """The TFLite flatbuffer this backend runs."""
+        return self._bytes

@@ -1,0 +1,123 @@
+"""What CLI commands share: text tables, JSON output, input files, and exit codes.
+
+Exit codes: 0 success, 2 user error (bad arguments, unknown model, invalid input, failed gate: any
+:class:`~aimass.errors.AimassError` with a 4xx status, and typer's own usage errors), 1 failure
+(anything else).
+
+Example:
+    >>> print(table([{"name": "fraud", "version": 3}]))
+    name   version
+    fraud  3
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import typer
+
+from aimass.errors import AimassError
+
+__all__ = ["USER_ERROR", "FAILURE", "echo_json", "handle_errors", "read_input", "table"]
+
+USER_ERROR = 2
+FAILURE = 1
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(fn: F) -> F:
+    """Turn exceptions into one line on stderr and the exit code that tells user error from failure."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except AimassError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(USER_ERROR if 400 <= e.status_code < 500 else FAILURE) from None
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(USER_ERROR) from None
+        except Exception as e:  # a failure, not the user's fault: say what it was
+            typer.echo(f"failed: {type(e).__name__}: {e}", err=True)
+            raise typer.Exit(FAILURE) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A plain text table, columns padded to their widest cell."""
+    cols = list(columns or (list(rows[0]) if rows else []))
+    cells = [cols] + [[_text(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def read_input(path: Path, input_names: Sequence[str]) -> Any:
+    """Read ``.json`` (an array, or an object of name -> array), ``.npy``, ``.npz`` or ``.csv`` (numbers).
+
+    A CSV whose header names every input column-by-column gives one column per input; otherwise
+    its numeric rows are the single input.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"no such input file: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and "inputs" in data and isinstance(data["inputs"], list):
+            # V2 request body: {"inputs": [{"name", "shape", "datatype", "data"}]}
+            return {t["name"]: np.asarray(t["data"]).reshape(t["shape"]) for t in data["inputs"]}
+        if isinstance(data, dict):
+            return {k: np.asarray(v) for k, v in data.items()}
+        return np.asarray(data)
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    if suffix == ".csv":
+        with path.open(encoding="utf-8") as f:
+            first = f.readline().strip().split(",")
+        has_header = any(not _is_number(c) for c in first)
+        matrix = np.loadtxt(path, delimiter=",", skiprows=1 if has_header else 0, ndmin=2)
+        header = [c.strip() for c in first]
+        if has_header and len(input_names) > 1 and all(n in header for n in input_names):
+            return {n: matrix[:, header.index(n)] for n in input_names}
+        return matrix
+    raise ValueError(f"input file {path.name!r}: use .json, .npy, .npz or .csv")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

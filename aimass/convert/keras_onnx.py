@@ -1,0 +1,72 @@
+"""Keras / TensorFlow SavedModel -> ONNX with ``tf2onnx.convert.from_function``.
+
+``tf2onnx.convert.from_keras`` fails on Keras 3 (``KeyError: 'keras_tensor'``), so the model is
+wrapped in a ``tf.function`` whose input signature carries the schema's names and dynamic
+dimensions, and that function is converted. :func:`schema_function` is shared with the TFLite
+converter.
+
+Example:
+    >>> o = convert(Model.load(keras_model), "onnx")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from aimass.backends.base import require
+from aimass.errors import ConversionError, UnsupportedOperation
+
+if TYPE_CHECKING:
+    from aimass.model import Model
+
+__all__ = ["keras_to_onnx", "schema_function"]
+
+
+def schema_function(model: Model) -> tuple[Callable[..., list[Any]], list[Any]]:
+    """``(fn, signature)``: ``fn(*tensors)`` runs the model on inputs in schema order and returns outputs
+    as a list in schema order; ``signature`` is the ``tf.TensorSpec`` list with schema names and -1 as None."""
+    tf = require("tensorflow", backend="tensorflow", extra="tensorflow")
+    schema = model.schema
+    names = schema.input_names
+    signature = [
+        tf.TensorSpec([None if d == -1 else d for d in t.shape], t.dtype.numpy, name=t.name) for t in schema.inputs
+    ]
+    backend = model.backend
+    if model.backend_name == "keras":
+        keras_model = backend.model  # type: ignore[attr-defined]
+
+        def call(*tensors: Any) -> list[Any]:
+            args: Any = tensors[0] if len(tensors) == 1 else dict(zip(names, tensors, strict=True))
+            return _flat(keras_model(args, training=False))
+
+        return call, signature
+    if model.backend_name == "tensorflow":
+        fn = backend.root.signatures[backend.signature]  # type: ignore[attr-defined]
+        outputs = schema.output_names
+
+        def call_signature(*tensors: Any) -> list[Any]:
+            out = fn(**dict(zip(names, tensors, strict=True)))
+            return [out[o] for o in outputs]
+
+        return call_signature, signature
+    raise UnsupportedOperation(f"expected a keras or tensorflow model, got the {model.backend_name} backend")
+
+
+def _flat(out: Any) -> list[Any]:
+    # Same order as the keras backend: dict outputs by sorted key, sequences in order.
+    if isinstance(out, Mapping):
+        return [out[k] for k in sorted(out)]
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def keras_to_onnx(model: Model, *, opset: int | None = None) -> Any:
+    """The ``onnx.ModelProto`` of a keras- or SavedModel-backed ``model`` (names not yet aligned)."""
+    tf = require("tensorflow", backend="tensorflow", extra="tensorflow")
+    tf2onnx = require("tf2onnx", backend="onnx", extra="onnx")
+    call, signature = schema_function(model)
+    try:
+        proto, _ = tf2onnx.convert.from_function(tf.function(call), input_signature=signature, opset=opset)
+    except Exception as e:  # tf2onnx raises ValueError/KeyError/its own errors for unsupported ops
+        raise ConversionError(f"tf2onnx could not convert this model: {type(e).__name__}: {str(e)[:500]}") from e
+    return proto

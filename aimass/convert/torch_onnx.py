@@ -1,0 +1,65 @@
+"""PyTorch -> ONNX with ``torch.onnx.export`` (the dynamo exporter), dynamic axes from the schema.
+
+Every ``-1`` dimension of the source schema stays dynamic in the graph (``Dim.AUTO``); input and
+output names are the schema's. The legacy TorchScript exporter (``dynamo=False``) warns that it is
+deprecated, so it is used only when asked for with ``dynamo=False``.
+
+Example:
+    >>> o = convert(Model.load(net, example_input={"x": x}), "onnx")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from aimass.backends.base import require
+from aimass.errors import ConversionError
+
+if TYPE_CHECKING:
+    from aimass.model import Model
+
+__all__ = ["torch_to_onnx"]
+
+
+def torch_to_onnx(model: Model, *, opset: int | None = None, dynamo: bool = True) -> Any:
+    """The ``onnx.ModelProto`` of a torch-backed ``model`` (names not yet aligned)."""
+    torch = require("torch", backend="torch", extra="torch")
+    module = model.backend.module  # type: ignore[attr-defined]
+    schema = model.schema
+    # Batch 2, not 1: export specializes dimensions of size 1 even when marked dynamic.
+    sample = schema.example(batch=2)
+    args = tuple(torch.from_numpy(sample[n]) for n in schema.input_names)
+    kwargs: dict[str, Any] = {
+        "input_names": schema.input_names,
+        "output_names": schema.output_names,
+        "dynamo": dynamo,
+        "verbose": False,
+    }
+    if opset is not None:
+        kwargs["opset_version"] = opset
+    if dynamo:
+        kwargs["dynamic_shapes"] = tuple(
+            {i: torch.export.Dim.AUTO for i, d in enumerate(t.shape) if d == -1} or None for t in schema.inputs
+        )
+    else:
+        kwargs["dynamic_axes"] = {
+            t.name: {i: f"{t.name}_d{i}" for i, d in enumerate(t.shape) if d == -1}
+            for t in [*schema.inputs, *schema.outputs]
+        }
+    try:
+        # The exporter reports progress and torchvision's absence on stdout/warnings; keep callers' output clean.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            if dynamo:
+                program = torch.onnx.export(module, args, **kwargs)
+                return program.model_proto
+            buf = io.BytesIO()
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(module, args, buf, **kwargs)
+    except Exception as e:  # the exporter raises from many torch subsystems
+        raise ConversionError(f"torch.onnx.export failed: {type(e).__name__}: {str(e)[:500]}") from e
+    onnx = require("onnx", backend="onnx", extra="onnx")
+    return onnx.load_model_from_string(buf.getvalue())

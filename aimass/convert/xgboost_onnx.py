@@ -1,0 +1,38 @@
+"""XGBoost -> ONNX with onnxmltools (``target_opset=15``, the newest its converter supports).
+
+Classifiers give ``label`` (INT64) and ``probabilities``; regressors ``prediction``: the same
+names and shapes as the xgboost backend once :func:`aimass.convert.onnx_graph.align` has run.
+
+Example:
+    >>> o = convert(Model.load(xgb_classifier), "onnx")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aimass.backends.base import require
+from aimass.errors import ConversionError
+
+if TYPE_CHECKING:
+    from aimass.model import Model
+
+__all__ = ["xgboost_to_onnx"]
+
+TARGET_OPSET = 15  # onnxmltools 1.16 refuses newer opsets for xgboost ("converter support 15")
+
+
+def xgboost_to_onnx(model: Model, *, opset: int | None = None) -> Any:
+    """The ``onnx.ModelProto`` of an xgboost-backed ``model`` (names not yet aligned)."""
+    onnxmltools = require("onnxmltools", backend="onnx", extra="onnx")
+    types = require("onnxmltools.convert.common.data_types", backend="onnx", extra="onnx", package="onnxmltools")
+    booster = model.backend.booster  # type: ignore[attr-defined]
+    spec = model.schema.inputs[0]
+    try:
+        return onnxmltools.convert_xgboost(
+            booster,
+            initial_types=[(spec.name, types.FloatTensorType([None, spec.shape[1]]))],
+            target_opset=opset or TARGET_OPSET,
+        )
+    except Exception as e:  # onnxmltools raises RuntimeError/NotImplementedError for unsupported objectives
+        raise ConversionError(f"onnxmltools could not convert this booster: {type(e).__name__}: {e}") from e

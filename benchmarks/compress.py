@@ -1,0 +1,208 @@
+"""Compression benchmark: a ~20M-parameter BERT-like sentence encoder, fp32 vs dynamic int8.
+
+Builds the encoder with ``transformers`` from a ``BertConfig`` (random weights, no hub download),
+mean-pools the last hidden state, and measures through aimass:
+
+* ONNX: ``Model.convert("onnx")`` then ``compress("int8")`` (onnxruntime dynamic int8, drift-chosen
+  recipe); optionally onnxruntime's transformer optimizer (fused attention/LayerNorm/GELU) first.
+* torch: torchao int8 dynamic-activation / int8-weight (eager) against fp32 eager.
+
+Latency is timed at batch 1 and 32 with both sides interleaved in the same run, at 1 and 2
+threads, and reported as medians and ratios; sizes are the saved files; cosine similarity of the
+embeddings is against fp32 on the same inputs.
+
+Run:  .venv/bin/python benchmarks/compress.py [--seq 64] [--repeats 15] [--skip-torch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aimass import Model
+from aimass.compress.report import compare_outputs, model_size, time_interleaved
+
+
+def cpu_facts() -> str:
+    flags: set[str] = set()
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
+    return f"{model}; {os.cpu_count()} cores visible; flags: {', '.join(isa) or 'none of avx2/avx512'}"
+
+
+def build_encoder(seed: int = 0) -> Any:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(seed)
+    bert = BertModel(config, add_pooling_layer=False).eval()
+
+    class SentenceEncoder(torch.nn.Module):
+        """BERT + attention-masked mean pooling: one embedding per sentence."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    return SentenceEncoder().eval()
+
+
+def sentences(n: int, seq: int, seed: int = 1) -> dict[str, np.ndarray]:
+    """Token ids with padded tails of varied length, like a batch of real sentences."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, 30000, size=(n, seq), dtype=np.int64)
+    lengths = rng.integers(seq // 4, seq + 1, size=n)
+    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
+    ids[:, 0] = 101  # [CLS]
+    return {"input_ids": ids * mask, "attention_mask": mask}
+
+
+def onnx_with_threads(blob: bytes, threads: int, schema: Any) -> Model:
+    opts = {"session_options": {"intra_op_num_threads": threads, "inter_op_num_threads": 1}}
+    return Model.load(blob, backend="onnx", schema=schema, options=opts)
+
+
+def fused(blob: bytes) -> bytes | None:
+    """onnxruntime's transformer optimizer (attention/LayerNorm/GELU fusion), or None when it fails."""
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "in.onnx"
+            src.write_bytes(blob)
+            opt = optimize_model(str(src), model_type="bert", num_heads=12, hidden_size=384, opt_level=1)
+            out = Path(tmp) / "out.onnx"
+            opt.save_model_to_file(str(out))
+            return out.read_bytes()
+    except Exception as e:  # the optimizer's pattern matching is best effort
+        print(f"  transformer optimizer failed: {type(e).__name__}: {e}")
+        return None
+
+
+def timed(before: Model, after: Model, inputs: dict[str, np.ndarray], repeats: int) -> list[Any]:
+    """Batch 1 with ``repeats`` interleaved calls, batch 32 with a third of them (each call is ~30x longer)."""
+    return [
+        *time_interleaved(before, after, inputs, batches=(1,), repeats=repeats),
+        *time_interleaved(before, after, inputs, batches=(32,), repeats=max(3, repeats // 3)),
+    ]
+
+
+def line(label: str, lat: Any, size_a: int | None = None, size_b: int | None = None) -> str:
+    text = (
+        f"  {label:<34} batch {lat.batch:>2}: {lat.before_ms:8.2f} ms -> {lat.after_ms:8.2f} ms  "
+        f"speedup {lat.speedup:.2f}x"
+    )
+    if size_a is not None and size_b is not None:
+        text += f"  | size {size_a / 1e6:.1f} MB -> {size_b / 1e6:.1f} MB ({size_a / size_b:.2f}x smaller)"
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seq", type=int, default=64, help="tokens per sentence (padded)")
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved timed calls per batch size")
+    parser.add_argument("--threads", default="1,2", help="thread counts to compare at")
+    parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--skip-fused", action="store_true")
+    args = parser.parse_args()
+    import torch
+
+    threads = [int(t) for t in args.threads.split(",")]
+    print(f"machine: {cpu_facts()}")
+    print(f"torch {torch.__version__}, python {platform.python_version()}; seq {args.seq}; repeats {args.repeats}")
+    encoder = build_encoder()
+    n_params = sum(p.numel() for p in encoder.parameters())
+    print(f"encoder: BERT 6 layers x 384 hidden, 12 heads, vocab 30522: {n_params / 1e6:.1f}M parameters (random init)")
+    calib = sentences(64, args.seq, seed=1)
+    evaluation = sentences(128, args.seq, seed=2)
+    source = Model.load(encoder, example_input={k: v[:2] for k, v in calib.items()}, name="encoder")
+
+    t = time.perf_counter()
+    onnx_fp32 = source.convert("onnx", data=evaluation, repeats=0, atol=1e-3)
+    print(
+        f"\nconvert torch -> onnx: {time.perf_counter() - t:.1f} s, max abs error {onnx_fp32.report.max_abs_error:.2e}"
+    )
+    t = time.perf_counter()
+    onnx_int8 = onnx_fp32.compress("int8", data=calib, repeats=0)
+    print(f"compress onnx int8: {time.perf_counter() - t:.1f} s; settings {onnx_int8.report.settings}")
+    for note in onnx_int8.report.notes:
+        print(f"  note: {note}")
+    size_fp32, size_int8 = model_size(onnx_fp32), model_size(onnx_int8)
+    ref = source.predict(evaluation)
+    drift = compare_outputs(ref, onnx_int8.predict(evaluation))[0]
+    print(
+        f"ONNX int8 vs torch fp32 on {len(evaluation['input_ids'])} held-out sentences: "
+        f"cosine mean {drift.cosine:.5f}, min {drift.min_cosine:.5f}; size {size_fp32 / 1e6:.1f} MB -> "
+        f"{size_int8 / 1e6:.1f} MB ({size_fp32 / size_int8:.2f}x smaller)"
+    )
+    variants = [("onnx fp32 -> int8", onnx_fp32.backend.model_bytes, onnx_int8.backend.model_bytes)]  # type: ignore[attr-defined]
+    if not args.skip_fused:
+        fused_fp32 = fused(onnx_fp32.backend.model_bytes)  # type: ignore[attr-defined]
+        if fused_fp32 is not None:
+            fused_model = Model.load(fused_fp32, backend="onnx", schema=onnx_fp32.schema)
+            fused_int8 = fused_model.compress("int8", data=calib, repeats=0)
+            d = compare_outputs(ref, fused_int8.predict(evaluation))[0]
+            print(f"fused int8 vs torch fp32: cosine mean {d.cosine:.5f}, min {d.min_cosine:.5f}; "
+                  f"settings {fused_int8.report.settings}")  # fmt: skip
+            variants.append(("onnx fp32 -> fused int8", onnx_fp32.backend.model_bytes, fused_int8.backend.model_bytes))  # type: ignore[attr-defined]
+            variants.append(("onnx fp32 -> fused fp32", onnx_fp32.backend.model_bytes, fused_fp32))
+
+    print("\nONNX Runtime latency (medians of interleaved calls; ratio = fp32 / int8)")
+    for n in threads:
+        for label, a, b in variants:
+            before = onnx_with_threads(a, n, onnx_fp32.schema)
+            after = onnx_with_threads(b, n, onnx_fp32.schema)
+            for lat in timed(before, after, evaluation, args.repeats):
+                print(line(f"{label} [{n} thread{'s' if n > 1 else ''}]", lat))
+
+    if args.skip_torch:
+        return
+    t = time.perf_counter()
+    torch_int8 = source.compress("int8", data=calib, repeats=0)
+    print(f"\ncompress torch int8 (torchao): {time.perf_counter() - t:.1f} s")
+    d = compare_outputs(ref, torch_int8.predict(evaluation))[0]
+    ts_fp32, ts_int8 = model_size(source), model_size(torch_int8)
+    print(
+        f"torchao int8 vs torch fp32: cosine mean {d.cosine:.5f}, min {d.min_cosine:.5f}; saved program "
+        f"{ts_fp32 / 1e6:.1f} MB -> {ts_int8 / 1e6:.1f} MB ({ts_fp32 / ts_int8:.2f}x smaller)"
+    )
+    print("\ntorch eager latency (medians of interleaved calls; ratio = fp32 / torchao int8)")
+    for n in threads:
+        torch.set_num_threads(n)
+        for lat in timed(source, torch_int8, evaluation, max(3, args.repeats // 3)):
+            print(line(f"torch fp32 -> torchao int8 [{n} thread{'s' if n > 1 else ''}]", lat))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,449 @@
+"""Throughput and latency of ``aimass serve`` against MLServer and Triton on the same small model.
+
+Every server runs as its own process on 127.0.0.1 and serves the same 4-feature logistic
+regression (trained identically on the same data): aimass as the ONNX conversion (skl2onnx),
+MLServer with mlserver-sklearn (``predict_proba``), Triton through nvidia-pytriton (the same
+coefficients as a numpy function with Triton's dynamic batcher on). One async load generator
+(aiohttp on uvloop, in this process) sends the same 1-row V2 JSON request at concurrency 1, 4,
+16 and 64; runs are interleaved server by server and repeated, and the medians are reported with
+the ratios. A second section measures dynamic batching on a model whose compute dominates (a
+deep, narrow ONNX MLP, 100 layers of 32): aimass with batching against aimass without, at c=16 and 64.
+
+The peers live in their own virtual environments under ``benchmarks/.peers/`` (gitignored),
+created on first run: ``mlserver==1.7.1 mlserver-sklearn==1.7.1 uvloop==0.21.0`` and
+``nvidia-pytriton==0.7.0 numpy<2`` (see shared PEERS.md for both sets of pitfalls).
+
+Run:  .venv/bin/python benchmarks/serve_throughput.py [--seconds 3] [--repeats 3] [--skip triton]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PEERS = ROOT / "benchmarks" / ".peers"
+VENV_BIN = Path(sys.executable).parent
+N_FEATURES = 4
+PEER_PACKAGES = {
+    "mlserver": ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"],
+    "pytriton": ["nvidia-pytriton==0.7.0", "numpy<2"],
+}
+
+# Trains the same logistic regression in whichever environment runs it (the peer's own sklearn).
+TRAIN = """
+import json, sys, numpy as np
+from sklearn.linear_model import LogisticRegression
+rng = np.random.default_rng(0)
+x = rng.standard_normal((512, 4)).astype(np.float32)
+y = (x @ np.array([1.0, -2.0, 0.5, 3.0]) > 0).astype(np.int64)
+clf = LogisticRegression(max_iter=200).fit(x, y)
+if len(sys.argv) > 1:
+    import joblib
+    joblib.dump(clf, sys.argv[1])
+print(json.dumps({"coef": clf.coef_.tolist(), "intercept": clf.intercept_.tolist()}))
+"""
+
+PYTRITON_SERVER = """
+import json, sys, numpy as np
+from pytriton.decorators import batch
+from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+from pytriton.triton import Triton, TritonConfig
+
+coef = json.loads(sys.argv[1]); port = int(sys.argv[2]); batching = sys.argv[3] == "1"
+w = np.array(coef["coef"], np.float32).T; b = np.array(coef["intercept"], np.float32)
+
+@batch
+def infer(input):
+    p = 1.0 / (1.0 + np.exp(-(input @ w + b)))
+    return {"probabilities": np.concatenate([1.0 - p, p], axis=1).astype(np.float32)}
+
+config = TritonConfig(http_address="127.0.0.1", http_port=port, grpc_address="127.0.0.1", grpc_port=port + 1,
+                      metrics_address="127.0.0.1", metrics_port=port + 2)
+with Triton(config=config) as triton:
+    triton.bind(
+        model_name="logreg", infer_func=infer,
+        inputs=[Tensor(name="input", dtype=np.float32, shape=(4,))],
+        outputs=[Tensor(name="probabilities", dtype=np.float32, shape=(2,))],
+        config=ModelConfig(max_batch_size=64 if batching else 1,
+                           batcher=DynamicBatcher(max_queue_delay_microseconds=100) if batching else None),
+        strict=False,
+    )
+    triton.serve()
+"""
+
+
+def free_port(span: int = 1) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + span < 65000:
+            return port
+
+
+def peer_python(name: str) -> Path:
+    """The peer's venv python, creating the venv on first use."""
+    venv = PEERS / name
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"creating {venv} with {PEER_PACKAGES[name]} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *PEER_PACKAGES[name]], check=True)
+    return python
+
+
+# -- models -----------------------------------------------------------------------------------------
+
+
+def build_logreg_onnx(directory: Path) -> tuple[Path, dict[str, Any]]:
+    """The logistic regression as an aimass package (ONNX via skl2onnx); returns its coefficients too."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.linear_model import LogisticRegression
+
+    from aimass import Model
+
+    coef = json.loads(subprocess.run([sys.executable, "-c", TRAIN], check=True, capture_output=True, text=True).stdout)
+    clf = LogisticRegression()
+    clf.coef_ = np.array(coef["coef"])
+    clf.intercept_ = np.array(coef["intercept"])
+    clf.classes_ = np.array([0, 1])
+    onx = to_onnx(
+        clf,
+        initial_types=[("input", FloatTensorType([None, N_FEATURES]))],
+        options={id(clf): {"zipmap": False}},
+        target_opset=17,
+    )
+    path = directory / "logreg.onnx"
+    path.write_bytes(onx.SerializeToString())
+    Model.load(path).save(directory / "repo" / "logreg" / "1", overwrite=True)
+    return directory / "repo", coef
+
+
+def build_deep_mlp(directory: Path, layers: int = 100, width: int = 32) -> Path:
+    """A deep, narrow ONNX MLP (4 -> 32 x 100 -> 2): the per-call cost (hundreds of kernel launches)
+    dwarfs the per-row cost, as in most real models at small batch: the case dynamic batching is for."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from aimass import Model
+
+    rng = np.random.default_rng(0)
+    nodes, inits, prev, d_in = [], [], "input", N_FEATURES
+    for i in range(layers):
+        w = (rng.standard_normal((d_in, width)) / np.sqrt(d_in)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]), helper.make_node("Relu", [f"m{i}"], [f"r{i}"])]
+        prev, d_in = f"r{i}", width
+    inits.append(numpy_helper.from_array(rng.standard_normal((d_in, 2)).astype(np.float32), "wo"))
+    nodes.append(helper.make_node("MatMul", [prev, "wo"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "deep",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", N_FEATURES])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = directory / "deep.onnx"
+    onnx.save(model, str(path))
+    Model.load(path).save(directory / "deep" / "deep" / "1", overwrite=True)
+    return directory / "deep"
+
+
+# -- servers ----------------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, name: str, cmd: list[str], port: int, model: str, env: dict[str, str] | None = None) -> None:
+        self.name, self.port, self.model = name, port, model
+        self.url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
+        self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+    def wait(self, timeout: float = 180) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        ready = f"http://127.0.0.1:{self.port}/v2/models/{self.model}/ready"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see {self.log.name}:\n{Path(self.log.name).read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(ready, timeout=1).status_code == 200:
+                    return
+            time.sleep(0.25)
+        raise TimeoutError(f"{self.name} not ready; see {self.log.name}")
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def aimass_server(name: str, repo: Path, model: str, *extra: str) -> Server:
+    port = free_port()
+    cmd = [str(VENV_BIN / "aimass"), "serve", str(repo), "--port", str(port), *extra]
+    return Server(name, cmd, port, model)
+
+
+def aimass_variant(name: str, repo: Path, model: str, variant: str) -> Server:
+    """aimass's app under other stacks: uvicorn on asyncio+h11, or the infer route under Starlette."""
+    port = free_port()
+    cmd = [sys.executable, __file__, "--serve-variant", variant, "--port", str(port), "--repo", str(repo)]
+    return Server(name, cmd, port, model)
+
+
+def mlserver_server(work: Path) -> Server:
+    python = peer_python("mlserver")
+    model_dir = work / "mlserver" / "logreg"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(python), "-c", TRAIN, str(model_dir / "model.joblib")], check=True, capture_output=True)
+    (model_dir / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "logreg",
+                "implementation": "mlserver_sklearn.SKLearnModel",
+                "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}],
+                "outputs": [{"name": "predict_proba", "datatype": "FP64", "shape": [-1, 2]}],
+                "parameters": {"uri": "./model.joblib", "version": "1", "extra": {"predict_fn": "predict_proba"}},
+            }
+        )
+    )
+    port = free_port(2)
+    (work / "mlserver" / "settings.json").write_text(
+        json.dumps({"http_port": port, "grpc_port": port + 1, "metrics_port": port + 2, "host": "127.0.0.1"})
+    )
+    cmd = [str(python.parent / "mlserver"), "start", str(work / "mlserver")]
+    return Server("mlserver", cmd, port, "logreg")
+
+
+def triton_server(coef: dict[str, Any], work: Path, batching: bool = True) -> Server:
+    python = peer_python("pytriton")
+    base = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    port = free_port(3)
+    tmp = work / "triton-tmp"
+    tmp.mkdir(exist_ok=True)
+    env = {"LD_LIBRARY_PATH": f"{base}:{os.environ.get('LD_LIBRARY_PATH', '')}", "TMPDIR": str(tmp)}
+    cmd = [str(python), "-c", PYTRITON_SERVER, json.dumps(coef), str(port), "1" if batching else "0"]
+    return Server("triton" if batching else "triton-nobatch", cmd, port, "logreg", env=env)
+
+
+# -- load generator ---------------------------------------------------------------------------------
+
+
+def request_body(rng: np.random.Generator) -> bytes:
+    row = [round(float(v), 6) for v in rng.standard_normal(N_FEATURES)]
+    return json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, N_FEATURES], "data": row}]}).encode()
+
+
+async def drive(url: str, body: bytes, concurrency: int, seconds: float) -> tuple[float, float, float, int]:
+    """Closed loop: ``concurrency`` workers each send, wait, send. Returns (req/s, p50 ms, p99 ms, errors)."""
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker(stop: float, record: bool) -> None:
+            nonlocal errors
+            while (t0 := time.perf_counter()) < stop:
+                async with session.post(url, data=body, headers=headers) as r:
+                    await r.read()
+                    ok = r.status == 200
+                if record:
+                    latencies.append(time.perf_counter() - t0)
+                    errors += not ok
+
+        warm = time.perf_counter() + min(0.5, seconds / 4)
+        await asyncio.gather(*(worker(warm, False) for _ in range(concurrency)))
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(start + seconds, True) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3  # noqa: E731
+    return len(latencies) / elapsed, p(0.5), p(0.99), errors
+
+
+def run_load(url: str, body: bytes, concurrency: int, seconds: float) -> tuple[float, float, float, int]:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        return uvloop.run(drive(url, body, concurrency, seconds))
+    return asyncio.run(drive(url, body, concurrency, seconds))
+
+
+def table(
+    servers: list[Server], levels: list[int], repeats: int, seconds: float, body: bytes
+) -> dict[tuple[str, int], tuple[float, float, float, int]]:
+    results: dict[tuple[str, int], list[tuple[float, float, float, int]]] = {}
+    for c in levels:
+        for r in range(repeats):
+            order = servers[r % len(servers) :] + servers[: r % len(servers)]  # rotate who goes first
+            for s in order:
+                results.setdefault((s.name, c), []).append(run_load(s.url, body, c, seconds))
+    med: dict[tuple[str, int], tuple[float, float, float, int]] = {}
+    for key, runs in results.items():
+        med[key] = (
+            statistics.median(x[0] for x in runs),
+            statistics.median(x[1] for x in runs),
+            statistics.median(x[2] for x in runs),
+            sum(x[3] for x in runs),
+        )
+    return med
+
+
+def report(title: str, med: dict[tuple[str, int], tuple[float, float, float, int]], names: list[str], levels: list[int]) -> None:
+    print(f"\n{title}")
+    print(f"{'server':<20}" + "".join(f"{'c=' + str(c):>28}" for c in levels))
+    for n in names:
+        cells = []
+        for c in levels:
+            rps, p50, p99, err = med[(n, c)]
+            cells.append(f"{rps:>8.0f}/s {p50:>6.2f}/{p99:>6.2f} ms" + (f" E{err}" if err else ""))
+        print(f"{n:<20}" + "".join(f"{cell:>28}" for cell in cells))
+    ref = names[0]
+    for n in names[1:]:
+        ratios = "  ".join(
+            f"c={c}: {med[(ref, c)][0] / med[(n, c)][0]:.2f}x rps, p99 {med[(ref, c)][2] / med[(n, c)][2]:.2f}x"
+            for c in levels
+        )
+        print(f"{ref} / {n}: {ratios}   (p99 ratio < 1: {ref} has the lower p99)")
+
+
+# -- variants of our own server, for the stack comparison ----------------------------------------------
+
+
+def serve_variant(variant: str, port: int, repo: Path) -> None:
+    import uvicorn
+
+    from aimass.server import create_app
+
+    app = create_app(repository=repo)
+    if variant == "asyncio-h11":
+        uvicorn.run(app, host="127.0.0.1", port=port, loop="asyncio", http="h11", log_level="warning", access_log=False)
+        return
+    # The same repository, codec and error mapping behind Starlette's router, Request and Response.
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from aimass.protocol import v2
+    from aimass.server import error_response
+
+    async def infer(request: Request) -> Response:
+        try:
+            served = app.repository.get(request.path_params["name"], None)
+            header = request.headers.get(v2.HEADER_LENGTH)
+            req = v2.decode_request(await request.body(), None if header is None else int(header))
+            out = await served.infer(req.inputs)
+            body, n = v2.encode_response(out, model_name=served.name, model_version=served.version)
+            return Response(body, media_type="application/json")
+        except Exception as e:
+            status, payload = error_response(e)
+            return Response(payload, status_code=status, media_type="application/json")
+
+    async def ready(request: Request) -> Response:
+        app.repository.get(request.path_params["name"], None)
+        return JSONResponse({})
+
+    routes = [
+        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/ready", ready, methods=["GET"]),
+    ]
+    star = Starlette(routes=routes)
+    uvicorn.run(star, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--levels", default="1,4,16,64")
+    ap.add_argument("--skip", default="", help="comma list of: mlserver, triton, stacks, deep")
+    ap.add_argument("--serve-variant", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--repo", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve_variant:
+        serve_variant(args.serve_variant, args.port, args.repo)
+        return
+    skip = set(filter(None, args.skip.split(",")))
+    levels = [int(c) for c in args.levels.split(",")]
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"{args.seconds:.0f} s per run, {args.repeats} interleaved repeats, medians; cells: req/s p50/p99 ms")
+    body = request_body(np.random.default_rng(0))
+    with tempfile.TemporaryDirectory(prefix="aimass-bench-") as tmp:
+        work = Path(tmp)
+        repo, coef = build_logreg_onnx(work)
+        servers = [aimass_server("aimass", repo, "logreg"), aimass_server("aimass-nobatch", repo, "logreg", "--max-batch-size", "0")]
+        if "mlserver" not in skip:
+            servers.append(mlserver_server(work))
+        if "triton" not in skip:
+            servers.append(triton_server(coef, work))
+        if "stacks" not in skip:
+            servers.append(aimass_variant("aimass-asyncio-h11", repo, "logreg", "asyncio-h11"))
+            servers.append(aimass_variant("aimass-starlette", repo, "logreg", "starlette"))
+        try:
+            for s in servers:
+                s.wait()
+            med = table(servers, levels, args.repeats, args.seconds, body)
+            report("4-feature logistic regression, 1-row JSON requests", med, [s.name for s in servers], levels)
+        finally:
+            for s in servers:
+                s.stop()
+        if "deep" not in skip:
+            deep_repo = build_deep_mlp(work)
+            pair = [
+                aimass_server("deep-batched", deep_repo, "deep", "--max-batch-size", "64"),
+                aimass_server("deep-nobatch", deep_repo, "deep", "--max-batch-size", "0"),
+            ]
+            try:
+                for s in pair:
+                    s.wait()
+                med = table(pair, [16, 64], args.repeats, args.seconds, body)
+                report("100-layer 32-wide MLP, dynamic batching on vs off", med, [s.name for s in pair], [16, 64])
+            finally:
+                for s in pair:
+                    s.stop()
+
+
+if __name__ == "__main__":
+    main()

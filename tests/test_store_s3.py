@@ -1,0 +1,132 @@
+"""The model library on S3: a real S3-compatible server (moto's server mode) on loopback, through s3fs."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import models
+import numpy as np
+import pytest
+
+from aimass import Model
+from aimass.errors import GateFailed, IntegrityError, ModelNotFound
+from aimass.store import Store
+
+pytestmark = pytest.mark.slow
+
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def options(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    # Credentials are dummies that moto accepts; nothing leaves the machine.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint}}
+
+
+_COUNTER = iter(range(1_000_000))
+
+
+@pytest.fixture
+def lib(options: dict[str, Any], tmp_path: Path) -> Store:
+    import s3fs
+
+    bucket = f"models-{next(_COUNTER)}"
+    s3fs.S3FileSystem(**options).mkdir(bucket)
+    return Store(f"s3://{bucket}/lib", storage_options=options, cache_dir=tmp_path / "cache")
+
+
+@pytest.fixture(scope="module")
+def clf() -> Model:
+    return Model.load(models.xgb_classifier(5))
+
+
+def test_publish_alias_and_load_through_the_cache(lib: Store, clf: Model, tmp_path: Path) -> None:
+    x, _ = models.dataset(8)
+    assert lib.publish(clf, "fraud", metrics={"accuracy": 0.95}) == 1
+    assert lib.publish(clf, "fraud", metrics={"accuracy": 0.5}) == 2
+    assert lib.versions("fraud") == [1, 2] and lib.names() == ["fraud"]
+    lib.set_alias("fraud", "production", 1, gate={"accuracy": ">=0.9"})
+    with pytest.raises(GateFailed):
+        lib.set_alias("fraud", "production", 2, gate={"accuracy": ">=0.9"})
+    m = lib.load("fraud", "production")
+    np.testing.assert_array_equal(m.predict(x)["probabilities"], clf.predict(x)["probabilities"])
+    cached = list((tmp_path / "cache").iterdir())
+    assert len(cached) == 1 and len(cached[0].name) == 64  # keyed by the manifest's sha256
+    assert lib.path("fraud", 1) == cached[0]  # a second fetch reuses the cache
+    assert lib.info("fraud", 1).aliases == {"production": 1.0}
+
+
+def test_half_uploaded_version_is_invisible_and_skipped(lib: Store, clf: Model) -> None:
+    lib.publish(clf, "fraud")
+    fs, base = lib._io.fs, lib._io.base  # type: ignore[union-attr]
+    # What a publisher killed mid-upload leaves: a claim and some artifacts, no manifest.
+    fs.pipe_file(f"{base}/fraud/2/.claim", b"{}")
+    fs.pipe_file(f"{base}/fraud/2/model.ubj", b"partial")
+    assert lib.versions("fraud") == [1]
+    with pytest.raises(ModelNotFound):
+        lib.load("fraud", 2)
+    assert lib.publish(clf, "fraud") == 3
+
+
+def test_exclusive_claims_give_concurrent_publishers_distinct_versions(lib: Store, clf: Model) -> None:
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        v = Store(lib._io.url, storage_options=lib._io.fs.storage_options).publish(clf, "fraud")  # type: ignore[union-attr]
+        with lock:
+            got.append(v)
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == [1, 2, 3, 4]
+    fs, base = lib._io.fs, lib._io.base  # type: ignore[union-attr]
+    with pytest.raises(FileExistsError):  # the server refuses a second claim of a number (If-None-Match)
+        fs.pipe_file(f"{base}/fraud/4/.claim", b"{}", mode="create")
+
+
+def test_tampered_remote_artifact_is_refused(lib: Store, clf: Model) -> None:
+    lib.publish(clf, "fraud")
+    fs, base = lib._io.fs, lib._io.base  # type: ignore[union-attr]
+    data = bytearray(fs.cat_file(f"{base}/fraud/1/model.ubj"))
+    data[100] ^= 0xFF
+    fs.pipe_file(f"{base}/fraud/1/model.ubj", bytes(data))
+    with pytest.raises(IntegrityError):
+        lib.load("fraud", 1)
+    assert not any(p.name[:1] != "." for p in Path(lib._io.cache).iterdir())  # nothing corrupt was cached  # type: ignore[union-attr]
+
+
+def test_remove_never_reuses_numbers(lib: Store, clf: Model) -> None:
+    lib.publish(clf, "fraud")
+    lib.publish(clf, "fraud")
+    lib.remove("fraud", 2)
+    assert lib.versions("fraud") == [1]
+    assert lib.publish(clf, "fraud") == 3
