@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aimass.backends.base import require
 from aimass.errors import GateFailed, SchemaError, StoreError
 
 if TYPE_CHECKING:
@@ -155,6 +156,10 @@ def require_gate(metrics: Mapping[str, Any], gate: Mapping[str, Any] | None, *, 
         raise GateFailed(f"{what} fails its gate: {'; '.join(failures)}", failures=failures)
 
 
+def _sklearn_metrics() -> Any:
+    return require("sklearn.metrics", backend="evaluate", extra="store", package="scikit-learn")
+
+
 # -- evaluation -------------------------------------------------------------------------------
 
 
@@ -245,7 +250,7 @@ def _probabilities(scores: np.ndarray) -> np.ndarray:
 def _classification(
     outputs: Mapping[str, np.ndarray], y: np.ndarray, wanted: list[str], output: str | None
 ) -> dict[str, float]:
-    from sklearn import metrics as skm
+    skm = _sklearn_metrics()
 
     scores = _pick(outputs, output, prefer=("probabilities", "probability", "logits"))
     if scores.dtype.kind in "biu" and scores.ndim == 1:  # a label output only: no probabilities
@@ -276,7 +281,7 @@ def _classification(
 
 
 def _roc_auc(y: np.ndarray, proba: np.ndarray) -> float:
-    from sklearn import metrics as skm
+    skm = _sklearn_metrics()
 
     present = np.unique(y)
     if len(present) < 2:
@@ -294,7 +299,7 @@ def _roc_auc(y: np.ndarray, proba: np.ndarray) -> float:
 def _regression(
     outputs: Mapping[str, np.ndarray], y: np.ndarray, wanted: list[str], output: str | None
 ) -> dict[str, float]:
-    from sklearn import metrics as skm
+    skm = _sklearn_metrics()
 
     pred = _pick(outputs, output, prefer=("prediction", "predictions", "output")).astype(np.float64)
     y = y.astype(np.float64)

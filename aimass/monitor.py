@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from aimass.backends.base import require
 from aimass.errors import SchemaError
 from aimass.schema import DType, Schema
 
@@ -170,6 +171,7 @@ class DriftReport:
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     features: list[FeatureDrift]
+    latencies_ms: tuple[float, ...] = ()  # the window's call durations, for plots
 
     @property
     def drifted(self) -> list[str]:
@@ -182,8 +184,31 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d.pop("latencies_ms")
         d["drifted"] = self.drifted
         return d
+
+    def plot(self) -> Any:
+        """A matplotlib Figure: PSI and KS per feature (thresholds dashed) and the latency histogram.
+
+        Example:
+            >>> model.monitor.report().plot()   # doctest: +SKIP
+        """
+        plt = require("matplotlib.pyplot", backend="plotting", extra="plot", package="matplotlib")
+        fig, (drift, latency) = plt.subplots(1, 2, figsize=(10, 3.5))
+        names = [f.feature for f in self.features]
+        pos = np.arange(len(names))
+        drift.bar(pos - 0.2, [f.psi for f in self.features], 0.4, label="PSI")
+        drift.bar(pos + 0.2, [f.ks for f in self.features], 0.4, label="KS")
+        drift.axhline(PSI_DRIFT, linestyle="--", color="grey", linewidth=1)
+        drift.set_xticks(pos, names, rotation=45, ha="right")
+        drift.set_title(f"input drift over {self.window_rows} rows")
+        drift.legend()
+        latency.hist(self.latencies_ms, bins=30)
+        latency.set_xlabel("ms per call")
+        latency.set_title(f"latency of {len(self.latencies_ms)} calls")
+        fig.tight_layout()
+        return fig
 
     def __str__(self) -> str:
         lat = (
@@ -321,7 +346,18 @@ class Monitor:
         p50 = float(np.percentile(lat, 50) * 1e3) if lat.size else None
         p99 = float(np.percentile(lat, 99) * 1e3) if lat.size else None
         window_rows = next(iter(data.values())).shape[0] if data else 0
-        return DriftReport(self.name, self.version, requests, errors, rows_seen, window_rows, p50, p99, features)
+        return DriftReport(
+            self.name,
+            self.version,
+            requests,
+            errors,
+            rows_seen,
+            window_rows,
+            p50,
+            p99,
+            features,
+            tuple(float(v) for v in lat * 1e3),
+        )
 
     def wrap(
         self, coerce: Callable[[Any], dict[str, np.ndarray]], run: Callable[..., dict[str, np.ndarray]]

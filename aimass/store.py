@@ -49,6 +49,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aimass.backends.base import require
 from aimass.errors import ModelNotFound, StoreError
 from aimass.evaluate import Evaluation, require_gate
 from aimass.package import MANIFEST, Manifest, verify
@@ -325,10 +326,9 @@ class _Local:
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        from filelock import FileLock
-
+        filelock = require("filelock", backend="model library", extra="store")
         (self.root / name).mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.root / name / ".lock"), timeout=60):
+        with filelock.FileLock(str(self.root / name / ".lock"), timeout=60):
             yield
 
     def publish(self, name: str, model: Model) -> int:
@@ -382,14 +382,13 @@ class _Remote:
     remote = True
 
     def __init__(self, url: str, storage_options: Mapping[str, Any], cache: Path) -> None:
-        try:
-            import fsspec
-        except ImportError as e:  # pragma: no cover - fsspec comes with the [store] extra
-            raise StoreError("a remote model library needs fsspec: pip install 'aimass[s3]'") from e
+        fsspec = require("fsspec", backend="remote model library", extra="s3")
         try:
             self.fs, self.base = fsspec.core.url_to_fs(url, **dict(storage_options))
-        except ImportError as e:
-            raise StoreError(f"the model library {url!r} needs a filesystem package: {e}") from e
+        except ImportError as e:  # s3fs, gcsfs ...: fsspec names the package to install
+            raise StoreError(
+                f"the model library {url!r} needs a filesystem package ({e}): pip install 'aimass[s3]'"
+            ) from e
         self.base = self.base.rstrip("/")
         self.url = url
         self.cache = cache

@@ -166,6 +166,9 @@ def main() -> None:
         f"cosine mean {drift.cosine:.5f}, min {drift.min_cosine:.5f}; size {size_fp32 / 1e6:.1f} MB -> "
         f"{size_int8 / 1e6:.1f} MB ({size_fp32 / size_int8:.2f}x smaller)"
     )
+    per_tensor = onnx_fp32.compress("int8", data=calib, repeats=0, per_channel=False, exclude=[])
+    d = compare_outputs(ref, per_tensor.predict(evaluation))[0]
+    print(f"(for comparison) per-tensor int8 vs torch fp32: cosine mean {d.cosine:.5f}, min {d.min_cosine:.5f}")
     variants = [("onnx fp32 -> int8", onnx_fp32.backend.model_bytes, onnx_int8.backend.model_bytes)]  # type: ignore[attr-defined]
     if not args.skip_fused:
         fused_fp32 = fused(onnx_fp32.backend.model_bytes)  # type: ignore[attr-defined]

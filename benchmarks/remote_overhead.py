@@ -65,7 +65,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--calls", type=int, default=300)
     args = ap.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    cpu = platform.processor() or platform.machine()
+    print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}")
     with tempfile.TemporaryDirectory(prefix="aimass-remote-") as tmp:
         path = models.onnx_mlp(Path(tmp) / "mlp.onnx")
         port = serving.free_port()
@@ -85,7 +86,13 @@ def main() -> None:
             def bare_post() -> bytes:
                 return bare.post(f"{url}/infer", content=body, headers=headers).content
 
-            ratio = compare("1-row predict: remote backend vs bare httpx POST", bare_post, lambda: remote.predict(x), args.rounds, args.calls)
+            ratio = compare(
+                "1-row predict: remote backend vs bare httpx POST",
+                bare_post,
+                lambda: remote.predict(x),
+                args.rounds,
+                args.calls,
+            )
             print(f"  target <= 1.2x: {'met' if ratio <= 1.2 else 'MISSED'}")
 
             big = np.random.default_rng(0).standard_normal((65536, 4)).astype(np.float32)

@@ -7,7 +7,7 @@ coefficients as a numpy function with Triton's dynamic batcher on). One async lo
 (aiohttp on uvloop, in this process) sends the same 1-row V2 JSON request at concurrency 1, 4,
 16 and 64; runs are interleaved server by server and repeated, and the medians are reported with
 the ratios. A second section measures dynamic batching on a model whose compute dominates (a
-deep, narrow ONNX MLP, 100 layers of 32): aimass with batching against aimass without, at c=16 and 64.
+deep, narrow ONNX MLP, 300 layers of 32): aimass with batching against aimass without, at c=16 and 64.
 
 The peers live in their own virtual environments under ``benchmarks/.peers/`` (gitignored),
 created on first run: ``mlserver==1.7.1 mlserver-sklearn==1.7.1 uvloop==0.21.0`` and
@@ -29,10 +29,8 @@ import socket
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +136,8 @@ def build_logreg_onnx(directory: Path) -> tuple[Path, dict[str, Any]]:
     return directory / "repo", coef
 
 
-def build_deep_mlp(directory: Path, layers: int = 100, width: int = 32) -> Path:
-    """A deep, narrow ONNX MLP (4 -> 32 x 100 -> 2): the per-call cost (hundreds of kernel launches)
+def build_deep_mlp(directory: Path, layers: int = 300, width: int = 32) -> Path:
+    """A deep, narrow ONNX MLP (4 -> 32 x 300 -> 2): the per-call cost (hundreds of kernel launches)
     dwarfs the per-row cost, as in most real models at small batch: the case dynamic batching is for."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -151,7 +149,10 @@ def build_deep_mlp(directory: Path, layers: int = 100, width: int = 32) -> Path:
     for i in range(layers):
         w = (rng.standard_normal((d_in, width)) / np.sqrt(d_in)).astype(np.float32)
         inits.append(numpy_helper.from_array(w, f"w{i}"))
-        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]), helper.make_node("Relu", [f"m{i}"], [f"r{i}"])]
+        nodes += [
+            helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
+            helper.make_node("Relu", [f"m{i}"], [f"r{i}"]),
+        ]
         prev, d_in = f"r{i}", width
     inits.append(numpy_helper.from_array(rng.standard_normal((d_in, 2)).astype(np.float32), "wo"))
     nodes.append(helper.make_node("MatMul", [prev, "wo"], ["y"]))
@@ -168,6 +169,22 @@ def build_deep_mlp(directory: Path, layers: int = 100, width: int = 32) -> Path:
     onnx.save(model, str(path))
     Model.load(path).save(directory / "deep" / "deep" / "1", overwrite=True)
     return directory / "deep"
+
+
+def model_call_us(package: Path) -> str:
+    from aimass import Model
+
+    m = Model.load(package)
+    out = []
+    for rows in (1, 64):
+        x = np.ones((rows, N_FEATURES), np.float32)
+        for _ in range(10):
+            m.predict(x)
+        t0 = time.perf_counter()
+        for _ in range(50):
+            m.predict(x)
+        out.append(f"{(time.perf_counter() - t0) / 50 * 1e3:.2f} ms at {rows} row(s)")
+    return ", ".join(out)
 
 
 # -- servers ----------------------------------------------------------------------------------------
@@ -193,7 +210,9 @@ class Server:
         ready = f"http://127.0.0.1:{self.port}/v2/models/{self.model}/ready"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited; see {self.log.name}:\n{Path(self.log.name).read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"{self.name} exited; see {self.log.name}:\n{Path(self.log.name).read_text()[-3000:]}"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(ready, timeout=1).status_code == 200:
                     return
@@ -268,7 +287,9 @@ def triton_server(coef: dict[str, Any], work: Path, batching: bool = True) -> Se
 
 def request_body(rng: np.random.Generator) -> bytes:
     row = [round(float(v), 6) for v in rng.standard_normal(N_FEATURES)]
-    return json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, N_FEATURES], "data": row}]}).encode()
+    return json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, N_FEATURES], "data": row}]}
+    ).encode()
 
 
 async def drive(url: str, body: bytes, concurrency: int, seconds: float) -> tuple[float, float, float, int]:
@@ -329,7 +350,9 @@ def table(
     return med
 
 
-def report(title: str, med: dict[tuple[str, int], tuple[float, float, float, int]], names: list[str], levels: list[int]) -> None:
+def report(
+    title: str, med: dict[tuple[str, int], tuple[float, float, float, int]], names: list[str], levels: list[int]
+) -> None:
     print(f"\n{title}")
     print(f"{'server':<20}" + "".join(f"{'c=' + str(c):>28}" for c in levels))
     for n in names:
@@ -374,7 +397,7 @@ def serve_variant(variant: str, port: int, repo: Path) -> None:
             header = request.headers.get(v2.HEADER_LENGTH)
             req = v2.decode_request(await request.body(), None if header is None else int(header))
             out = await served.infer(req.inputs)
-            body, n = v2.encode_response(out, model_name=served.name, model_version=served.version)
+            body, _ = v2.encode_response(out, model_name=served.name, model_version=served.version)
             return Response(body, media_type="application/json")
         except Exception as e:
             status, payload = error_response(e)
@@ -389,7 +412,9 @@ def serve_variant(variant: str, port: int, repo: Path) -> None:
         Route("/v2/models/{name}/ready", ready, methods=["GET"]),
     ]
     star = Starlette(routes=routes)
-    uvicorn.run(star, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False)
+    uvicorn.run(
+        star, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False
+    )
 
 
 def main() -> None:
@@ -397,7 +422,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--levels", default="1,4,16,64")
-    ap.add_argument("--skip", default="", help="comma list of: mlserver, triton, stacks, deep")
+    ap.add_argument("--skip", default="", help="comma list of: logreg, mlserver, triton, stacks, deep")
+    ap.add_argument("--deep-option", action="append", default=[], help="aimass serve --option for the deep MLP")
     ap.add_argument("--serve-variant", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--repo", type=Path, help=argparse.SUPPRESS)
@@ -407,39 +433,50 @@ def main() -> None:
         return
     skip = set(filter(None, args.skip.split(",")))
     levels = [int(c) for c in args.levels.split(",")]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    cpu = platform.processor() or platform.machine()
+    print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"{args.seconds:.0f} s per run, {args.repeats} interleaved repeats, medians; cells: req/s p50/p99 ms")
     body = request_body(np.random.default_rng(0))
     with tempfile.TemporaryDirectory(prefix="aimass-bench-") as tmp:
         work = Path(tmp)
         repo, coef = build_logreg_onnx(work)
-        servers = [aimass_server("aimass", repo, "logreg"), aimass_server("aimass-nobatch", repo, "logreg", "--max-batch-size", "0")]
-        if "mlserver" not in skip:
+        servers = []
+        if "logreg" not in skip:
+            servers += [
+                aimass_server("aimass", repo, "logreg"),
+                aimass_server("aimass-nobatch", repo, "logreg", "--max-batch-size", "0"),
+            ]
+        if "mlserver" not in skip and servers:
             servers.append(mlserver_server(work))
-        if "triton" not in skip:
+        if "triton" not in skip and servers:
             servers.append(triton_server(coef, work))
-        if "stacks" not in skip:
+        if "stacks" not in skip and servers:
             servers.append(aimass_variant("aimass-asyncio-h11", repo, "logreg", "asyncio-h11"))
             servers.append(aimass_variant("aimass-starlette", repo, "logreg", "starlette"))
         try:
             for s in servers:
                 s.wait()
-            med = table(servers, levels, args.repeats, args.seconds, body)
-            report("4-feature logistic regression, 1-row JSON requests", med, [s.name for s in servers], levels)
+            if servers:
+                med = table(servers, levels, args.repeats, args.seconds, body)
+                report("4-feature logistic regression, 1-row JSON requests", med, [s.name for s in servers], levels)
         finally:
             for s in servers:
                 s.stop()
         if "deep" not in skip:
             deep_repo = build_deep_mlp(work)
+            options = [a for o in args.deep_option for a in ("--option", o)]
+            if options:
+                print(f"\ndeep MLP served with {options}")
+            print(f"\n300-layer MLP, one call in-process: {model_call_us(deep_repo / 'deep' / '1')}")
             pair = [
-                aimass_server("deep-batched", deep_repo, "deep", "--max-batch-size", "64"),
-                aimass_server("deep-nobatch", deep_repo, "deep", "--max-batch-size", "0"),
+                aimass_server("deep-batched", deep_repo, "deep", "--max-batch-size", "64", *options),
+                aimass_server("deep-nobatch", deep_repo, "deep", "--max-batch-size", "0", *options),
             ]
             try:
                 for s in pair:
                     s.wait()
                 med = table(pair, [16, 64], args.repeats, args.seconds, body)
-                report("100-layer 32-wide MLP, dynamic batching on vs off", med, [s.name for s in pair], [16, 64])
+                report("300-layer 32-wide MLP, dynamic batching on vs off", med, [s.name for s in pair], [16, 64])
             finally:
                 for s in pair:
                     s.stop()

@@ -74,3 +74,4 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
     joined = "".join("".join(h) if isinstance(h, list) else h for h in html)
     for needle in ("<b>Evaluation</b>", "<b>Monitor</b>", "<b>Model</b>", "production"):
         assert needle in joined, needle
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the drift report's plot

@@ -96,3 +96,16 @@ def test_monitoring_starts_at_first_access_and_set_reference() -> None:
     assert m.monitor.report().requests == 1 and m.monitor.report().features == []  # no profile: counts only
     m.monitor.set_reference(x)
     assert len(m.monitor.report().features) == 4
+
+
+def test_report_plots() -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    rng = np.random.default_rng(3)
+    mon = Monitor(SCHEMA, Profile.from_data(SCHEMA, rng.normal(size=(500, 2))))
+    for _ in range(4):
+        mon.observe({"x": rng.normal(size=(50, 2)) + 1}, seconds=0.001 * (1 + rng.random()))
+    fig = mon.report().plot()
+    drift, latency = fig.axes
+    assert [t.get_text() for t in drift.get_xticklabels()] == ["x[0]", "x[1]"]
+    assert len(drift.patches) == 4 and len(latency.patches) == 30

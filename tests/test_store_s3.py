@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,3 +135,63 @@ def test_remove_never_reuses_numbers(lib: Store, clf: Model) -> None:
     lib.remove("fraud", 2)
     assert lib.versions("fraud") == [1]
     assert lib.publish(clf, "fraud") == 3
+
+
+_MANY_FILES_PUBLISHER = """
+import sys
+from aimass import Model
+from aimass.backends.base import Backend
+from aimass.schema import Schema, TensorSpec
+from aimass.store import Store
+
+class ManyFiles(Backend):
+    # A real backend whose package has many artifacts, so that the upload takes seconds.
+    name = "many"
+    framework = "numpy"
+    extra = "none"
+    schema = Schema(inputs=[TensorSpec(name="x", dtype="FP32", shape=[-1, 4])])
+
+    @classmethod
+    def load(cls, source, **kw):
+        return cls()
+
+    def run(self, inputs):
+        return {}
+
+    def save(self, directory):
+        names = [f"shard-{i:04d}.bin" for i in range(2000)]
+        for n in names:
+            (directory / n).write_bytes(n.encode() * 64)
+        return names
+
+url, endpoint = sys.argv[1], sys.argv[2]
+opts = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint}}
+Store(url, storage_options=opts).publish(Model(ManyFiles()), "fraud")
+"""
+
+
+def test_publisher_killed_mid_upload_leaves_no_visible_version(
+    lib: Store, clf: Model, endpoint: str, tmp_path: Path
+) -> None:
+    lib.publish(clf, "fraud")
+    fs, base = lib._io.fs, lib._io.base  # type: ignore[union-attr]
+    script = tmp_path / "many.py"
+    script.write_text(_MANY_FILES_PUBLISHER)
+    proc = subprocess.Popen([sys.executable, str(script), lib._io.url, endpoint])  # type: ignore[union-attr]
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # wait until it has claimed version 2 and uploaded a few shards
+            assert proc.poll() is None, "publisher finished before it could be killed"
+            assert time.monotonic() < deadline, "publisher never started uploading"
+            if len(fs.ls(f"{base}/fraud/2", refresh=True) if fs.exists(f"{base}/fraud/2") else []) > 5:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not fs.exists(f"{base}/fraud/2/aimass.json")
+    assert lib.versions("fraud") == [1]
+    with pytest.raises(ModelNotFound):
+        lib.load("fraud", 2)
+    assert lib.publish(clf, "fraud") == 3  # the dead claim keeps its number

@@ -193,11 +193,11 @@ class MXNetBackend(Backend):
         return dict(zip(self._output_names, self._forward(inputs), strict=True))
 
     def _forward(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        arrays = [
-            self._nd_array(inputs[n], ctx=self._ctx, dtype=dt)
-            for n, dt in zip(self._input_names, self._dtypes, strict=True)
-        ]
         try:
+            arrays = [
+                self._nd_array(inputs[n], ctx=self._ctx, dtype=dt)
+                for n, dt in zip(self._input_names, self._dtypes, strict=True)
+            ]
             with self._lock:
                 out = self.block(*arrays)
                 return [o.asnumpy() for o in out] if isinstance(out, (list, tuple)) else [out.asnumpy()]

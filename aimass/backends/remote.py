@@ -42,7 +42,7 @@ from aimass.backends.base import Backend, require
 from aimass.errors import ModelLoadError, ModelNotFound, RemoteError, SchemaError, UnsupportedOperation
 from aimass.schema import Schema, TensorSpec
 
-__all__ = ["InProcessTransport", "RemoteBackend", "mount", "unmount"]
+__all__ = ["InProcessTransport", "RemoteBackend", "mount", "raise_for_status", "unmount"]
 
 _URL = re.compile(
     r"^(?P<base>https?://[^/?#]+(?:/[^?#]*?)?)/v2/models/(?P<name>[^/?#]+)(?:/versions/(?P<version>[^/?#]+))?/?$"
@@ -145,12 +145,12 @@ def raise_for_status(response: Any, url: str) -> None:
     if status < 400:
         return
     message, tensor = _message(response)
+    if status == 404 or (status == 400 and "unknown model" in message.lower()):  # Triton answers 400
+        raise ModelNotFound(message)
     if status in (400, 422):
         if tensor is None and (found := _TENSOR_IN_MESSAGE.match(message)):
             tensor = found.group(1)
         raise SchemaError(message, tensor=tensor)
-    if status == 404:
-        raise ModelNotFound(message)
     raise RemoteError(f"{url}: HTTP {status}: {message}", status_code=status)
 
 

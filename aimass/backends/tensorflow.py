@@ -152,6 +152,10 @@ class KerasBackend(Backend):
                 _output_names(model, self._out_keys, len(self._fn.outputs)), self._fn.outputs, strict=True
             )
         ]
+        if schema.outputs and len(schema.outputs) != len(outputs):
+            raise ModelLoadError(
+                f"schema declares {len(schema.outputs)} outputs; the keras model returns {len(outputs)}"
+            )
         self.schema = schema if schema.outputs else schema.model_copy(update={"outputs": outputs})
         self._input_names = names
         self._output_names = self.schema.output_names
@@ -416,7 +420,17 @@ def _pick_signature(signatures: Mapping[str, Any], wanted: str | None) -> str:
 def _extract(archive: Path, target: Path) -> Path:
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(target, filter="data")  # refuses absolute names, '..', links out of target
+            for member in tar.getmembers():
+                parts = Path(member.name).parts
+                if not (member.isfile() or member.isdir()) or member.name.startswith("/") or ".." in parts:
+                    raise ModelLoadError(
+                        f"SavedModel archive {archive.name!r} holds {member.name!r}, which is not a plain file "
+                        "inside the archive"
+                    )
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: the stdlib's own check as well
+                tar.extractall(target, filter="data")
+            else:
+                tar.extractall(target)  # members checked above
     except (tarfile.TarError, OSError) as e:
         raise ModelLoadError(f"cannot extract SavedModel archive {archive.name!r}: {e}") from e
     return target

@@ -8,13 +8,14 @@ Example (shell)::
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-__all__ = ["parse_duration", "parse_size", "register"]
+__all__ = ["parse_duration", "parse_options", "parse_size", "register"]
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(us|µs|ms|s)?\s*$")
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
@@ -48,6 +49,30 @@ def parse_size(text: str) -> int:
     return int(float(m[1]) * _SIZE_UNITS[(m[2] or "b").lower()])
 
 
+def parse_options(items: list[str]) -> dict[str, Any] | None:
+    """``["session_options.intra_op_num_threads=1"]`` -> ``{"session_options": {"intra_op_num_threads": 1}}``.
+
+    Example:
+        >>> parse_options(["session_options.intra_op_num_threads=1", "allow_pickle=true"])
+        {'session_options': {'intra_op_num_threads': 1}, 'allow_pickle': True}
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: use KEY=VALUE, e.g. session_options.intra_op_num_threads=1")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare string
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out or None
+
+
 def serve(
     sources: Annotated[
         list[str],
@@ -61,6 +86,9 @@ def serve(
     max_queue_delay: Annotated[
         str, typer.Option(help="how long a request may wait for a batch: 500us, 2ms, 0.01 (seconds)")
     ] = "0",
+    instances: Annotated[
+        int, typer.Option(help="model calls (merged batches) that may run at once per model, like Triton's count")
+    ] = 2,
     auth_token: Annotated[
         str,
         typer.Option(
@@ -69,6 +97,10 @@ def serve(
     ] = "",
     max_body_size: Annotated[str, typer.Option(help="largest request body accepted (413 above)")] = "64MiB",
     workers: Annotated[int, typer.Option(help="model worker threads (0: CPU count + 2, at most 8)")] = 0,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(help="backend option KEY=JSON for models loaded from paths, dotted keys nest; repeatable"),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
     """Serve models over the Open Inference Protocol (KServe V2 / Triton HTTP)."""
@@ -93,9 +125,11 @@ def serve(
         repository=repository,
         max_batch_size=max_batch_size,
         max_queue_delay=parse_duration(max_queue_delay),
+        max_concurrency=instances,
         auth_token=auth_token or None,
         max_body_size=parse_size(max_body_size),
         workers=workers or None,
+        model_options=parse_options(option or []),
     )
     names = sorted({m.name for m in app.repository.loaded()})
     typer.echo(f"aimass serving {names} on http://{host}:{port}/v2 (batching: max_batch_size={max_batch_size})")

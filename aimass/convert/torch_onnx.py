@@ -53,6 +53,8 @@ def torch_to_onnx(model: Model, *, opset: int | None = None, dynamo: bool = True
         # The exporter reports progress and torchvision's absence on stdout/warnings; keep callers' output clean.
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
+            # Modules of exported programs cannot be put in eval mode (they have no train/eval switch).
+            warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
             if dynamo:
                 program = torch.onnx.export(module, args, **kwargs)
                 return program.model_proto

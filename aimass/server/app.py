@@ -310,17 +310,20 @@ def create_app(
     repository: str | os.PathLike[str] | None = None,
     max_batch_size: int = 64,
     max_queue_delay: float = 0.0,
-    max_concurrency: int = 1,
+    max_concurrency: int = 2,
     auth_token: str | None = None,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     workers: int | None = None,
+    model_options: Mapping[str, Any] | None = None,
 ) -> App:
     """Build the ASGI app over explicit models and/or a repository directory ``<repo>/<name>/<version>/``.
 
     ``models`` maps names to ``Model`` objects, model files or packages (or to ``{version: source}``).
     ``max_batch_size`` > 0 turns on dynamic batching for models whose inputs and outputs all have a
-    dynamic first dimension; ``max_queue_delay`` is in seconds. ``auth_token`` (or the env var
+    dynamic first dimension; ``max_queue_delay`` is in seconds; ``max_concurrency`` model calls may
+    run at once per model version (Triton's instance count). ``auth_token`` (or the env var
     ``AIMASS_AUTH_TOKEN``) requires ``Authorization: Bearer <token>`` on all but health endpoints.
+    ``model_options`` go to the backend of every model loaded from a path.
 
     Example:
         >>> app = create_app({"mlp": "mlp.onnx"}, max_queue_delay=0.0005, auth_token="s3cret")   # doctest: +SKIP
@@ -342,6 +345,7 @@ def create_app(
         batching=BatchingConfig(max_batch_size, max_queue_delay, max_concurrency),
         executor=executor,
         metrics=metrics,
+        model_options=model_options,
     )
     token = auth_token if auth_token is not None else os.environ.get("AIMASS_AUTH_TOKEN") or None
     return App(repo, metrics=metrics, executor=executor, auth_token=token, max_body_size=max_body_size)

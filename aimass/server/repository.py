@@ -51,12 +51,12 @@ class BatchingConfig:
 
     Example:
         >>> BatchingConfig(max_batch_size=64, max_queue_delay=0.0005)
-        BatchingConfig(max_batch_size=64, max_queue_delay=0.0005, max_concurrency=1, inline_below=0.0002)
+        BatchingConfig(max_batch_size=64, max_queue_delay=0.0005, max_concurrency=2, inline_below=0.0002)
     """
 
     max_batch_size: int = 64
     max_queue_delay: float = 0.0
-    max_concurrency: int = 1
+    max_concurrency: int = 2
     inline_below: float = 0.0002  # calls proven shorter than this run on the event loop (batching.Placement)
 
 
@@ -161,7 +161,8 @@ class Repository:
     """Sources of models (a repository directory and/or explicit models) and the loaded versions.
 
     ``models`` maps a name to a ``Model`` or a path (model file or package), or to a mapping of
-    version -> source. Everything found is loaded at construction.
+    version -> source. Everything found is loaded at construction, with ``model_options`` passed
+    to the backends (e.g. ``{"session_options": {"intra_op_num_threads": 1}}`` for onnx).
 
     Example:
         >>> repo = Repository(models={"mlp": Model.load("mlp.onnx")})   # doctest: +SKIP
@@ -175,11 +176,13 @@ class Repository:
         batching: BatchingConfig | None = None,
         executor: Executor,
         metrics: Metrics,
+        model_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.root = Path(root) if root is not None else None
         if self.root is not None and not self.root.is_dir():
             raise ModelLoadError(f"model repository {str(self.root)!r} is not a directory")
         self.batching = batching or BatchingConfig()
+        self.model_options = dict(model_options) if model_options else None
         self.executor = executor
         self.metrics = metrics
         self._explicit: dict[str, dict[str, Source]] = {}
@@ -231,7 +234,7 @@ class Repository:
         served: dict[str, ServedModel] = {}
         try:
             for version, src in versions.items():
-                model = src if isinstance(src, Model) else Model.load(src)
+                model = src if isinstance(src, Model) else Model.load(src, options=self.model_options)
                 served[version] = ServedModel(
                     name,
                     version,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 from aimass import DeviceError, Model, ModelLoadError
 from aimass.backends.mxnet import NUMPY_ALIASES, MXNetBackend, restore_numpy_aliases
 
-if __import__("importlib").util.find_spec("mxnet") is None:
+if importlib.util.find_spec("mxnet") is None:
     pytest.skip("mxnet not installed", allow_module_level=True)
 
 

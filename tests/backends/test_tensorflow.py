@@ -233,3 +233,16 @@ def test_missing_keras_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "keras", None)  # as if not installed
     with pytest.raises(BackendUnavailable, match=r"keras backend needs keras: pip install 'aimass\[tensorflow\]'"):
         KerasBackend.load("model.keras")
+
+
+def test_archive_members_must_stay_inside(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(tmp_path / "evil.savedmodel.tar", "w") as tar:
+        info = tarfile.TarInfo("../outside.pb")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    with pytest.raises(ModelLoadError, match=r"holds '\.\./outside\.pb', which is not a plain file inside"):
+        Model.load(tmp_path / "evil.savedmodel.tar")
+    assert not (tmp_path / "outside.pb").exists()

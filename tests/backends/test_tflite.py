@@ -97,6 +97,11 @@ def test_signature_choice(two_signature_file: Path) -> None:
     out = m.predict({"x": np.eye(2, dtype=np.float32), "n": np.array([5, 7], np.int32)})
     np.testing.assert_array_equal(out["y"], np.array([[3.0, 6.0], [9.0, 12.0]], np.float32))
     np.testing.assert_array_equal(out["n2"], np.array([10, 14], np.int32))
+    # 'double' is the first subgraph (run without the signature runner), 'triple' is not.
+    double = Model.load(two_signature_file, options={"signature": "double"})
+    np.testing.assert_array_equal(double.predict(np.eye(2, dtype=np.float32))["y"], out["y"] / 1.5)
+    assert double.backend._local.runner._runner is None  # type: ignore[attr-defined]
+    assert m.backend._local.runner._runner is not None  # type: ignore[attr-defined]
 
 
 def test_file_without_signatures_runs_subgraph_zero(tflite_file: Path, tmp_path: Path) -> None:

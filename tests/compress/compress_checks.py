@@ -28,7 +28,9 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(cos))
 
 
-def assert_drift_is_real(original: Model, compressed: Model, data: np.ndarray, output: str) -> None:
+def assert_drift_is_real(
+    original: Model, compressed: Model, data: np.ndarray | dict[str, np.ndarray], output: str
+) -> None:
     """The report's drift for ``output`` equals the drift recomputed from both models' predictions."""
     a, b = original.predict(data)[output], compressed.predict(data)[output]
     drift = next(d for d in compressed.report.drift if d.output == output)
@@ -36,4 +38,5 @@ def assert_drift_is_real(original: Model, compressed: Model, data: np.ndarray, o
     assert drift.cosine == pytest.approx(mean_cosine(a, b), abs=1e-9)
     if a.ndim == 2 and a.shape[1] > 1:
         assert drift.top1_agreement == float((a.argmax(1) == b.argmax(1)).mean())
-    assert compressed.report.samples == len(data)
+    rows = len(next(iter(data.values()))) if isinstance(data, dict) else len(data)
+    assert compressed.report.samples == rows
