@@ -471,12 +471,24 @@ def main() -> None:
             pair = [
                 aimass_server("deep-batched", deep_repo, "deep", "--max-batch-size", "64", *options),
                 aimass_server("deep-nobatch", deep_repo, "deep", "--max-batch-size", "0", *options),
+                aimass_server(
+                    "deep-batched-2ms",
+                    deep_repo,
+                    "deep",
+                    "--max-batch-size",
+                    "64",
+                    "--max-queue-delay",
+                    "2ms",
+                    *options,
+                ),
             ]
             try:
                 for s in pair:
                     s.wait()
                 med = table(pair, [16, 64], args.repeats, args.seconds, body)
-                report("300-layer 32-wide MLP, dynamic batching on vs off", med, [s.name for s in pair], [16, 64])
+                names = [s.name for s in pair]
+                report("300-layer 32-wide MLP, dynamic batching on vs off", med, names, [16, 64])
+                report("", med, [names[2], names[1]], [16, 64])
             finally:
                 for s in pair:
                     s.stop()

@@ -4,7 +4,7 @@ Two backends share this module because they share TensorFlow's tensor types:
 
 * ``keras`` (:class:`KerasBackend`): a ``keras.Model`` object or a ``.keras`` file, on Keras's
   TensorFlow backend. The model is traced once into a ``tf.function`` with the batch dimension
-  left dynamic, and ``run`` calls that concrete function: on a 4-8-3 MLP this costs about a fifth
+  left dynamic, and ``run`` calls that concrete function: on a 4-8-3 MLP this costs about a sixth
   of the eager ``model(x, training=False)`` (see ``benchmarks/overhead_keras_mxnet.py``). Input
   names are the input layers' names (or the keys of a dict input); outputs are named after the
   output layers, the keys of a dict output, or ``output`` / ``output_0 ...``. Functional and

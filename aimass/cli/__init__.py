@@ -16,7 +16,7 @@ import importlib
 __all__ = ["COMMANDS", "app", "main"]
 
 # Command-group modules, registered in this order.
-COMMANDS: tuple[str, ...] = ("aimass.cli.model", "aimass.cli.serve", "aimass.cli.store")
+COMMANDS: tuple[str, ...] = ("aimass.cli.model", "aimass.cli.serve", "aimass.cli.store", "aimass.cli.compress")
 
 
 def app() -> object:

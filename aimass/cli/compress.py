@@ -1,0 +1,85 @@
+"""``aimass compress | convert``: write a compressed or converted package and print its measured report.
+
+``<model>`` is anything ``Model.load`` takes. ``--data`` (rows as .json, .npy, .npz or .csv)
+drives calibration and the drift measurement; ``--labels`` adds the metric before/after.
+
+Example (shell)::
+
+    aimass compress model.onnx --method int8 --data rows.npy --labels y.npy --max-drop 0.01 --out q/
+    aimass convert clf.json --to onnx --out clf-onnx/ --json
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from aimass.cli.output import echo_json, handle_errors, read_input
+
+__all__ = ["register"]
+
+DataOption = Annotated[Path | None, typer.Option("--data", help="inputs as .json, .npy, .npz or .csv")]
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="package directory to write")]
+
+
+def _report_json(report: Any) -> dict[str, Any]:
+    data: dict[str, Any] = report.model_dump(mode="json")
+    data["size_ratio"] = report.size_ratio
+    data["metric_drop"] = report.metric_drop
+    return data
+
+
+def _finish(result: Any, out: Path, overwrite: bool, as_json: bool) -> None:
+    path = result.save(out, overwrite=overwrite)
+    if as_json:
+        echo_json({"package": str(path), "backend": result.backend_name, "report": _report_json(result.report)})
+        return
+    typer.echo(result.report.text())
+    typer.echo(f"wrote {path}")
+
+
+@handle_errors
+def compress(
+    model: Annotated[str, typer.Argument(help="model file, package directory, URL or store reference")],
+    out: OutOption,
+    method: Annotated[str, typer.Option("--method", "-m", help="int8, int8-static, fp16, bf16, prune, ...")] = "int8",
+    data: DataOption = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="labels as .json, .npy or .csv")] = None,
+    max_drop: Annotated[float | None, typer.Option("--max-drop", help="refuse a larger metric drop")] = None,
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing package"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Compress a model, print the measured report, and save the result as a package."""
+    from aimass import Model
+
+    m = Model.load(model)
+    rows = read_input(data, m.schema.input_names) if data is not None else None
+    y = np.asarray(read_input(labels, ["labels"])).reshape(-1) if labels is not None else None
+    _finish(m.compress(method, data=rows, labels=y, max_drop=max_drop), out, overwrite, as_json)
+
+
+@handle_errors
+def convert(
+    model: Annotated[str, typer.Argument(help="model file, package directory, URL or store reference")],
+    out: OutOption,
+    to: Annotated[str, typer.Option("--to", help="onnx or tflite")] = "onnx",
+    data: DataOption = None,
+    atol: Annotated[float | None, typer.Option("--atol", help="absolute tolerance (default 1e-4)")] = None,
+    rtol: Annotated[float | None, typer.Option("--rtol", help="tolerance relative to max |output|")] = None,
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing package"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Convert a model, check it numerically against the source, and save it as a package."""
+    from aimass import Model
+
+    m = Model.load(model)
+    rows = read_input(data, m.schema.input_names) if data is not None else None
+    _finish(m.convert(to, data=rows, atol=atol, rtol=rtol), out, overwrite, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compress")(compress)
+    app.command("convert")(convert)

@@ -1,0 +1,57 @@
+"""`aimass compress | convert` through the real typer app: packages written, reports printed, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import models
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from aimass import Model
+from aimass.cli import app
+from aimass.package import verify
+
+runner = CliRunner()
+pytest.importorskip("onnxruntime")
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app(), list(args))  # type: ignore[arg-type]
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_compress_writes_package_and_report(tmp_path: Path) -> None:
+    onnx_file = models.onnx_mlp(tmp_path / "mlp.onnx", hidden=32)
+    x, y = models.dataset(64)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    code, out, _ = cli(
+        "compress", str(onnx_file), "--method", "int8", "--data", str(tmp_path / "x.npy"),
+        "--labels", str(tmp_path / "y.npy"), "--out", str(tmp_path / "q"), "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    body = json.loads(out)
+    artifacts = verify(tmp_path / "q").artifacts
+    assert body["report"]["size_after"] == sum((tmp_path / "q" / a.path).stat().st_size for a in artifacts)
+    assert body["report"]["metric"] == "accuracy" and body["backend"] == "onnx"
+    q = Model.load(tmp_path / "q")
+    assert q.predict(x)["y"].shape == (64, 3)
+    # A refused compression exits non-zero and says why, with the report.
+    code, _, err = cli(
+        "compress", str(onnx_file), "--method", "int8", "--data", str(tmp_path / "x.npy"),
+        "--labels", str(tmp_path / "y.npy"), "--max-drop", "-1", "--out", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert code != 0 and "rejected" in err and not (tmp_path / "r").exists()
+
+
+def test_convert_prints_report(tmp_path: Path) -> None:
+    pytest.importorskip("xgboost")
+    models.xgb_classifier(3).get_booster().save_model(str(tmp_path / "clf.json"))
+    code, out, _ = cli("convert", str(tmp_path / "clf.json"), "--to", "onnx", "--out", str(tmp_path / "o"))
+    assert code == 0 and "convert onnx: xgboost -> onnx" in out and "tolerance" in out
+    assert Model.load(tmp_path / "o").backend_name == "onnx"
+    code, _, err = cli("convert", str(tmp_path / "clf.json"), "--to", "tflite", "--out", str(tmp_path / "t"))
+    assert code != 0 and "supported" in err
