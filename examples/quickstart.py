@@ -83,8 +83,25 @@ def build_keras(workdir: Path) -> Model:
     keras.utils.set_random_seed(0)
     net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
     net.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    net.fit(X, Y, epochs=3, verbose=0)
+    net.fit(X, Y, epochs=20, batch_size=64, verbose=0)
     return Model.load(net, name="keras-mlp")
+
+
+def build_savedmodel(workdir: Path) -> Model:
+    # A TensorFlow SavedModel directory: the schema comes from its serving signature.
+    build_keras(workdir).backend.model.export(str(workdir / "savedmodel"), verbose=False)  # type: ignore[attr-defined]
+    return Model.load(workdir / "savedmodel", name="savedmodel")
+
+
+def build_tflite(workdir: Path) -> Model:
+    # The same network converted to TFLite, run by the LiteRT interpreter.
+    import tensorflow as tf
+
+    if not (workdir / "savedmodel").exists():
+        build_savedmodel(workdir)
+    data = tf.lite.TFLiteConverter.from_saved_model(str(workdir / "savedmodel")).convert()
+    (workdir / "mlp.tflite").write_bytes(data)
+    return Model.load(workdir / "mlp.tflite")
 
 
 def build_mxnet(workdir: Path) -> Model:
@@ -111,6 +128,8 @@ BUILDERS: dict[str, Callable[[Path], Model]] = {
     "onnx": build_onnx,
     "xgboost": build_xgboost,
     "keras": build_keras,
+    "savedmodel": build_savedmodel,
+    "tflite": build_tflite,
     "mxnet": build_mxnet,
 }
 
