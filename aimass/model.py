@@ -103,7 +103,7 @@ class Model:
         klass = forced or detect(source)
         loaded = klass.load(source, device=device, schema=parsed, example_input=example_input, options=options)
         if name is None and isinstance(source, (str, os.PathLike)):
-            name = Path(source).stem
+            name = getattr(loaded, "model_name", None) or Path(source).stem  # remote: the served name
         return cls(loaded, name=name)
 
     @classmethod
@@ -200,6 +200,16 @@ class Model:
                     outputs[key][start:stop] = value
                 bar.update(stop - start)
         return outputs
+
+    def predict_dataset(self, data: Any, output: Any = None, *, batch_size: int = 1024, **options: Any) -> Any:
+        """Distributed batch prediction on Ray Data; see :func:`aimass.scale.batch_predict` (``[ray]`` extra).
+
+        Example:
+            >>> m.predict_dataset("rows.parquet", "predictions/", batch_size=1024, actors=2)   # doctest: +SKIP
+        """
+        from aimass.scale import batch_predict
+
+        return batch_predict(self, data, output, batch_size=batch_size, **options)
 
     def _split_ready(self, inputs: Any) -> dict[str, Any]:
         """Inputs as ``{name: array-like sliceable on axis 0}`` without converting dtypes."""

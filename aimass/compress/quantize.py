@@ -236,7 +236,7 @@ def _onnx_static(
 
 def _onnx_fp16(model: Model, **unknown: Any) -> Quantized:
     _no_unknown(unknown)
-    f16 = require("onnxconverter_common.float16", backend="onnx", extra="onnx", package="onnxconverter-common")
+    f16 = require("onnxconverter_common.float16", backend="compress", extra="compress", package="onnxconverter-common")
     converted = f16.convert_float_to_float16(_onnx_proto(model), keep_io_types=True)
     settings = {"weights": "fp16", "io_types": "kept (FP32)"}
     return Quantized(_load_onnx_bytes(converted.SerializeToString(), model), settings)
@@ -273,7 +273,7 @@ def _torch_int8(model: Model, **unknown: Any) -> Quantized:
     linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
     if not linears:
         raise UnsupportedOperation("this torch module has no nn.Linear layers: int8 has nothing to quantize")
-    tq = require("torchao.quantization", backend="torch", extra="torch", package="torchao")
+    tq = require("torchao.quantization", backend="compress", extra="compress", package="torchao")
     tq.quantize_(module, tq.Int8DynamicActivationInt8WeightConfig())
     settings = {"scheme": "torchao int8 dynamic activation / int8 weight", "linear_layers": len(linears)}
     notes = [

@@ -63,7 +63,7 @@ def _flat(out: Any) -> list[Any]:
 def keras_to_onnx(model: Model, *, opset: int | None = None) -> Any:
     """The ``onnx.ModelProto`` of a keras- or SavedModel-backed ``model`` (names not yet aligned)."""
     tf = require("tensorflow", backend="tensorflow", extra="tensorflow")
-    tf2onnx = require("tf2onnx", backend="onnx", extra="onnx")
+    tf2onnx = require("tf2onnx", backend="compress", extra="compress")
     call, signature = schema_function(model)
     try:
         proto, _ = tf2onnx.convert.from_function(tf.function(call), input_signature=signature, opset=opset)

@@ -27,6 +27,8 @@ __all__ = ["torch_to_onnx"]
 def torch_to_onnx(model: Model, *, opset: int | None = None, dynamo: bool = True) -> Any:
     """The ``onnx.ModelProto`` of a torch-backed ``model`` (names not yet aligned)."""
     torch = require("torch", backend="torch", extra="torch")
+    if dynamo:  # the dynamo exporter writes its graph through onnxscript
+        require("onnxscript", backend="compress", extra="compress")
     module = model.backend.module  # type: ignore[attr-defined]
     schema = model.schema
     # Batch 2, not 1: export specializes dimensions of size 1 even when marked dynamic.

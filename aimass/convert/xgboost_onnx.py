@@ -24,8 +24,8 @@ TARGET_OPSET = 15  # onnxmltools 1.16 refuses newer opsets for xgboost ("convert
 
 def xgboost_to_onnx(model: Model, *, opset: int | None = None) -> Any:
     """The ``onnx.ModelProto`` of an xgboost-backed ``model`` (names not yet aligned)."""
-    onnxmltools = require("onnxmltools", backend="onnx", extra="onnx")
-    types = require("onnxmltools.convert.common.data_types", backend="onnx", extra="onnx", package="onnxmltools")
+    onnxmltools = require("onnxmltools", backend="compress", extra="compress")
+    types = require("onnxmltools.convert.common.data_types", backend="compress", extra="compress")
     booster = model.backend.booster  # type: ignore[attr-defined]
     spec = model.schema.inputs[0]
     try:

@@ -66,7 +66,7 @@ def _x(n: int = 3, seed: int = 0) -> np.ndarray:
 
 def test_remote_equals_local_and_reads_the_schema(app: Any, local: dict[str, Model]) -> None:
     remote = Model.load(f"{BASE}/v2/models/mlp/versions/1", options={"auth_token": "tok"})
-    assert remote.backend_name == "remote" and remote.schema == local["mlp"].schema
+    assert remote.backend_name == "remote" and remote.schema == local["mlp"].schema and remote.name == "mlp"
     np.testing.assert_array_equal(remote.predict(_x())["y"], local["mlp"].predict(_x())["y"])
 
 

@@ -158,6 +158,17 @@ def test_auth_with_stock_client(local: dict[str, Model]) -> None:
         c.close()
 
 
+def test_body_limit_over_a_socket(local: dict[str, Model]) -> None:
+    app = create_app({"mlp": local["mlp"]}, max_body_size=4096)
+    with serving.live_server(app) as address:
+        c = httpclient.InferenceServerClient(url=address)
+        with pytest.raises(InferenceServerException) as info:
+            c.infer("mlp", [_input("x", np.ones((2000, 4), np.float32), True)])
+        assert info.value.status() == "413" and "exceeds the limit of 4096 bytes" in info.value.message()
+        _healthy(c, local)
+        c.close()
+
+
 def test_concurrent_clients_get_their_own_answers_through_the_batcher(
     client: object, local: dict[str, Model], url: str
 ) -> None:

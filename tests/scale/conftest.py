@@ -1,0 +1,50 @@
+"""One local Ray cluster (2 CPUs) and one Ray Serve instance for every test under tests/scale/.
+
+Ray takes seconds to start on 2 cores, so the cluster is shared by the whole session and shut
+down at its end (serve.shutdown, then ray.shutdown) so the test process exits cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import models
+import pytest
+import serving
+
+from aimass import Model
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from aimass.scale import connect
+
+    started = not ray.is_initialized()
+    connect(num_cpus=2, log_to_driver=False, include_dashboard=False)
+    yield ray
+    from ray import serve
+
+    serve.shutdown()
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_port(ray_cluster: Any) -> int:
+    """Ray Serve's HTTP proxy port (the first aimass.scale.serve call starts Serve on it)."""
+    return serving.free_port()
+
+
+@pytest.fixture(scope="session")
+def mlp(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    return Model.load(models.onnx_mlp(tmp_path_factory.mktemp("scale") / "mlp.onnx"))
+
+
+@pytest.fixture(scope="session")
+def scale_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("scale-data")
