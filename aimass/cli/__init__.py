@@ -16,7 +16,13 @@ import importlib
 __all__ = ["COMMANDS", "app", "main"]
 
 # Command-group modules, registered in this order.
-COMMANDS: tuple[str, ...] = ("aimass.cli.model", "aimass.cli.serve", "aimass.cli.store", "aimass.cli.compress")
+COMMANDS: tuple[str, ...] = (
+    "aimass.cli.model",
+    "aimass.cli.serve",
+    "aimass.cli.store",
+    "aimass.cli.compress",
+    "aimass.cli.scale",
+)
 
 
 def app() -> object:

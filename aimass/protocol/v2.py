@@ -178,6 +178,11 @@ def _json_numbers(data: Any, dtype: DType, where: str, name: str) -> np.ndarray:
             if lo < info.min or hi > info.max:
                 raise SchemaError(f"{where}: values [{lo}, {hi}] do not fit {dtype.value}", tensor=name)
             return np.array(data, dtype=want)
+    if kind == "O" and want.kind == "f" and isinstance(data, list):
+        # JSON has no NaN: orjson (and others) write it as null, so null reads back as NaN.
+        flat = np.array(data, dtype=object).reshape(-1)
+        if all(v is None or type(v) in (int, float) for v in flat):
+            return np.array(data, dtype=np.float64).astype(want)
     if arr.size == 0 or arr.dtype == want:
         return arr.astype(want, copy=False)
     if kind not in "biuf":

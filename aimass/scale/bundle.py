@@ -2,8 +2,8 @@
 
 A :class:`Bundle` holds the files of an aimass package (:mod:`aimass.package`). It travels through
 Ray's object store to replicas and actors on any node of a cluster, where :meth:`Bundle.load`
-writes it to a private temporary directory and loads it with :meth:`Model.load`, which verifies
-every checksum before a framework reads a byte. Sources Ray workers can open by themselves
+writes it to a private temporary directory, loads it with :meth:`Model.load` (which verifies every
+checksum before a framework reads a byte) and removes the directory. Sources Ray workers can open by themselves
 (``http://`` V2 URLs) travel as strings; model-library references are resolved where
 :func:`bundle` runs, so workers need no access to the library.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,14 +43,20 @@ class Bundle:
         """Write the package to a fresh temporary directory and load it (checksums verified)."""
         from aimass.model import Model
 
-        root = Path(tempfile.mkdtemp(prefix="aimass-bundle-")) / self.name
-        for rel, data in self.files.items():
-            target = root / rel
-            if not target.resolve().is_relative_to(root.resolve()):
-                raise ModelLoadError(f"bundle of {self.name!r}: file {rel!r} leaves the package directory")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        return Model.load(root, options=options)
+        tmp = Path(tempfile.mkdtemp(prefix="aimass-bundle-"))
+        root = tmp / self.name
+        try:
+            for rel, data in self.files.items():
+                target = root / rel
+                if not target.resolve().is_relative_to(root.resolve()):
+                    raise ModelLoadError(f"bundle of {self.name!r}: file {rel!r} leaves the package directory")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            return Model.load(root, options=options)
+        finally:
+            # Backends hold a loaded model in memory (an mmapped file survives its unlink on POSIX), and
+            # Ray may kill replicas and actors without running exit hooks: remove the copy now.
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # What a Ray worker receives: a bundle, or a V2 URL it opens itself.

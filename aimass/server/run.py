@@ -27,6 +27,8 @@ def serve(app: Any, *, host: str = "127.0.0.1", port: int = 8000, log_level: str
         http=http,
         log_level=log_level,
         access_log=False,
+        proxy_headers=False,  # the app never reads the client address: skip uvicorn's middleware
+        server_header=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
     )

@@ -198,3 +198,11 @@ def test_any_array_round_trips(arr: np.ndarray, binary: bool) -> None:
     got = _roundtrip_request({"t": arr}, binary).inputs["t"]
     assert got.dtype == arr.dtype and got.shape == arr.shape
     np.testing.assert_array_equal(got, arr)
+
+
+def test_nan_survives_json_as_null() -> None:
+    y = np.array([1.5, np.nan], np.float32)
+    body, _ = v2.encode_response({"y": y}, model_name="m")
+    assert b"null" in body
+    got = v2.decode_response(body).outputs["y"]
+    assert got.dtype == np.float32 and got[0] == 1.5 and np.isnan(got[1])

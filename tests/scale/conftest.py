@@ -7,6 +7,8 @@ down at its end (serve.shutdown, then ray.shutdown) so the test process exits cl
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,13 +27,16 @@ def ray_cluster() -> Iterator[Any]:
     from aimass.scale import connect
 
     started = not ray.is_initialized()
-    connect(num_cpus=2, log_to_driver=False, include_dashboard=False)
+    # A short private directory for Ray's sessions, logs and sockets (Unix socket paths are limited to ~107 bytes).
+    temp_dir = tempfile.mkdtemp(prefix="aimray-")
+    connect(num_cpus=2, log_to_driver=False, include_dashboard=False, _temp_dir=temp_dir)
     yield ray
     from ray import serve
 
     serve.shutdown()
     if started:
         ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

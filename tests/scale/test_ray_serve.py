@@ -120,6 +120,8 @@ def test_scale_up_and_down_under_load_loses_nothing(service: Service, mlp: Model
     assert load.ok == load.sent > 50
 
 
+# Short windows so the test takes seconds; Ray warns that look_back_period_s is below its 10 s metrics push.
+@pytest.mark.filterwarnings("ignore:`look_back_period_s`:FutureWarning")
 def test_autoscaling_follows_load(ray_cluster: Any, serve_port: int, mlp: Model) -> None:
     svc = serve(
         {"mlp": mlp},
