@@ -192,6 +192,7 @@ class Repository:
         self._loaded: dict[str, dict[str, ServedModel]] = {}
         self._latest: dict[str, ServedModel] = {}
         self._errors: dict[str, str] = {}
+        self._aliases: dict[str, tuple[int, dict[str, dict[int, float]]]] = {}
         self._lock = threading.Lock()
         for name in self.sources():
             try:
@@ -275,11 +276,37 @@ class Repository:
                 got = versions.get(version)
                 if got is not None:
                     return got
+                if not version.isdigit():
+                    picked = self._alias(name, version)
+                    if picked is not None and picked in versions:
+                        return versions[picked]
                 known = sorted(versions, key=version_key)
                 raise ModelNotFound(f"model {name!r} has no version {version!r}; loaded versions are {known}")
         if name in self._explicit or name in self.sources():
             raise ModelNotFound(f"model {name!r} is not loaded: POST /v2/repository/models/{name}/load")
         raise ModelNotFound(f"unknown model {name!r}; models are {sorted(self._loaded)}")
+
+    def _alias(self, name: str, alias: str) -> str | None:
+        """A model-library alias (``<root>/<name>/aliases.json``) as a version, drawn by canary weight."""
+        if self.root is None:
+            return None
+        file = self.root / name / "aliases.json"
+        try:
+            mtime = file.stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self._aliases.get(name)
+        if cached is None or cached[0] != mtime:
+            from aimass.store import Store  # only libraries with aliases pay the import
+
+            cached = (mtime, Store(self.root).aliases(name))
+            self._aliases[name] = cached
+        weights = cached[1].get(alias)
+        if not weights:
+            return None
+        from aimass.store import pick_version
+
+        return str(pick_version(weights))
 
     def versions(self, name: str) -> list[str]:
         return sorted(self._loaded.get(name, {}), key=version_key)

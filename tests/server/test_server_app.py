@@ -280,3 +280,34 @@ def test_each_app_has_its_own_metrics(mlp: Model) -> None:
 def test_create_app_needs_a_source() -> None:
     with pytest.raises(ValueError, match="needs models"):
         create_app()
+
+
+def test_serves_a_model_library_root(tmp_path: Path, mlp: Model) -> None:
+    from aimass.store import Store
+
+    lib = Store(tmp_path / "library")
+    lib.publish(mlp, "fraud")
+    lib.publish(Model.load(models.onnx_mlp(tmp_path / "m2.onnx", seed=1)), "fraud")
+    lib.set_alias("fraud", "production", 1)
+    app = create_app(repository=tmp_path / "library")
+    with httpx.Client(transport=InProcessTransport(app), base_url="http://t") as c:
+        index = c.post("/v2/repository/index").json()
+        assert [(e["name"], e["version"], e["state"]) for e in index] == [
+            ("fraud", "1", "READY"),
+            ("fraud", "2", "READY"),
+        ]
+        x = np.ones((2, 4), np.float32)
+        r = _infer(c, "/v2/models/fraud/versions/1/infer", {"x": x})
+        np.testing.assert_array_equal(v2.decode_response(r.content).outputs["y"], mlp.predict(x)["y"])
+        # A library alias works as a version; a canary split is drawn per request.
+        assert (
+            v2.decode_response(_infer(c, "/v2/models/fraud/versions/production/infer", {"x": x}).content).model_version
+            == "1"
+        )
+        lib.set_alias("fraud", "production", {1: 0.5, 2: 0.5})
+        seen = {
+            v2.decode_response(_infer(c, "/v2/models/fraud/versions/production/infer", {"x": x}).content).model_version
+            for _ in range(60)
+        }
+        assert seen == {"1", "2"}
+        _error(_infer(c, "/v2/models/fraud/versions/staging/infer", {"x": x}), 404, "has no version 'staging'")
