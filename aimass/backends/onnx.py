@@ -27,7 +27,7 @@ import numpy as np
 
 from aimass.backends.base import Backend, require, split_device
 from aimass.device import check_device, output_on_device, synchronize_producer
-from aimass.errors import DeviceError, ModelLoadError, PredictionError
+from aimass.errors import DeviceError, ModelLoadError, PredictionError, SchemaError
 from aimass.schema import DType, Schema, TensorSpec
 
 __all__ = ["OnnxBackend"]
@@ -47,6 +47,24 @@ _ORT_TYPES: dict[str, DType] = {
     "tensor(double)": DType.FP64,
     "tensor(string)": DType.BYTES,
 }
+
+
+def _as_str(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+def _map_objects(arr: np.ndarray, fn: Any, name: str) -> np.ndarray:
+    out = np.empty(arr.shape, dtype=object)
+    try:
+        for index, value in np.ndenumerate(arr):
+            out[index] = fn(value)
+    except UnicodeDecodeError as e:
+        raise SchemaError(f"input {name!r}: BYTES element is not UTF-8, which onnxruntime strings need ({e})") from None
+    return out
 
 
 def _ort() -> Any:
@@ -131,6 +149,13 @@ class OnnxBackend(Backend):
             self._bind_outputs_at = (kind, index) if self._on_device else ("cpu", 0)
             self._ortvalue = ort.OrtValue
             self.run = self._run_bound  # type: ignore[method-assign]
+        # onnxruntime's string tensors take and give str; V2 BYTES are bytes. Convert at the edge,
+        # only for models that have string tensors.
+        self._string_inputs = [t.name for t in inferred.inputs if t.dtype is DType.BYTES]
+        self._string_outputs = [t.name for t in inferred.outputs if t.dtype is DType.BYTES]
+        if self._string_inputs or self._string_outputs:
+            self._run_numeric = self.run
+            self.run = self._run_strings  # type: ignore[method-assign]
 
     @classmethod
     def load(
@@ -173,6 +198,15 @@ class OnnxBackend(Backend):
         except Exception as e:  # ORT raises RuntimeError subclasses of its own (Fail, InvalidArgument ...)
             raise PredictionError(f"onnxruntime failed: {e}") from e
         return dict(zip(names, outs, strict=False))
+
+    def _run_strings(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = dict(inputs)
+        for name in self._string_inputs:
+            feed[name] = _map_objects(feed[name], _as_str, name)
+        out = self._run_numeric(feed)
+        for name in self._string_outputs:
+            out[name] = _map_objects(out[name], _as_bytes, name)
+        return out
 
     def _run_bound(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         # IOBinding: numpy inputs are copied to the device by onnxruntime, DLPack device tensors are

@@ -82,8 +82,14 @@ class Predictor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         predictions = self.model.predict(self.inputs(batch))
         keep = self.keep_columns
-        kept = dict(batch) if keep is True else {} if keep is False else {k: batch[k] for k in keep}
-        return kept | predictions
+        if keep is True or keep is False:
+            kept = dict(batch) if keep else {}
+        else:
+            missing = [k for k in keep if k not in batch]
+            if missing:
+                raise SchemaError(f"keep_columns {missing} are not in the data; columns are {sorted(batch)}")
+            kept = {k: batch[k] for k in keep}
+        return kept | predictions  # an output named like a kept column replaces it
 
 
 def _aimass_cause(error: BaseException) -> AimassError | None:

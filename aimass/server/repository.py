@@ -218,7 +218,12 @@ class Repository:
                     if is_package(d):
                         found[d.name] = {"1": d}
                         continue
-                    on_disk: dict[str, Source] = {v.name: v for v in d.iterdir() if v.is_dir() and is_package(v)}
+                    on_disk: dict[str, Source] = {
+                        # Hidden entries are a library's unfinished publishes (.staging-*): never served.
+                        v.name: v
+                        for v in d.iterdir()
+                        if v.is_dir() and not v.name.startswith(".") and is_package(v)
+                    }
                     if on_disk:
                         found[d.name] = on_disk
         for name, explicit in self._explicit.items():

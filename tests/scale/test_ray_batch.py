@@ -69,5 +69,8 @@ def test_parquet_tensor_column_by_input_name(ray_cluster: Any, mlp: Model, rows:
 def test_bad_columns_are_a_schema_error(ray_cluster: Any, mlp: Model, rows: np.ndarray) -> None:
     with pytest.raises(SchemaError, match=r"input 'x': columns \['nope'\] are not in the data"):
         batch_predict(mlp, rows[:10], columns={"x": ["nope"]}, progress=False, num_cpus=0.5)
-    with pytest.raises(SchemaError, match="input 'x'"):
+    with pytest.raises(SchemaError, match="input 'x'") as info:
         batch_predict(mlp, rows[:10, :3], progress=False, num_cpus=0.5)
+    assert info.value.tensor == "x"
+    with pytest.raises(SchemaError, match=r"keep_columns \['id'\] are not in the data"):
+        batch_predict(mlp, rows[:10], keep_columns=["id"], progress=False, num_cpus=0.5)
