@@ -32,6 +32,7 @@ __all__ = [
     "RemoteError",
     "Schema",
     "SchemaError",
+    "ServiceUnavailable",
     "StoreError",
     "TensorSpec",
     "UnsupportedOperation",
@@ -60,6 +61,7 @@ _LAZY: dict[str, str] = {
             "PredictionError",
             "RemoteError",
             "SchemaError",
+            "ServiceUnavailable",
             "StoreError",
             "UnsupportedOperation",
         )
@@ -81,6 +83,7 @@ if TYPE_CHECKING:
         PredictionError,
         RemoteError,
         SchemaError,
+        ServiceUnavailable,
         StoreError,
         UnsupportedOperation,
     )

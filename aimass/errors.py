@@ -29,6 +29,7 @@ __all__ = [
     "PredictionError",
     "RemoteError",
     "SchemaError",
+    "ServiceUnavailable",
     "StoreError",
     "UnsupportedOperation",
 ]
@@ -108,6 +109,18 @@ class RemoteError(AimassError):
     def __init__(self, message: str, *, status_code: int = 502) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class ServiceUnavailable(AimassError):
+    """The server refuses for now: a model's queue is full (503) or a request ran past its timeout (504).
+
+    ``retry_after`` (seconds) is sent as the ``Retry-After`` header when set.
+    """
+
+    def __init__(self, message: str, *, status_code: int = 503, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.retry_after = retry_after
 
 
 class UnsupportedOperation(AimassError):

@@ -43,6 +43,8 @@ N_FEATURES = 4
 PEER_PACKAGES = {
     "mlserver": ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"],
     "pytriton": ["nvidia-pytriton==0.7.0", "numpy<2"],
+    # perf_analyzer ships inside this wheel (tests/server/test_perf_analyzer_compat.py).
+    "perf": ["tritonclient[http]==2.51.0"],
 }
 
 # Trains the same logistic regression in whichever environment runs it (the peer's own sklearn).
@@ -424,12 +426,17 @@ def main() -> None:
     ap.add_argument("--levels", default="1,4,16,64")
     ap.add_argument("--skip", default="", help="comma list of: logreg, mlserver, triton, stacks, deep")
     ap.add_argument("--deep-option", action="append", default=[], help="aimass serve --option for the deep MLP")
+    ap.add_argument("--setup-peers", action="store_true", help="only create the peer environments, then exit")
     ap.add_argument("--serve-variant", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--repo", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_variant:
         serve_variant(args.serve_variant, args.port, args.repo)
+        return
+    if args.setup_peers:
+        for name in PEER_PACKAGES:
+            peer_python(name)
         return
     skip = set(filter(None, args.skip.split(",")))
     levels = [int(c) for c in args.levels.split(",")]

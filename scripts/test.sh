@@ -7,4 +7,14 @@ bash scripts/setup.sh
 .venv/bin/ruff check aimass tests benchmarks examples
 .venv/bin/ruff format --check aimass tests benchmarks examples
 .venv/bin/mypy
+# Peer servers (MLServer, Triton) for the compatibility tests live in their own environments under
+# benchmarks/.peers/. CI (and AIMASS_PEERS=1) creates them; elsewhere those tests skip.
+if [ "${CI:-}" = "true" ] || [ "${AIMASS_PEERS:-0}" = "1" ]; then
+    .venv/bin/python benchmarks/serve_throughput.py --setup-peers \
+        || echo "peer environments could not be created: the peer tests will skip"
+    if command -v apt-get >/dev/null && ! ldconfig -p | grep -q libb64; then  # perf_analyzer needs it
+        { apt-get install -y -q libb64-0d || { apt-get update -q && apt-get install -y -q libb64-0d; }; } >/dev/null 2>&1 \
+            || echo "libb64 could not be installed: the perf_analyzer test will skip"
+    fi
+fi
 exec .venv/bin/python -m pytest "$@"

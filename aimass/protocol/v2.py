@@ -8,7 +8,10 @@ tensors in order, each announced by ``parameters.binary_data_size``; BYTES eleme
 little-endian length followed by the bytes. Binary tensors decode straight into numpy with
 ``np.frombuffer`` (no copy).
 
-Everything malformed raises :class:`~aimass.errors.SchemaError` (HTTP 400) naming the tensor.
+Everything malformed raises :class:`~aimass.errors.SchemaError` (HTTP 400) naming the tensor. A
+tensor whose shape holds more than ``max_elements`` elements (default :data:`DEFAULT_MAX_ELEMENTS`)
+is refused from its shape alone, before anything is allocated, so a few bytes of JSON cannot make
+the server allocate gigabytes.
 
 Example:
     >>> import numpy as np
@@ -34,6 +37,7 @@ from aimass.schema import DType
 
 __all__ = [
     "BINARY_CONTENT_TYPE",
+    "DEFAULT_MAX_ELEMENTS",
     "HEADER_LENGTH",
     "JSON_CONTENT_TYPE",
     "InferRequest",
@@ -50,6 +54,9 @@ __all__ = [
 HEADER_LENGTH = "inference-header-content-length"
 JSON_CONTENT_TYPE = "application/json"
 BINARY_CONTENT_TYPE = "application/octet-stream"
+
+# 64 Mi elements: 256 MiB of FP32, four times what the server's default 64 MiB body limit can carry.
+DEFAULT_MAX_ELEMENTS = 1 << 26
 
 _DTYPES: dict[str, DType] = {d.value: d for d in DType}
 _NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
@@ -146,6 +153,11 @@ def _shape(t: Mapping[str, Any], where: str) -> list[int]:
 
 
 def _decode_bytes(chunk: memoryview, count: int, where: str, name: str) -> np.ndarray:
+    if count * 4 > len(chunk):  # each element takes at least its 4-byte length: refuse before allocating
+        raise SchemaError(
+            f"{where}: {count} BYTES elements need at least {count * 4} bytes, binary data has {len(chunk)}",
+            tensor=name,
+        )
     out = np.empty(count, dtype=object)
     pos, end = 0, len(chunk)
     for i in range(count):
@@ -199,8 +211,12 @@ def _json_numbers(data: Any, dtype: DType, where: str, name: str) -> np.ndarray:
     return arr.astype(want)
 
 
-def decode_tensor(t: Any, chunk: memoryview | None = None, *, kind: str = "input") -> tuple[str, np.ndarray]:
+def decode_tensor(
+    t: Any, chunk: memoryview | None = None, *, kind: str = "input", max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> tuple[str, np.ndarray]:
     """One V2 tensor object (and its binary chunk, if any) as ``(name, ndarray)``.
+
+    A shape of more than ``max_elements`` elements raises SchemaError before any allocation.
 
     Example:
         >>> decode_tensor({"name": "x", "datatype": "INT32", "shape": [2], "data": [1, 2]})
@@ -216,6 +232,10 @@ def decode_tensor(t: Any, chunk: memoryview | None = None, *, kind: str = "input
         raise SchemaError(f"{where}: unknown datatype {datatype!r}; V2 datatypes are {sorted(_DTYPES)}", tensor=name)
     shape = _shape(t, where)
     count = math.prod(shape)
+    if count > max_elements:
+        raise SchemaError(
+            f"{where}: shape {shape} holds {count} elements, more than the limit of {max_elements}", tensor=name
+        )
     if chunk is not None:
         if dtype is DType.BYTES:
             return name, _decode_bytes(chunk, count, where, name).reshape(shape)
@@ -236,7 +256,12 @@ def decode_tensor(t: Any, chunk: memoryview | None = None, *, kind: str = "input
                 raise SchemaError(f"{where}: BYTES 'data' must hold strings, got {type(v).__name__}", tensor=name)
             arr[i] = v.encode("utf-8")
     else:
-        arr = _json_numbers(data, dtype, where, name)
+        try:
+            arr = _json_numbers(data, dtype, where, name)
+        except SchemaError:
+            raise
+        except (ValueError, TypeError, OverflowError) as e:  # e.g. an integer beyond float64's range
+            raise SchemaError(f"{where}: 'data' does not convert to {dtype.value} ({e})", tensor=name) from None
     if arr.size != count:
         raise SchemaError(f"{where}: shape {shape} needs {count} values, 'data' has {arr.size}", tensor=name)
     return name, arr.reshape(shape)
@@ -266,6 +291,8 @@ def _binary_size(t: Any) -> int | None:
     params = t.get("parameters") if isinstance(t, dict) else None
     if not params:
         return None
+    if not isinstance(params, dict):
+        raise SchemaError(f"tensor {t.get('name')!r}: 'parameters' must be an object, got {type(params).__name__}")
     if "shared_memory_region" in params:
         raise SchemaError(
             f"tensor {t.get('name')!r}: the shared-memory extension is not supported", tensor=t.get("name")
@@ -278,7 +305,9 @@ def _binary_size(t: Any) -> int | None:
     return size
 
 
-def _decode_tensors(items: Any, rest: memoryview, kind: str) -> dict[str, np.ndarray]:
+def _decode_tensors(
+    items: Any, rest: memoryview, kind: str, max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> dict[str, np.ndarray]:
     if not isinstance(items, list):
         raise SchemaError(f"'{kind}s' must be a list of tensors, got {type(items).__name__}")
     sizes = [_binary_size(t) for t in items]
@@ -294,15 +323,19 @@ def _decode_tensors(items: Any, rest: memoryview, kind: str) -> dict[str, np.nda
         if size is not None:
             chunk = rest[pos : pos + size]
             pos += size
-        name, arr = decode_tensor(t, chunk, kind=kind)
+        name, arr = decode_tensor(t, chunk, kind=kind, max_elements=max_elements)
         if name in out:
             raise SchemaError(f"{kind} {name!r} appears twice", tensor=name)
         out[name] = arr
     return out
 
 
-def decode_request(body: bytes | memoryview, header_length: int | None = None) -> InferRequest:
+def decode_request(
+    body: bytes | memoryview, header_length: int | None = None, *, max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> InferRequest:
     """Parse a V2 inference request body (``header_length`` from ``Inference-Header-Content-Length``).
+
+    ``max_elements`` bounds each input tensor's element count (checked on the shape, before allocating).
 
     Example:
         >>> decode_request(b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}').inputs
@@ -311,7 +344,7 @@ def decode_request(body: bytes | memoryview, header_length: int | None = None) -
     doc, rest = _load_json(body, header_length, "request")
     if "inputs" not in doc:
         raise SchemaError("the request has no 'inputs'")
-    inputs = _decode_tensors(doc["inputs"], rest, "input")
+    inputs = _decode_tensors(doc["inputs"], rest, "input", max_elements)
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise SchemaError("request 'parameters' must be an object")

@@ -9,7 +9,9 @@ measurable share of a small model's request time (see docs/serving.md).
 
 Errors map to HTTP in one place, :func:`error_response`, from each exception's ``status_code``
 (:mod:`aimass.errors`): unknown model/version 404, bad tensor or malformed body 400, body too
-large 413, model failure 500 with its message. The body is always ``{"error": "..."}``.
+large 413, model failure 500 with its message, model queue full 503 (with ``Retry-After``), request
+timeout 504. The body is always ``{"error": "..."}``; what goes out never holds the bearer token or
+a server file-system path (paths are cut to their last component, see :meth:`App.redact`).
 
 Example:
     >>> from aimass import Model
@@ -24,6 +26,7 @@ import asyncio
 import hmac
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -33,11 +36,11 @@ from typing import Any
 import orjson
 
 from aimass import __version__
-from aimass.errors import AimassError, SchemaError
+from aimass.errors import AimassError, SchemaError, ServiceUnavailable
 from aimass.metrics import Metrics
 from aimass.model import Model
 from aimass.protocol import v2
-from aimass.server.repository import BatchingConfig, Repository, ServedModel
+from aimass.server.repository import BatchingConfig, Limits, Repository, ServedModel
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "App", "HTTPError", "create_app", "error_response"]
 
@@ -53,6 +56,8 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration"]
 
 _JSON = [(b"content-type", b"application/json")]
 _BINARY_CT = v2.BINARY_CONTENT_TYPE.encode()
+# An absolute path of two or more components, not preceded by a word, dot or slash (so not a URL's path).
+_ABS_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.@+~-]+/)+[\w.@+~-]*")
 
 
 class HTTPError(AimassError):
@@ -95,11 +100,14 @@ class App:
         executor: ThreadPoolExecutor,
         auth_token: str | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        max_elements: int = v2.DEFAULT_MAX_ELEMENTS,
     ) -> None:
         self.repository = repository
         self.metrics = metrics
         self.executor = executor
         self.max_body_size = max_body_size
+        self.max_elements = max_elements
+        self._token = auth_token or None
         self._auth = f"Bearer {auth_token}".encode() if auth_token else None
         self._server_meta = orjson.dumps({"name": "aimass", "version": __version__, "extensions": EXTENSIONS})
 
@@ -152,10 +160,33 @@ class App:
 
     async def _error(self, send: Send, exc: BaseException) -> None:
         status, body = error_response(exc)
-        if status >= 500:
+        if isinstance(exc, ServiceUnavailable):
+            # Refusals under overload come by the thousand: no traceback, no error-level log for each.
+            log.debug("request refused: %s", body.decode(errors="replace"))
+        elif status >= 500:
             log.error("request failed: %s", body.decode(errors="replace"), exc_info=exc)
         extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
-        await _send(send, status, body, [*_JSON, *extra])
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            extra.append((b"retry-after", str(retry_after).encode()))
+        await _send(send, status, self.redact(body), [*_JSON, *extra])
+
+    def redact(self, body: bytes) -> bytes:
+        """An error body without the bearer token or server file-system paths (kept in the server's log).
+
+        A path is cut to ``.../<last component>`` when its first component is a directory at this
+        machine's root (``/home``, ``/tmp``, ``/srv`` ...); URL paths such as ``/v2/models/x`` stay.
+
+        Example:
+            >>> app.redact(b'{"error":"cannot read /srv/models/fraud/1/model.onnx"}')   # doctest: +SKIP
+            b'{"error":"cannot read .../model.onnx"}'
+        """
+        text = body.decode(errors="replace")
+        if self._token and self._token in text:
+            text = text.replace(self._token, "<token>")
+        if "/" in text:
+            text = _ABS_PATH.sub(_redact_path, text)
+        return text.encode()
 
     def _check_auth(self, scope: Scope) -> None:
         if self._auth is None:
@@ -201,7 +232,10 @@ class App:
             content_length, header_length = None, None
             for key, value in scope["headers"]:
                 if key == b"content-length":
-                    content_length = int(value)
+                    try:
+                        content_length = int(value)
+                    except ValueError:
+                        raise SchemaError(f"Content-Length must be an integer, got {value!r}") from None
                 elif key == b"inference-header-content-length":
                     try:
                         header_length = int(value)
@@ -210,7 +244,7 @@ class App:
                             f"Inference-Header-Content-Length must be an integer, got {value!r}"
                         ) from None
             body = await _read_body(receive, self.max_body_size, content_length)
-            request = v2.decode_request(body, header_length)
+            request = v2.decode_request(body, header_length, max_elements=self.max_elements)
             outputs = await served.infer(request.inputs)
             if request.outputs is not None:
                 try:
@@ -265,6 +299,14 @@ class App:
         raise HTTPError(f"no route {method} {path}", 404)
 
 
+def _redact_path(match: re.Match[str]) -> str:
+    path = match.group(0)
+    first = path[1:].split("/", 1)[0]
+    if not os.path.isdir("/" + first):
+        return path  # not a path on this machine (a URL path such as /v2/models/x): harmless to echo
+    return ".../" + path.rstrip("/").rsplit("/", 1)[-1]
+
+
 def _allow(method: str, allowed: str, path: str) -> None:
     if method != allowed:
         raise HTTPError(f"method {method} not allowed on {path}; use {allowed}", 405)
@@ -315,6 +357,9 @@ def create_app(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     workers: int | None = None,
     model_options: Mapping[str, Any] | None = None,
+    max_queue_size: int = 0,
+    request_timeout: float | None = None,
+    max_elements: int = v2.DEFAULT_MAX_ELEMENTS,
 ) -> App:
     """Build the ASGI app over explicit models and/or a repository directory ``<repo>/<name>/<version>/``.
 
@@ -323,7 +368,10 @@ def create_app(
     dynamic first dimension; ``max_queue_delay`` is in seconds; ``max_concurrency`` model calls may
     run at once per model version (Triton's instance count). ``auth_token`` (or the env var
     ``AIMASS_AUTH_TOKEN``) requires ``Authorization: Bearer <token>`` on all but health endpoints.
-    ``model_options`` go to the backend of every model loaded from a path.
+    ``model_options`` go to the backend of every model loaded from a path. ``max_queue_size`` > 0
+    bounds the requests each model version holds (queued or running): one more gets 503 with
+    ``Retry-After``; ``request_timeout`` (seconds) answers 504 past it (see :class:`Limits`);
+    ``max_elements`` bounds each input tensor's element count (400 from the shape alone).
 
     Example:
         >>> app = create_app({"mlp": "mlp.onnx"}, max_queue_delay=0.0005, auth_token="s3cret")   # doctest: +SKIP
@@ -346,6 +394,14 @@ def create_app(
         executor=executor,
         metrics=metrics,
         model_options=model_options,
+        limits=Limits(max_queue_size=max_queue_size, request_timeout=request_timeout),
     )
     token = auth_token if auth_token is not None else os.environ.get("AIMASS_AUTH_TOKEN") or None
-    return App(repo, metrics=metrics, executor=executor, auth_token=token, max_body_size=max_body_size)
+    return App(
+        repo,
+        metrics=metrics,
+        executor=executor,
+        auth_token=token,
+        max_body_size=max_body_size,
+        max_elements=max_elements,
+    )

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -27,13 +28,13 @@ from typing import Any
 import numpy as np
 
 from aimass.batching import Batcher, Placement
-from aimass.errors import ModelLoadError, ModelNotFound
+from aimass.errors import ModelLoadError, ModelNotFound, ServiceUnavailable
 from aimass.metrics import Metrics, ModelMetrics
 from aimass.model import Model
 from aimass.package import is_package
 from aimass.schema import DType, TensorSpec
 
-__all__ = ["BatchingConfig", "Repository", "ServedModel", "version_key"]
+__all__ = ["BatchingConfig", "Limits", "Repository", "ServedModel", "version_key"]
 
 log = logging.getLogger("aimass.server")
 
@@ -58,6 +59,26 @@ class BatchingConfig:
     max_queue_delay: float = 0.0
     max_concurrency: int = 2
     inline_below: float = 0.0002  # calls proven shorter than this run on the event loop (batching.Placement)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Per model version: how many requests it may hold, and how long one may take. 0 / None = no limit.
+
+    ``max_queue_size`` counts the requests a model version holds at once, queued or running (a
+    request that timed out still counts until its model call really ends, since a thread cannot be
+    stopped); one more is refused with 503 and ``Retry-After``. ``request_timeout`` (seconds)
+    answers 504 when a request takes longer; setting it keeps every model call off the event loop
+    (no inline placement), because a call on the loop could not be timed out.
+
+    Example:
+        >>> Limits(max_queue_size=256, request_timeout=5.0)
+        Limits(max_queue_size=256, request_timeout=5.0, retry_after=1)
+    """
+
+    max_queue_size: int = 0
+    request_timeout: float | None = None
+    retry_after: int = 1  # seconds, sent in Retry-After with each 503
 
 
 def _batchable(model: Model) -> bool:
@@ -87,7 +108,13 @@ class ServedModel:
         batching: BatchingConfig,
         executor: Executor,
         metrics: ModelMetrics,
+        limits: Limits | None = None,
     ) -> None:
+        limits = limits or Limits()
+        if limits.max_queue_size < 0:
+            raise ValueError(f"max_queue_size must be >= 0 (0: no limit), got {limits.max_queue_size}")
+        if limits.request_timeout is not None and limits.request_timeout <= 0:
+            raise ValueError(f"request_timeout must be > 0 seconds or None, got {limits.request_timeout}")
         self.name = name
         self.version = version
         self.model = model
@@ -96,6 +123,11 @@ class ServedModel:
         self.output_names = model.schema.output_names
         self._coerce = model.schema.coerce
         self._run = model.backend.run
+        self.max_queue_size = limits.max_queue_size
+        self.request_timeout = limits.request_timeout
+        self.retry_after = limits.retry_after
+        self.outstanding = 0  # requests admitted and not finished (queued, running, or timed out but running)
+        inline_below = 0.0 if limits.request_timeout else batching.inline_below
         self.batcher: Batcher | None = None
         if batching.max_batch_size > 0 and _batchable(model):
             self.batcher = Batcher(
@@ -105,19 +137,58 @@ class ServedModel:
                 max_concurrency=batching.max_concurrency,
                 executor=executor,
                 observer=metrics.observe_batch,
-                inline_below=batching.inline_below,
+                inline_below=inline_below,
             )
-        self.placement = Placement(executor, batching.inline_below)
+        self.placement = Placement(executor, inline_below)
         self.max_batch_size = self.batcher.max_batch_size if self.batcher else 0
         self.max_queue_delay = batching.max_queue_delay if self.batcher else 0.0
 
     async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Validate (SchemaError names the tensor) and run, batched when batching is on."""
+        """Validate (SchemaError names the tensor) and run, batched when batching is on.
+
+        Raises ServiceUnavailable: 503 when ``max_queue_size`` requests are already held, 504 past
+        ``request_timeout``.
+        """
         ready = self._coerce(inputs)
+        limit = self.max_queue_size
+        if limit and self.outstanding >= limit:
+            raise ServiceUnavailable(
+                f"model {self.name!r} version {self.version!r} is at its limit of {limit} queued or running "
+                "requests (max_queue_size); retry later",
+                retry_after=self.retry_after,
+            )
+        if self.request_timeout is not None:
+            return await self._infer_with_timeout(ready, self.request_timeout)
+        self.outstanding += 1
+        try:
+            return await self._call(ready)
+        finally:
+            self.outstanding -= 1
+
+    async def _call(self, ready: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.batcher is not None:
             return await self.batcher.submit(ready)
         out: dict[str, np.ndarray] = await self.placement.call(self._timed, ready)
         return out
+
+    async def _infer_with_timeout(self, ready: dict[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
+        # The call runs as its own task, shielded: on timeout the client gets 504 at once, while the
+        # task (and its worker thread, which cannot be stopped) keeps its queue slot until it ends.
+        task = asyncio.ensure_future(self._call(ready))
+        self.outstanding += 1
+        task.add_done_callback(self._call_done)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            raise ServiceUnavailable(
+                f"model {self.name!r} version {self.version!r} did not answer within {timeout:g} s (request_timeout)",
+                status_code=504,
+            ) from None
+
+    def _call_done(self, task: asyncio.Future[Any]) -> None:
+        self.outstanding -= 1
+        if not task.cancelled():
+            task.exception()  # retrieved, so a timed-out call's late failure is not reported as unhandled
 
     def _timed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
@@ -177,11 +248,13 @@ class Repository:
         executor: Executor,
         metrics: Metrics,
         model_options: Mapping[str, Any] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.root = Path(root) if root is not None else None
         if self.root is not None and not self.root.is_dir():
             raise ModelLoadError(f"model repository {str(self.root)!r} is not a directory")
         self.batching = batching or BatchingConfig()
+        self.limits = limits or Limits()
         self.model_options = dict(model_options) if model_options else None
         self.executor = executor
         self.metrics = metrics
@@ -248,6 +321,7 @@ class Repository:
                     batching=self.batching,
                     executor=self.executor,
                     metrics=self.metrics.model(name, version),
+                    limits=self.limits,
                 )
         except ModelLoadError as e:
             self._errors[name] = str(e)
