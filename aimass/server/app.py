@@ -235,7 +235,9 @@ class App:
                     try:
                         content_length = int(value)
                     except ValueError:
-                        raise SchemaError(f"Content-Length must be an integer, got {value!r}") from None
+                        content_length = -1
+                    if content_length < 0:
+                        raise SchemaError(f"Content-Length must be a non-negative integer, got {value!r}")
                 elif key == b"inference-header-content-length":
                     try:
                         header_length = int(value)
@@ -287,7 +289,8 @@ class App:
             except orjson.JSONDecodeError as e:
                 raise SchemaError(f"malformed JSON request: {e}") from None
             ready = bool(options.get("ready", False)) if isinstance(options, dict) else False
-            return await _send(send, 200, orjson.dumps(self.repository.index(ready_only=ready)), _JSON)
+            # Load-failure reasons come from backends and may name files: redacted like errors.
+            return await _send(send, 200, self.redact(orjson.dumps(self.repository.index(ready_only=ready))), _JSON)
         if len(parts) == 5 and parts[2] == "models" and parts[4] in ("load", "unload"):
             name = parts[3]
             if parts[4] == "load":

@@ -96,6 +96,16 @@ def _config_tensor(t: TensorSpec, batched: bool) -> dict[str, Any]:
     return {"name": t.name, "data_type": data_type, "dims": t.shape[1:] if batched else t.shape}
 
 
+def _inside(path: Path, real_root: Path) -> bool:
+    """False for a symlink that leads out of the repository root (refused, with a warning)."""
+    if not path.is_symlink():
+        return True
+    if path.resolve().is_relative_to(real_root):
+        return True
+    log.warning("not serving %s: a symbolic link out of the repository root", path.name)
+    return False
+
+
 class ServedModel:
     """One loaded model version: validation, the batcher (or a direct call), metrics, cached JSON."""
 
@@ -285,8 +295,9 @@ class Repository:
             if is_package(root):
                 found[root.name] = {"1": root}
             else:
+                real_root = root.resolve()
                 for d in sorted(root.iterdir()):
-                    if not d.is_dir() or d.name.startswith("."):
+                    if not d.is_dir() or d.name.startswith(".") or not _inside(d, real_root):
                         continue
                     if is_package(d):
                         found[d.name] = {"1": d}
@@ -295,7 +306,7 @@ class Repository:
                         # Hidden entries are a library's unfinished publishes (.staging-*): never served.
                         v.name: v
                         for v in d.iterdir()
-                        if v.is_dir() and not v.name.startswith(".") and is_package(v)
+                        if v.is_dir() and not v.name.startswith(".") and _inside(v, real_root) and is_package(v)
                     }
                     if on_disk:
                         found[d.name] = on_disk
