@@ -69,7 +69,10 @@ def build_model(directory: Path, layers: int, width: int = 32) -> tuple[Path, An
     for i in range(layers):
         w = (rng.standard_normal((d_in, width)) / np.sqrt(d_in)).astype(np.float32)
         inits.append(numpy_helper.from_array(w, f"w{i}"))
-        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]), helper.make_node("Relu", [f"m{i}"], [f"r{i}"])]
+        nodes += [
+            helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
+            helper.make_node("Relu", [f"m{i}"], [f"r{i}"]),
+        ]
         prev, d_in = f"r{i}", width
     inits.append(numpy_helper.from_array(rng.standard_normal((d_in, 2)).astype(np.float32), "wo"))
     nodes.append(helper.make_node("MatMul", [prev, "wo"], ["y"]))
@@ -177,7 +180,7 @@ async def overload(base: str, work: list[tuple[bytes, np.ndarray]], rate: float,
                 async with session.post(base + "/v2/models/deep/infer", data=body) as r:
                     data = await r.read()
                     status, retry = r.status, r.headers.get("retry-after")
-            except Exception as e:  # noqa: BLE001 (a benchmark counts every kind of failure)
+            except Exception as e:
                 other[type(e).__name__] = other.get(type(e).__name__, 0) + 1
                 return
             took = time.perf_counter() - t0
@@ -275,7 +278,10 @@ def main() -> None:
                 finally:
                     server.stop()
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; ", end="")
-    print(f"{args.layers}x{args.width} MLP, offered {args.factor:g}x capacity for {args.seconds:g} s, {args.repeats} runs each")
+    print(
+        f"{args.layers}x{args.width} MLP, offered {args.factor:g}x capacity for {args.seconds:g} s, "
+        f"{args.repeats} runs each"
+    )
     print(f"capacity (closed loop, c=16): median {statistics.median(caps):.0f} req/s")
     keys = ["offered", "ok", "refused", "wrong", "missing_retry_after", "ok_p50", "ok_p99", "refused_p50",
             "refused_p99", "health_p50", "health_p99", "health_max", "drain_s", "goodput"]  # fmt: skip

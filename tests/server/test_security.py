@@ -12,7 +12,9 @@ import asyncio
 import hashlib
 import json
 import os
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import models
@@ -74,14 +76,23 @@ def test_bearer_token_is_compared_with_hmac_compare_digest(mlp: Model, monkeypat
 
 @pytest.mark.parametrize(
     "sent",
-    ["", "Bearer", f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN}0", f"bearer {TOKEN}", TOKEN, f"Basic {TOKEN}", "Bearer \u00e9"],
+    [
+        "",
+        "Bearer",
+        f"Bearer {TOKEN[:-1]}",
+        f"Bearer {TOKEN}0",
+        f"bearer {TOKEN}",
+        TOKEN,
+        f"Basic {TOKEN}",
+        "Bearer \u00e9",
+    ],
 )
 def test_wrong_tokens_get_401_without_echo(mlp: Model, sent: str) -> None:
     app = create_app({"mlp": mlp}, auth_token=TOKEN)
     with _client(app, token=None) as c:
         for path in ["/v2", "/v2/models/mlp", "/metrics", "/v2/repository/index"]:
             raw = sent.encode("latin-1")  # httpx sends str headers as ASCII only
-            r = c.request("POST" if "repository" in path else "GET", path, headers={"authorization": raw})
+            r = c.request("POST" if "repository" in path else "GET", path, headers={b"authorization": raw})
             assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
             assert TOKEN[:8] not in r.text and (TOKEN[:8] not in sent or sent not in r.text)
         assert c.get("/v2/health/ready").status_code == 200  # health never needs the token
@@ -142,18 +153,18 @@ def test_raw_dotdot_paths_reach_no_model(mlp: Model, tmp_path: Path) -> None:
     mlp.save(root / "mlp" / "1")
     mlp.save(tmp_path / "outside")
     app = create_app(repository=root)
-    sent: list[dict[str, object]] = []
+    sent: list[dict[str, Any]] = []
 
     async def call(path: str) -> int:
-        async def receive() -> dict[str, object]:
+        async def receive() -> MutableMapping[str, Any]:
             return {"type": "http.request", "body": b"", "more_body": False}
 
-        async def send(message: dict[str, object]) -> None:
-            sent.append(message)
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(dict(message))
 
         scope = {"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b""}
         await app(scope, receive, send)
-        return int(sent[-2]["status"])  # type: ignore[call-overload]
+        return int(sent[-2]["status"])
 
     for path in [
         "/v2/repository/models/../outside/load",
@@ -205,4 +216,6 @@ def test_pickle_formats_need_allow_pickle(tmp_path: Path) -> None:
         Model.load(path)
     x = np.ones((2, 4), np.float32)
     loaded = Model.load(path, options={"allow_pickle": True}, example_input=x)
-    np.testing.assert_allclose(loaded.predict(x)[loaded.schema.output_names[0]], module(torch.from_numpy(x)).detach().numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        loaded.predict(x)[loaded.schema.output_names[0]], module(torch.from_numpy(x)).detach().numpy(), rtol=1e-5
+    )
