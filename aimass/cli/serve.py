@@ -101,6 +101,15 @@ def serve(
         list[str] | None,
         typer.Option(help="backend option KEY=JSON for models loaded from paths, dotted keys nest; repeatable"),
     ] = None,
+    max_queue_size: Annotated[
+        int, typer.Option(help="requests queued or running per model before 503 + Retry-After (0: no limit)")
+    ] = 0,
+    request_timeout: Annotated[
+        str, typer.Option(help="answer 504 when a request takes longer: 30s, 500ms (0: no timeout)")
+    ] = "0",
+    max_elements: Annotated[
+        int, typer.Option(help="largest element count of one tensor, refused with 400 before allocating (0: default)")
+    ] = 0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
     """Serve models over the Open Inference Protocol (KServe V2 / Triton HTTP)."""
@@ -130,6 +139,9 @@ def serve(
         max_body_size=parse_size(max_body_size),
         workers=workers or None,
         model_options=parse_options(option or []),
+        max_queue_size=max_queue_size,
+        request_timeout=parse_duration(request_timeout) or None,
+        **({"max_elements": max_elements} if max_elements else {}),
     )
     names = sorted({m.name for m in app.repository.loaded()})
     typer.echo(f"aimass serving {names} on http://{host}:{port}/v2 (batching: max_batch_size={max_batch_size})")

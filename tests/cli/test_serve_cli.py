@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import models
 import pytest
 import typer
+from typer.testing import CliRunner
 
 from aimass.cli import COMMANDS
 from aimass.cli.serve import parse_duration, parse_size
@@ -31,3 +36,26 @@ def test_bad_values_are_refused(text: str) -> None:
         parse_duration(text)
     with pytest.raises(typer.BadParameter):
         parse_size(text)
+
+
+def test_limits_reach_the_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import aimass.server as server
+    from aimass.cli import app
+
+    pytest.importorskip("onnxruntime")
+    captured: dict[str, Any] = {}
+    real_create_app = server.create_app
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        captured.update(kwargs)
+        return real_create_app(*args, **kwargs)
+
+    monkeypatch.setattr(server, "create_app", spy)
+    monkeypatch.setattr(server, "serve", lambda *a, **k: None)  # parse and build, do not listen
+    model = models.onnx_mlp(tmp_path / "mlp.onnx")
+    args = ["serve", str(model), "--max-queue-size", "8", "--request-timeout", "250ms", "--max-elements", "1000"]
+    result = CliRunner().invoke(app(), args)  # type: ignore[arg-type]
+    assert result.exit_code == 0, result.output
+    assert captured["max_queue_size"] == 8
+    assert captured["request_timeout"] == pytest.approx(0.25)
+    assert captured["max_elements"] == 1000
