@@ -28,6 +28,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import models
 
 from aimass import Model
 from aimass.compress.report import compare_outputs, model_size, time_interleaved
@@ -58,10 +61,10 @@ def pretrained_dir() -> Path | None:
 
 
 def build_encoder(seed: int = 0, weights: Path | None = None) -> Any:
-    import torch
-    from transformers import BertConfig, BertModel
-
-    config = BertConfig(
+    """The ~20M-parameter encoder (all-MiniLM-L6-v2's shape: 6 layers, hidden 384, 12 heads)."""
+    return models.bert_sentence_encoder(
+        seed,
+        weights,
         vocab_size=30522,
         hidden_size=384,
         num_hidden_layers=6,
@@ -69,25 +72,6 @@ def build_encoder(seed: int = 0, weights: Path | None = None) -> Any:
         intermediate_size=1536,
         max_position_embeddings=512,
     )
-    torch.manual_seed(seed)
-    if weights is not None:  # a local directory: no hub access
-        bert = BertModel.from_pretrained(str(weights), add_pooling_layer=False).eval()
-    else:
-        bert = BertModel(config, add_pooling_layer=False).eval()
-
-    class SentenceEncoder(torch.nn.Module):
-        """BERT + attention-masked mean pooling: one embedding per sentence."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-
-    return SentenceEncoder().eval()
 
 
 def sentences(n: int, seq: int, seed: int = 1) -> dict[str, np.ndarray]:

@@ -26,26 +26,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import models
+from overhead import interleaved_us  # the same ABBA timing as every overhead figure
 
 from aimass import Model
 from aimass.store import Store
 
 
-def per_call_us(fn: Callable[[], object], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls * 1e6
-
-
 def compare(label: str, base: Callable[[], object], ours: Callable[[], object], rounds: int, calls: int) -> None:
-    for _ in range(max(calls // 10, 3)):
-        base()
-        ours()
-    a, b = [], []
-    for _ in range(rounds):
-        a.append(per_call_us(base, calls))
-        b.append(per_call_us(ours, calls))
+    a, b = interleaved_us(base, ours, rounds, calls, warmup=max(calls // 10, 3))
     ma, mb = statistics.median(a), statistics.median(b)
     print(f"{label:<44} {ma:10.1f} us {mb:10.1f} us   x{mb / ma:5.2f}  (+{mb - ma:.1f} us)")
 

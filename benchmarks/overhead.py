@@ -34,16 +34,27 @@ def per_call_us(fn: Callable[[], object], calls: int) -> float:
     return (time.perf_counter() - start) / calls * 1e6
 
 
-def compare(label: str, raw: Callable[[], object], ours: Callable[[], object], rounds: int, calls: int) -> None:
-    for _ in range(max(calls // 10, 10)):  # warm-up both
-        raw()
+def interleaved_us(
+    ref: Callable[[], object], ours: Callable[[], object], rounds: int, calls: int, warmup: int
+) -> tuple[list[float], list[float]]:
+    """Per-call microseconds of ``ref`` and ``ours``, one figure per round, after ``warmup`` calls of each.
+
+    Example: ``ref_t, ours_t = interleaved_us(raw, lambda: m.predict(x), rounds=30, calls=2000, warmup=200)``
+    """
+    for _ in range(warmup):
+        ref()
         ours()
-    raw_t: list[float] = []
+    ref_t: list[float] = []
     ours_t: list[float] = []
     for i in range(rounds):  # ABBA order: neither side always runs first (caches, frequency drift)
-        first, second = ((raw, raw_t), (ours, ours_t)) if i % 2 == 0 else ((ours, ours_t), (raw, raw_t))
+        first, second = ((ref, ref_t), (ours, ours_t)) if i % 2 == 0 else ((ours, ours_t), (ref, ref_t))
         first[1].append(per_call_us(first[0], calls))
         second[1].append(per_call_us(second[0], calls))
+    return ref_t, ours_t
+
+
+def compare(label: str, raw: Callable[[], object], ours: Callable[[], object], rounds: int, calls: int) -> None:
+    raw_t, ours_t = interleaved_us(raw, ours, rounds, calls, warmup=max(calls // 10, 10))
     r, o = statistics.median(raw_t), statistics.median(ours_t)
     # The paired ratio (each round against its neighbour) is steadier than a ratio of medians
     # when other work shares the CPU.

@@ -27,7 +27,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import N_FEATURES, deep_mlp_onnx, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-N_FEATURES = 4
 
 SERVER = """
 import sys
@@ -51,41 +50,11 @@ serve(app, port=port)
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def build_model(directory: Path, layers: int, width: int = 32) -> tuple[Path, Any]:
     """The deep MLP as a repository ``<dir>/repo/deep/1`` plus the loaded Model (to check answers)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     from aimass import Model
 
-    rng = np.random.default_rng(0)
-    nodes, inits, prev, d_in = [], [], "x", N_FEATURES
-    for i in range(layers):
-        w = (rng.standard_normal((d_in, width)) / np.sqrt(d_in)).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, f"w{i}"))
-        nodes += [
-            helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
-            helper.make_node("Relu", [f"m{i}"], [f"r{i}"]),
-        ]
-        prev, d_in = f"r{i}", width
-    inits.append(numpy_helper.from_array(rng.standard_normal((d_in, 2)).astype(np.float32), "wo"))
-    nodes.append(helper.make_node("MatMul", [prev, "wo"], ["y"]))
-    graph = helper.make_graph(
-        nodes,
-        "deep",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", N_FEATURES])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(directory / "deep.onnx"))
+    deep_mlp_onnx(directory / "deep.onnx", layers, width)
     m = Model.load(directory / "deep.onnx")
     m.save(directory / "repo" / "deep" / "1", overwrite=True)
     return directory / "repo", m

@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,28 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import models
 import serving
+from overhead import interleaved_us  # the same ABBA timing as every overhead figure
 
 from aimass import Model
 from aimass.protocol import v2
 
 
-def per_call_us(fn: Callable[[], object], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls * 1e6
-
-
 def compare(label: str, ref: Callable[[], object], ours: Callable[[], object], rounds: int, calls: int) -> float:
-    for _ in range(max(calls // 10, 3)):
-        ref()
-        ours()
-    ref_t: list[float] = []
-    ours_t: list[float] = []
-    for i in range(rounds):
-        pairs = [(ref, ref_t), (ours, ours_t)] if i % 2 == 0 else [(ours, ours_t), (ref, ref_t)]
-        for fn, out in pairs:
-            out.append(per_call_us(fn, calls))
+    ref_t, ours_t = interleaved_us(ref, ours, rounds, calls, warmup=max(calls // 10, 3))
     r, o = statistics.median(ref_t), statistics.median(ours_t)
     paired = statistics.median(b / a for a, b in zip(ref_t, ours_t, strict=True))
     print(f"{label:<58} reference {r:>9.1f} us   ours {o:>9.1f} us   ratio {paired:.2f}x")

@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import N_FEATURES, deep_mlp_onnx, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "benchmarks" / ".peers"
 VENV_BIN = Path(sys.executable).parent
-N_FEATURES = 4
 PEER_PACKAGES = {
     "mlserver": ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"],
     "pytriton": ["nvidia-pytriton==0.7.0", "numpy<2"],
@@ -90,15 +89,6 @@ with Triton(config=config) as triton:
 """
 
 
-def free_port(span: int = 1) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + span < 65000:
-            return port
-
-
 def peer_python(name: str) -> Path:
     """The peer's venv python, creating the venv on first use."""
     venv = PEERS / name
@@ -141,34 +131,9 @@ def build_logreg_onnx(directory: Path) -> tuple[Path, dict[str, Any]]:
 def build_deep_mlp(directory: Path, layers: int = 300, width: int = 32) -> Path:
     """A deep, narrow ONNX MLP (4 -> 32 x 300 -> 2): the per-call cost (hundreds of kernel launches)
     dwarfs the per-row cost, as in most real models at small batch: the case dynamic batching is for."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     from aimass import Model
 
-    rng = np.random.default_rng(0)
-    nodes, inits, prev, d_in = [], [], "input", N_FEATURES
-    for i in range(layers):
-        w = (rng.standard_normal((d_in, width)) / np.sqrt(d_in)).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, f"w{i}"))
-        nodes += [
-            helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
-            helper.make_node("Relu", [f"m{i}"], [f"r{i}"]),
-        ]
-        prev, d_in = f"r{i}", width
-    inits.append(numpy_helper.from_array(rng.standard_normal((d_in, 2)).astype(np.float32), "wo"))
-    nodes.append(helper.make_node("MatMul", [prev, "wo"], ["y"]))
-    graph = helper.make_graph(
-        nodes,
-        "deep",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", N_FEATURES])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = directory / "deep.onnx"
-    onnx.save(model, str(path))
+    path = deep_mlp_onnx(directory / "deep.onnx", layers, width, input_name="input")
     Model.load(path).save(directory / "deep" / "deep" / "1", overwrite=True)
     return directory / "deep"
 

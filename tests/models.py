@@ -191,6 +191,30 @@ def tflite_mlp(path: Path) -> Path:
     return path
 
 
+def two_signature_savedmodel(directory: Path) -> Path:
+    """A SavedModel with signatures ``double`` (x -> y) and ``triple`` (x FP32, n INT32 -> y, n2); no default."""
+    import tensorflow as tf
+
+    class Scaler(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = tf.Variable([[1.0, 2.0], [3.0, 4.0]])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def double(self, x: Any) -> dict[str, Any]:
+            return {"y": tf.matmul(x, self.w) * 2.0}
+
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x"), tf.TensorSpec([None], tf.int32, name="n")]
+        )
+        def triple(self, x: Any, n: Any) -> dict[str, Any]:
+            return {"y": tf.matmul(x, self.w) * 3.0, "n2": n * 2}
+
+    module = Scaler()
+    tf.saved_model.save(module, str(directory), signatures={"double": module.double, "triple": module.triple})
+    return directory
+
+
 def mxnet_mlp(hidden: int = 8, outputs: int = 3, seed: int = 0) -> Any:
     """A Gluon ``HybridSequential`` MLP (not hybridized) trained briefly on :func:`dataset`."""
     from aimass.backends.mxnet import import_mxnet
@@ -223,3 +247,31 @@ def mxnet_exported(prefix: Path) -> Path:
     net(mx.nd.array(dataset(2)[0]))  # export needs one hybridized forward pass
     net.export(str(prefix))
     return prefix.parent / f"{prefix.name}-symbol.json"
+
+
+def bert_sentence_encoder(seed: int = 0, weights: Path | None = None, **config: Any) -> Any:
+    """BERT from ``BertConfig(**config)`` (random weights, or ``weights``: a local pretrained directory, no hub)
+    plus attention-masked mean pooling: ``(input_ids, attention_mask) -> one embedding per sentence``.
+
+    Example: ``bert_sentence_encoder(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4)``
+    """
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    if weights is not None:
+        bert = BertModel.from_pretrained(str(weights), add_pooling_layer=False).eval()
+    else:
+        bert = BertModel(BertConfig(**config), add_pooling_layer=False).eval()
+
+    class SentenceEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # an all-padding row: zeros, not NaN
+
+    return SentenceEncoder().eval()

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
-import textwrap
-import threading
-import time
 from pathlib import Path
 
 import models
 import numpy as np
 import pytest
+from publishers import kill_when, start_publisher
+from threads import run_in_threads
 
 from aimass import Model
 from aimass.errors import GateFailed, IntegrityError, ModelNotFound, StoreError
@@ -174,77 +169,27 @@ def test_remove_respects_aliases(lib: Store, clf: Model) -> None:
 
 def test_concurrent_publishers_get_distinct_versions(lib: Store, clf: Model) -> None:
     got: list[int] = []
-    errors: list[BaseException] = []
-
-    def one() -> None:
-        try:
-            got.append(Store(lib.root).publish(clf, "fraud"))
-        except BaseException as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=one) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    run_in_threads(lambda i: got.append(Store(lib.root).publish(clf, "fraud")), 6)
     assert sorted(got) == [1, 2, 3, 4, 5, 6]
     assert lib.versions("fraud") == [1, 2, 3, 4, 5, 6]
 
 
-_SLOW_PUBLISHER = textwrap.dedent(
-    """
-    import sys, time
-    from pathlib import Path
-    import numpy as np
-    from aimass import Model
-    from aimass.backends.base import Backend
-    from aimass.schema import Schema, TensorSpec
-    from aimass.store import Store
-
-    class SlowSave(Backend):
-        # A real backend whose save() writes part of a large artifact, tells the test, and stalls.
-        name = "slow"
-        framework = "numpy"
-        extra = "none"
-        schema = Schema(inputs=[TensorSpec(name="x", dtype="FP32", shape=[-1, 4])])
-
-        @classmethod
-        def load(cls, source, **kw):
-            return cls()
-
-        def run(self, inputs):
-            return {}
-
-        def save(self, directory):
-            with open(directory / "weights.bin", "wb") as f:
-                f.write(b"\\0" * (8 << 20))
-                f.flush()
-                Path(sys.argv[2]).write_text("writing")
-                time.sleep(120)
-            return ["weights.bin"]
-
-    Store(sys.argv[1]).publish(Model(SlowSave()), "fraud")
-    """
-)
+# Writes part of a large artifact, tells the test (the flag file), and stalls.
+_SLOW_SAVE = """
+with open(directory / "weights.bin", "wb") as f:
+    f.write(b"\\0" * (8 << 20))
+    f.flush()
+    Path(sys.argv[2]).write_text("writing")
+    time.sleep(120)
+return ["weights.bin"]
+"""
 
 
 def test_killed_publisher_leaves_no_visible_version(lib: Store, clf: Model, tmp_path: Path) -> None:
     assert lib.publish(clf, "fraud") == 1
-    script = tmp_path / "slow.py"
-    script.write_text(_SLOW_PUBLISHER)
     flag = tmp_path / "flag"
-    proc = subprocess.Popen([sys.executable, str(script), lib.root, str(flag)])
-    try:
-        deadline = time.monotonic() + 60
-        while not flag.exists():
-            assert proc.poll() is None, "publisher exited before writing"
-            assert time.monotonic() < deadline, "publisher never started writing"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    proc = start_publisher(tmp_path, "slow", _SLOW_SAVE, "Store(sys.argv[1])", lib.root, str(flag))
+    kill_when(proc, flag.exists, timeout=60)
     leftovers = [p.name for p in (Path(lib.root) / "fraud").iterdir()]
     assert any(n.startswith(".") and "staging" in n for n in leftovers)  # the dead write is there, hidden
     assert lib.versions("fraud") == [1] and len(lib.listing()) == 1

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +10,9 @@ from typing import Any
 import models
 import numpy as np
 import pytest
+import serving
+from publishers import kill_when, start_publisher
+from threads import run_in_threads
 
 from aimass import Model
 from aimass.errors import GateFailed, IntegrityError, ModelNotFound
@@ -27,15 +24,9 @@ pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    port = _free_port()
+    port = serving.free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
@@ -102,16 +93,12 @@ def test_exclusive_claims_give_concurrent_publishers_distinct_versions(lib: Stor
     got: list[int] = []
     lock = threading.Lock()
 
-    def one() -> None:
+    def one(i: int) -> None:
         v = Store(lib._io.url, storage_options=lib._io.fs.storage_options).publish(clf, "fraud")  # type: ignore[union-attr]
         with lock:
             got.append(v)
 
-    threads = [threading.Thread(target=one) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(one, 4)
     assert sorted(got) == [1, 2, 3, 4]
     fs, base = lib._io.fs, lib._io.base  # type: ignore[union-attr]
     with pytest.raises(FileExistsError):  # the server refuses a second claim of a number (If-None-Match)
@@ -126,7 +113,7 @@ def test_tampered_remote_artifact_is_refused(lib: Store, clf: Model) -> None:
     fs.pipe_file(f"{base}/fraud/1/model.ubj", bytes(data))
     with pytest.raises(IntegrityError):
         lib.load("fraud", 1)
-    assert not any(p.name[:1] != "." for p in Path(lib._io.cache).iterdir())  # nothing corrupt was cached  # type: ignore[union-attr]
+    assert not any(p.name[:1] != "." for p in Path(lib._io.cache).iterdir())  # type: ignore[union-attr]  # nothing corrupt was cached
 
 
 def test_remove_never_reuses_numbers(lib: Store, clf: Model) -> None:
@@ -137,37 +124,17 @@ def test_remove_never_reuses_numbers(lib: Store, clf: Model) -> None:
     assert lib.publish(clf, "fraud") == 3
 
 
-_MANY_FILES_PUBLISHER = """
-import sys
-from aimass import Model
-from aimass.backends.base import Backend
-from aimass.schema import Schema, TensorSpec
-from aimass.store import Store
-
-class ManyFiles(Backend):
-    # A real backend whose package has many artifacts, so that the upload takes seconds.
-    name = "many"
-    framework = "numpy"
-    extra = "none"
-    schema = Schema(inputs=[TensorSpec(name="x", dtype="FP32", shape=[-1, 4])])
-
-    @classmethod
-    def load(cls, source, **kw):
-        return cls()
-
-    def run(self, inputs):
-        return {}
-
-    def save(self, directory):
-        names = [f"shard-{i:04d}.bin" for i in range(2000)]
-        for n in names:
-            (directory / n).write_bytes(n.encode() * 64)
-        return names
-
-url, endpoint = sys.argv[1], sys.argv[2]
-opts = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint}}
-Store(url, storage_options=opts).publish(Model(ManyFiles()), "fraud")
+# Many artifacts, so that the upload takes seconds.
+_MANY_FILES_SAVE = """
+names = [f"shard-{i:04d}.bin" for i in range(2000)]
+for n in names:
+    (directory / n).write_bytes(n.encode() * 64)
+return names
 """
+_S3_STORE = (
+    'Store(sys.argv[1], storage_options={"key": "testing", "secret": "testing", '
+    '"client_kwargs": {"endpoint_url": sys.argv[2]}})'
+)
 
 
 def test_publisher_killed_mid_upload_leaves_no_visible_version(
@@ -175,21 +142,12 @@ def test_publisher_killed_mid_upload_leaves_no_visible_version(
 ) -> None:
     lib.publish(clf, "fraud")
     fs, base = lib._io.fs, lib._io.base  # type: ignore[union-attr]
-    script = tmp_path / "many.py"
-    script.write_text(_MANY_FILES_PUBLISHER)
-    proc = subprocess.Popen([sys.executable, str(script), lib._io.url, endpoint])  # type: ignore[union-attr]
-    try:
-        deadline = time.monotonic() + 120
-        while True:  # wait until it has claimed version 2 and uploaded a few shards
-            assert proc.poll() is None, "publisher finished before it could be killed"
-            assert time.monotonic() < deadline, "publisher never started uploading"
-            if len(fs.ls(f"{base}/fraud/2", refresh=True) if fs.exists(f"{base}/fraud/2") else []) > 5:
-                break
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    proc = start_publisher(tmp_path, "many", _MANY_FILES_SAVE, _S3_STORE, lib._io.url, endpoint)  # type: ignore[union-attr]
+
+    def uploading() -> bool:  # it has claimed version 2 and uploaded a few shards
+        return len(fs.ls(f"{base}/fraud/2", refresh=True) if fs.exists(f"{base}/fraud/2") else []) > 5
+
+    kill_when(proc, uploading, timeout=120)
     assert not fs.exists(f"{base}/fraud/2/aimass.json")
     assert lib.versions("fraud") == [1]
     with pytest.raises(ModelNotFound):

@@ -14,7 +14,9 @@ server's message and tensor name, 404 -> :class:`~aimass.errors.ModelNotFound`, 
 
 ``options``: ``timeout`` (seconds, default 30), ``connect_timeout`` (5), ``retries`` (3),
 ``binary_threshold`` (bytes, default 65536; ``None`` never), ``binary_output`` (default: when the
-server supports it), ``auth_token`` (default env ``AIMASS_AUTH_TOKEN``), ``headers``, and for tests
+server supports it), ``auth_token`` (default env ``AIMASS_AUTH_TOKEN``), ``headers``, ``endpoints``
+(base URLs of more servers of the same model: requests spread by least outstanding requests, dead
+ones ejected, see :mod:`aimass.backends.balancer`), and for tests
 or embedding ``transport`` / ``async_transport`` (httpx transports). :func:`mount` routes a base
 URL to an in-process ASGI app (no socket), which a saved remote package also finds.
 
@@ -183,6 +185,10 @@ class RemoteBackend(Backend):
         if token:
             headers["authorization"] = f"Bearer {token}"
         self._headers = headers
+        if options.get("endpoints") and not options.get("transport"):  # more servers of this model: balance
+            from aimass.backends.balancer import BalancingTransport
+
+            options = {**options, "transport": BalancingTransport([self.base_url, *options["endpoints"]])}
         self._transport = options.get("transport") or _MOUNTS.get(self.base_url)
         self._async_transport = options.get("async_transport") or options.get("transport") or _MOUNTS.get(self.base_url)
         self._limits = httpx.Limits(

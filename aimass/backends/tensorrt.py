@@ -44,9 +44,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from aimass.backends.base import Backend, require, split_device
+from aimass.backends.torch import as_torch_tensor
 from aimass.device import check_device, output_on_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError, SchemaError
 from aimass.schema import DType, Schema, TensorSpec
@@ -349,14 +348,7 @@ class TensorRTBackend(Backend):
     # -- running -----------------------------------------------------------------------------
 
     def _device_tensor(self, value: Any) -> Any:
-        torch = self._torch
-        if type(value) is np.ndarray:
-            t = torch.from_numpy(value if value.flags.writeable else value.copy())
-        elif isinstance(value, torch.Tensor):
-            t = value
-        else:  # CuPy and other DLPack producers: shared memory, no copy
-            t = torch.from_dlpack(value)
-        return t.to(self._dev, non_blocking=True).contiguous()
+        return as_torch_tensor(self._torch, value).to(self._dev, non_blocking=True).contiguous()
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         torch, ctx, stream = self._torch, self._context, self._stream

@@ -89,6 +89,19 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
+def as_torch_tensor(torch: Any, value: Any) -> Any:
+    """A numpy array, torch tensor or DLPack producer (CuPy...) as a torch tensor on the device it is on.
+
+    Shares memory where it can; a read-only numpy array is copied (torch cannot wrap it).
+    Example: ``as_torch_tensor(torch, np.ones((2, 4), np.float32)).shape == (2, 4)``
+    """
+    if type(value) is np.ndarray:
+        return torch.from_numpy(value if value.flags.writeable else value.copy())
+    if isinstance(value, torch.Tensor):
+        return value
+    return torch.from_dlpack(value)  # CuPy and other DLPack producers: shared memory, no copy
+
+
 class TorchBackend(Backend):
     """A PyTorch callable (``nn.Module``, exported program module or TorchScript) run under inference mode."""
 
@@ -254,13 +267,7 @@ class TorchBackend(Backend):
             self.run = self._run_general  # type: ignore[method-assign]
 
     def _as_tensor(self, value: Any) -> Any:
-        torch = self._torch
-        if type(value) is np.ndarray:
-            t = torch.from_numpy(value if value.flags.writeable else value.copy())
-        elif isinstance(value, torch.Tensor):
-            t = value
-        else:  # CuPy and other DLPack producers: shared memory, no copy
-            t = torch.from_dlpack(value)
+        t = as_torch_tensor(self._torch, value)
         return t if t.device == self._torch_device else t.to(self._torch_device, non_blocking=True)
 
     def _run_general(self, inputs: Mapping[str, Any]) -> dict[str, Any]:

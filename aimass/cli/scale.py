@@ -19,7 +19,7 @@ import typer
 
 from aimass.cli.serve import parse_duration, parse_options
 
-__all__ = ["model_sources", "register", "scale_app"]
+__all__ = ["model_sources", "register", "run_on_ray", "scale_app"]
 
 scale_app = typer.Typer(
     help="Scale out on Ray: Ray Serve replicas and Ray Data batch prediction.", no_args_is_help=True
@@ -69,8 +69,6 @@ def serve(
     option: Annotated[list[str] | None, typer.Option(help="backend option KEY=JSON, dotted keys nest")] = None,
 ) -> None:
     """Serve models on Ray Serve replicas with the V2 API of ``aimass serve`` (RAY_ADDRESS picks a cluster)."""
-    from aimass.scale import serve as scale_serve
-
     autoscaling: dict[str, Any] | None = None
     if max_replicas > 0:
         autoscaling = {
@@ -80,7 +78,7 @@ def serve(
             "upscale_delay_s": parse_duration(upscale_delay),
             "downscale_delay_s": parse_duration(downscale_delay),
         }
-    svc = scale_serve(
+    run_on_ray(
         model_sources(sources),
         num_replicas=1 if autoscaling else replicas,
         autoscaling=autoscaling,
@@ -93,7 +91,22 @@ def serve(
         auth_token=auth_token or None,
         model_options=parse_options(option or []),
     )
-    scaling = f"autoscaling {min_replicas}..{max_replicas}" if autoscaling else f"{replicas} replica(s)"
+
+
+def run_on_ray(models: dict[str, str], **options: Any) -> None:
+    """Deploy with :func:`aimass.scale.serve`, print the URL, block until Ctrl-C/SIGTERM, then delete the app.
+
+    Shared by ``aimass scale serve`` and ``aimass serve --ray``.
+    """
+    from aimass.scale import serve as scale_serve
+
+    svc = scale_serve(models, **options)
+    auto = options.get("autoscaling")
+    scaling = (
+        f"autoscaling {auto['min_replicas']}..{auto['max_replicas']}"
+        if auto
+        else f"{options.get('num_replicas', 1)} replica(s)"
+    )
     typer.echo(f"aimass on Ray Serve at {svc.url}/v2 ({scaling}); Ctrl-C stops it")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -111,8 +111,30 @@ def serve(
         int, typer.Option(help="largest element count of one tensor, refused with 400 before allocating (0: default)")
     ] = 0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+    ray: Annotated[
+        bool, typer.Option(help="serve on Ray Serve replicas ([ray] extra; RAY_ADDRESS picks a cluster)")
+    ] = False,
+    replicas: Annotated[int, typer.Option(help="with --ray: replicas (autoscaling: aimass scale serve)")] = 1,
 ) -> None:
     """Serve models over the Open Inference Protocol (KServe V2 / Triton HTTP)."""
+    if ray:  # the same app on Ray Serve replicas: aimass.cli.scale / aimass.scale
+        from aimass.cli.scale import model_sources, run_on_ray
+
+        app_options: dict[str, Any] = {"max_body_size": parse_size(max_body_size), "max_queue_size": max_queue_size}
+        app_options |= {"request_timeout": parse_duration(request_timeout) or None}
+        app_options |= {"max_elements": max_elements} if max_elements else {}
+        return run_on_ray(
+            model_sources(sources),
+            num_replicas=replicas,
+            host=host,
+            port=port,
+            max_batch_size=max_batch_size,
+            max_queue_delay=parse_duration(max_queue_delay),
+            max_concurrency=instances,
+            auth_token=auth_token or None,
+            model_options=parse_options(option or []),
+            app_options=app_options,
+        )
     from aimass.server import create_app, serve
 
     repository = None

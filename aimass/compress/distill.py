@@ -28,6 +28,8 @@ from aimass.errors import UnsupportedOperation
 from aimass.schema import DType, Schema, TensorSpec
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from aimass.model import Model
 
 __all__ = ["distill"]
@@ -144,6 +146,28 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarr
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+def _log_target(target: np.ndarray, kind: str) -> np.ndarray:
+    """Probabilities as log-probabilities (what both trainers' KL terms compare); other targets as they are."""
+    return np.log(np.clip(target, 1e-8, None)) if kind == "probabilities" else target
+
+
+def _run_steps(n: int, hyper: dict[str, Any], seed: int, progress: bool, step: Callable[[np.ndarray], float]) -> None:
+    """Call ``step(row_indices) -> loss`` on shuffled minibatches for ``hyper["epochs"]`` epochs, with a progress bar.
+
+    Example: ``_run_steps(len(x), {"epochs": 3, "batch_size": 32}, 0, False, lambda idx: train_on(x[idx]))``
+    """
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(seed)
+    steps = hyper["epochs"] * -(-n // hyper["batch_size"])
+    with tqdm(total=steps, desc="distill", unit="step", disable=not progress) as bar:
+        for epoch in range(hyper["epochs"]):
+            for idx in _batches(n, hyper["batch_size"], rng):
+                loss = step(idx)
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
+
+
 # -- torch -------------------------------------------------------------------------------------------
 
 
@@ -164,8 +188,6 @@ def _train_torch(
 ) -> Any:
     import copy
 
-    from tqdm.auto import tqdm
-
     torch = require("torch", backend="torch", extra="torch")
     fn = torch.nn.functional
     torch.manual_seed(seed)
@@ -173,31 +195,28 @@ def _train_torch(
     opt = torch.optim.Adam(net.parameters(), lr=hyper["lr"])
     t, alpha = hyper["temperature"], hyper["alpha"]
     xs = [torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()]
-    teacher = torch.from_numpy(np.log(np.clip(target, 1e-8, None)) if kind == "probabilities" else target)
+    teacher = torch.from_numpy(_log_target(target, kind))
     ys = torch.from_numpy(labels.astype(np.int64)) if labels is not None and kind != "mse" else None
-    n = target.shape[0]
-    rng = np.random.default_rng(seed)
-    steps = hyper["epochs"] * -(-n // hyper["batch_size"])
-    with tqdm(total=steps, desc="distill", unit="step", disable=not progress) as bar:
-        for epoch in range(hyper["epochs"]):
-            for idx in _batches(n, hyper["batch_size"], rng):
-                i = torch.from_numpy(idx)
-                out = net(*(x[i] for x in xs))
-                if kind == "mse":
-                    loss = fn.mse_loss(out.reshape(teacher[i].shape), teacher[i])
-                else:
-                    soft = fn.kl_div(
-                        fn.log_softmax(out / t, dim=-1), fn.log_softmax(teacher[i] / t, dim=-1), log_target=True,
-                        reduction="batchmean",
-                    )  # fmt: skip
-                    loss = alpha * t * t * soft
-                    if ys is not None and alpha < 1.0:
-                        loss = loss + (1.0 - alpha) * fn.cross_entropy(out, ys[i])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
+
+    def step(idx: np.ndarray) -> float:
+        i = torch.from_numpy(idx)
+        out = net(*(x[i] for x in xs))
+        if kind == "mse":
+            loss = fn.mse_loss(out.reshape(teacher[i].shape), teacher[i])
+        else:
+            soft = fn.kl_div(
+                fn.log_softmax(out / t, dim=-1), fn.log_softmax(teacher[i] / t, dim=-1), log_target=True,
+                reduction="batchmean",
+            )  # fmt: skip
+            loss = alpha * t * t * soft
+            if ys is not None and alpha < 1.0:
+                loss = loss + (1.0 - alpha) * fn.cross_entropy(out, ys[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.item())
+
+    _run_steps(target.shape[0], hyper, seed, progress, step)
     net.eval()
     if kind == "probabilities":
         # A hook, not a wrapper: forward() keeps its signature (input names) and torch.export traces it.
@@ -218,8 +237,6 @@ def _train_keras(
     seed: int,
     progress: bool,
 ) -> Any:
-    from tqdm.auto import tqdm
-
     tf = require("tensorflow", backend="tensorflow", extra="tensorflow")
     keras = require("keras", backend="tensorflow", extra="tensorflow")
     keras.utils.set_random_seed(seed)
@@ -227,10 +244,8 @@ def _train_keras(
     net.set_weights(student.get_weights())
     opt = keras.optimizers.Adam(learning_rate=hyper["lr"])
     t, alpha = hyper["temperature"], hyper["alpha"]
-    teacher = np.log(np.clip(target, 1e-8, None)) if kind == "probabilities" else target
+    teacher = _log_target(target, kind)
     names = list(inputs)
-    n = target.shape[0]
-    rng = np.random.default_rng(seed)
 
     @tf.function
     def step(xs: list[Any], teach: Any, ys: Any) -> Any:
@@ -251,15 +266,13 @@ def _train_keras(
         opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
         return loss
 
-    steps = hyper["epochs"] * -(-n // hyper["batch_size"])
     use_labels = labels is not None and kind != "mse"
-    with tqdm(total=steps, desc="distill", unit="step", disable=not progress) as bar:
-        for epoch in range(hyper["epochs"]):
-            for idx in _batches(n, hyper["batch_size"], rng):
-                ys = tf.constant(labels[idx].astype(np.int64)) if use_labels and labels is not None else None
-                loss = step([tf.constant(inputs[k][idx]) for k in names], tf.constant(teacher[idx]), ys)
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss):.4f}")
+
+    def one_step(idx: np.ndarray) -> float:
+        ys = tf.constant(labels[idx].astype(np.int64)) if use_labels and labels is not None else None
+        return float(step([tf.constant(inputs[k][idx]) for k in names], tf.constant(teacher[idx]), ys))
+
+    _run_steps(target.shape[0], hyper, seed, progress, one_step)
     if kind == "probabilities":
         # Wrap with a softmax so that the student outputs what its teacher outputs.
         ins = net.inputs

@@ -135,6 +135,7 @@ def serve(
     num_cpus: float = 1.0,
     auth_token: str | None = None,
     model_options: Mapping[str, Any] | None = None,
+    app_options: Mapping[str, Any] | None = None,
     ray_actor_options: Mapping[str, Any] | None = None,
     init_options: Mapping[str, Any] | None = None,
 ) -> Service:
@@ -146,9 +147,10 @@ def serve(
     ``max_queue_delay`` (seconds) and ``max_concurrency`` configure each replica's dynamic
     batcher exactly as for ``aimass serve``; ``max_ongoing_requests`` is how many requests Ray
     Serve sends one replica at once. Each replica reserves ``num_cpus`` of the cluster.
-    ``host``/``port`` configure Ray Serve's HTTP proxy when this call starts Serve (an already
-    running Serve instance keeps its own). Connects with ``init_options`` to ``RAY_ADDRESS`` or a
-    new local cluster.
+    ``app_options`` go to each replica's :func:`aimass.server.create_app` as they are (e.g.
+    ``max_queue_size``, ``request_timeout``, ``max_body_size``). ``host``/``port`` configure Ray
+    Serve's HTTP proxy when this call starts Serve (an already running Serve instance keeps its
+    own). Connects with ``init_options`` to ``RAY_ADDRESS`` or a new local cluster.
 
     Example:
         >>> svc = serve({"mlp": Model.load("mlp.onnx")}, num_replicas=2, port=8000)   # doctest: +SKIP
@@ -163,11 +165,12 @@ def serve(
     connect(**dict(init_options or {}))
     rs = ray_module("ray.serve")
     token = auth_token if auth_token is not None else os.environ.get("AIMASS_AUTH_TOKEN") or None
-    app_options = {
+    replica_app = {
         "max_batch_size": max_batch_size,
         "max_queue_delay": max_queue_delay,
         "max_concurrency": max_concurrency,
         "auth_token": token,
+        **dict(app_options or {}),
     }
     actor_options = {"num_cpus": num_cpus, **dict(ray_actor_options or {})}
     scaling: dict[str, Any] = (
@@ -183,7 +186,7 @@ def serve(
         **scaling,
     )
     rs.start(http_options={"host": host, "port": port})
-    args = (sources, app_options, dict(model_options) if model_options else None)
+    args = (sources, replica_app, dict(model_options) if model_options else None)
     rs.run(deployment.bind(*args), name=name, route_prefix=route_prefix)
     # A Serve instance started earlier keeps its own proxy address: report the one in use.
     http = rs.context._get_global_client().http_config

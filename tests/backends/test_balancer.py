@@ -77,6 +77,15 @@ def test_spreads_requests_and_answers_match(servers: list[tuple[str, Counting]],
     assert [app.infers for _, app in servers] == [10, 10, 10]  # one at a time: ties rotate
 
 
+def test_remote_backend_endpoints_option(servers: list[tuple[str, Counting]], mlp: Model) -> None:
+    urls = [u for u, _ in servers]
+    remote = Model.load(f"{urls[0]}/v2/models/mlp", options={"endpoints": urls[1:]})
+    x = models.dataset(4)[0]
+    for _ in range(12):
+        np.testing.assert_allclose(remote.predict(x)["y"], mlp.predict(x)["y"], rtol=1e-6)
+    assert [app.infers for _, app in servers] == [4, 4, 4]
+
+
 def test_slow_endpoint_gets_fewer_requests(mlp: Model) -> None:
     fast = [Counting(create_app({"mlp": mlp}, max_batch_size=0)) for _ in range(2)]
     slow = Counting(create_app({"mlp": mlp}, max_batch_size=0), delay=0.05)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cases import CASES, Case
+from threads import run_in_threads
 
 from aimass import DType, Model, SchemaError
 from aimass.errors import IntegrityError
@@ -183,18 +183,9 @@ def test_concurrent_predict_is_thread_safe(case_model: tuple[Case, Model]) -> No
     case, model = case_model
     batches = [_inputs(model, 3, seed=s) for s in range(8)]
     expected = [model.predict(b) for b in batches]
-    errors: list[BaseException] = []
 
     def worker(i: int) -> None:
-        try:
-            for _ in range(25):
-                _assert_same(model.predict(batches[i]), expected[i], case.tolerance)
-        except BaseException as e:  # collected and re-raised in the main thread
-            errors.append(e)
+        for _ in range(25):
+            _assert_same(model.predict(batches[i]), expected[i], case.tolerance)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_threads(worker, 8)

@@ -28,26 +28,7 @@ def keras_model() -> Any:
 @pytest.fixture(scope="module")
 def multi_signature_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SavedModel with two signatures and no serving_default; ``triple`` has an INT32 input."""
-
-    class Scaler(tf.Module):  # type: ignore[name-defined]
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = tf.Variable([[1.0, 2.0], [3.0, 4.0]])
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
-        def double(self, x: Any) -> dict[str, Any]:
-            return {"y": tf.matmul(x, self.w) * 2.0}
-
-        @tf.function(
-            input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x"), tf.TensorSpec([None], tf.int32, name="n")]
-        )
-        def triple(self, x: Any, n: Any) -> dict[str, Any]:
-            return {"y": tf.matmul(x, self.w) * 3.0, "n2": n * 2}
-
-    path = tmp_path_factory.mktemp("multi") / "scaler"
-    module = Scaler()
-    tf.saved_model.save(module, str(path), signatures={"double": module.double, "triple": module.triple})
-    return path
+    return models.two_signature_savedmodel(tmp_path_factory.mktemp("multi") / "scaler")
 
 
 def _rss_bytes() -> int:

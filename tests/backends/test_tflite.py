@@ -10,6 +10,7 @@ from typing import Any
 import models
 import numpy as np
 import pytest
+from threads import run_in_threads
 
 from aimass import DeviceError, Model, ModelLoadError, PredictionError
 from aimass.backends.tflite import TFLiteBackend
@@ -26,25 +27,8 @@ def tflite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def two_signature_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A .tflite with signatures ``double`` (x -> y) and ``triple`` (x, n -> y, n2) and no serving_default."""
-
-    class Scaler(tf.Module):  # type: ignore[name-defined]
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = tf.Variable([[1.0, 2.0], [3.0, 4.0]])
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
-        def double(self, x: Any) -> dict[str, Any]:
-            return {"y": tf.matmul(x, self.w) * 2.0}
-
-        @tf.function(
-            input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x"), tf.TensorSpec([None], tf.int32, name="n")]
-        )
-        def triple(self, x: Any, n: Any) -> dict[str, Any]:
-            return {"y": tf.matmul(x, self.w) * 3.0, "n2": n * 2}
-
     tmp = tmp_path_factory.mktemp("sig")
-    module = Scaler()
-    tf.saved_model.save(module, str(tmp / "sm"), signatures={"double": module.double, "triple": module.triple})
+    models.two_signature_savedmodel(tmp / "sm")
     converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp / "sm"), signature_keys=["double", "triple"])
     (tmp / "two.tflite").write_bytes(converter.convert())
     return tmp / "two.tflite"
@@ -65,25 +49,16 @@ def test_threads_with_different_batch_sizes_get_their_own_interpreter(tflite_fil
     m = Model.load(tflite_file)
     batches = [models.dataset(n, seed=n)[0] for n in range(1, 9)]
     expected = [m.predict(b)["output_0"] for b in batches]
-    errors: list[BaseException] = []
     interpreters: list[Any] = []  # kept alive, so that ids are not reused
     lock = threading.Lock()
 
     def worker(i: int) -> None:
-        try:
-            for _ in range(50):
-                np.testing.assert_array_equal(m.predict(batches[i])["output_0"], expected[i])
-            with lock:
-                interpreters.append(m.backend._local.runner.interpreter)  # type: ignore[attr-defined]
-        except BaseException as e:  # re-raised in the main thread
-            errors.append(e)
+        for _ in range(50):
+            np.testing.assert_array_equal(m.predict(batches[i])["output_0"], expected[i])
+        with lock:
+            interpreters.append(m.backend._local.runner.interpreter)  # type: ignore[attr-defined]
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_threads(worker, 8)
     assert len({id(i) for i in interpreters}) == 8
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import models
 import numpy as np
 import pytest
 from compress_checks import assert_drift_is_real, saved_size
@@ -18,10 +19,7 @@ pytest.importorskip("onnxruntime")
 
 
 def _tiny_encoder() -> Any:
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(
+    return models.bert_sentence_encoder(
         vocab_size=1000,
         hidden_size=64,
         num_hidden_layers=2,
@@ -29,19 +27,6 @@ def _tiny_encoder() -> Any:
         intermediate_size=256,
         max_position_embeddings=64,
     )
-    bert = BertModel(config, add_pooling_layer=False).eval()
-
-    class Encoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            return (hidden * mask).sum(1) / mask.sum(1)
-
-    return Encoder().eval()
 
 
 def _tokens(n: int, seq: int = 16, seed: int = 0) -> dict[str, np.ndarray]:

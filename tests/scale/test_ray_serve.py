@@ -29,6 +29,7 @@ def service(ray_cluster: Any, serve_port: int, mlp: Model, scale_tmp: Any) -> It
         port=serve_port,
         max_queue_delay=0.0005,
         model_options={"session_options": {"intra_op_num_threads": 1}},
+        app_options={"max_body_size": 1 << 20},
     )
     yield svc
     svc.shutdown()
@@ -95,6 +96,8 @@ def test_same_v2_api_and_errors(service: Service, mlp: Model) -> None:
     with pytest.raises(SchemaError, match="input 'x'") as info:
         remote.predict(np.zeros((2, 5), np.float32))
     assert info.value.tensor == "x"
+    too_big = httpx.post(f"{service.url}/v2/models/mlp/infer", content=b" " * (2 << 20))
+    assert too_big.status_code == 413 and "limit" in too_big.json()["error"]
     assert httpx.get(f"{service.url}/v2/models/nope").status_code == 404
     with pytest.raises(ModelNotFound):
         Model.load(f"{service.url}/v2/models/nope")

@@ -1,0 +1,59 @@
+"""What the serving benchmarks share: a free local port and the deep, narrow ONNX MLP they serve.
+
+Example::
+
+    port = free_port()
+    deep_mlp_onnx(Path("/tmp/deep.onnx"), layers=300, width=32, input_name="input")
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+
+N_FEATURES = 4
+
+
+def free_port(span: int = 1) -> int:
+    """A free TCP port on 127.0.0.1 with ``span`` more numbers after it below 65000 (for peers using port + 1, + 2)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + span < 65000:
+            return port
+
+
+def deep_mlp_onnx(path: Path, layers: int, width: int, input_name: str = "x") -> Path:
+    """A 4 -> width x layers -> 2 ReLU MLP (graph 'deep', output 'y', dynamic batch) written to ``path``.
+
+    Its per-call cost (hundreds of kernel launches) dwarfs its per-row cost, as in most real models at small batch.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, prev, d_in = [], [], input_name, N_FEATURES
+    for i in range(layers):
+        w = (rng.standard_normal((d_in, width)) / np.sqrt(d_in)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes += [
+            helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
+            helper.make_node("Relu", [f"m{i}"], [f"r{i}"]),
+        ]
+        prev, d_in = f"r{i}", width
+    inits.append(numpy_helper.from_array(rng.standard_normal((d_in, 2)).astype(np.float32), "wo"))
+    nodes.append(helper.make_node("MatMul", [prev, "wo"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "deep",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", N_FEATURES])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
