@@ -42,8 +42,9 @@ VENV_BIN = Path(sys.executable).parent
 PEER_PACKAGES = {
     "mlserver": ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"],
     "pytriton": ["nvidia-pytriton==0.7.0", "numpy<2"],
-    # perf_analyzer ships inside this wheel (tests/server/test_perf_analyzer_compat.py).
-    "perf": ["tritonclient[http]==2.51.0"],
+    # perf_analyzer ships inside the tritonclient wheel and links libcudart, which the CUDA runtime
+    # wheel provides (no GPU needed to run it against an HTTP server).
+    "perf": ["tritonclient[http]==2.51.0", "nvidia-cuda-runtime-cu12==12.9.79"],
 }
 
 # Trains the same logistic regression in whichever environment runs it (the peer's own sklearn).
