@@ -95,12 +95,11 @@ def test_hanging_model_times_out_with_504_and_health_stays_fast(tmp_path: Path, 
             t0 = time.perf_counter()
             hung = asyncio.gather(*(_infer(c) for _ in range(3)))
             await _until(lambda: started[0] == 3)
-            t1 = time.perf_counter()
             assert (await c.get("/v2/health/ready")).status_code == 200
-            assert time.perf_counter() - t1 < 0.1  # the loop is free: hung calls sit in worker threads
+            assert not hung.done()  # health answered while the hung calls still sat in worker threads
             for r in await hung:
                 assert r.status_code == 504 and "did not answer within 0.3 s (request_timeout)" in r.json()["error"]
-            assert 0.3 <= time.perf_counter() - t0 < 2
+            assert time.perf_counter() - t0 >= 0.3  # answered by the timeout, not before it
             assert served.outstanding == 3  # timed out, but their threads still run: they keep their slots
             gate.set()
             await _until(lambda: served.outstanding == 0)
@@ -122,9 +121,9 @@ def test_full_queue_is_refused_with_503_and_retry_after(tmp_path: Path, batching
         async with _client(app) as c:
             held = [asyncio.ensure_future(_infer(c)) for _ in range(4)]
             await _until(lambda: started[0] >= 1 and app.repository.get("mlp", None).outstanding == 4)
-            t0 = time.perf_counter()
-            refused = await asyncio.gather(*(_infer(c) for _ in range(10)))
-            assert time.perf_counter() - t0 < 1.0  # refused at once, not queued behind the hung calls
+            # The held calls never finish before gate.set(): answers arriving at all means they were
+            # refused, not queued behind them (wait_for only keeps a regression from hanging the suite).
+            refused = await asyncio.wait_for(asyncio.gather(*(_infer(c) for _ in range(10))), timeout=60)
             for r in refused:
                 assert r.status_code == 503 and r.headers["retry-after"] == "1"
                 assert "max_queue_size" in r.json()["error"]
