@@ -6,8 +6,8 @@ Sections (each side interleaved round by round with its reference, medians and r
 1. torch MLP 256-1024-1024-256 on CUDA: numpy in/out, then CUDA tensors in/out (``output="device"``).
 2. onnxruntime CUDA EP, same MLP: raw ``InferenceSession.run`` against ours (IOBinding).
 3. TensorRT (when ``tensorrt`` is installed): the same ONNX file as an engine, fp32 and fp16.
-4. A small BERT encoder (4 layers, hidden 256, batch 8, sequence 128): CPU against CUDA, and
-   CUDA with fp16 autocast.
+4. The compression benchmark's sentence encoder (BERT 6 layers x 384, mean pooling; batch 8,
+   sequence 128): CPU against CUDA, and CUDA with fp16 autocast.
 
 Without a CUDA GPU it prints why and exits with status 2; nothing is measured.
 
@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from compress import build_encoder, sentences  # the compression benchmark's encoder and inputs
 from overhead import compare, onnx_mlp_large  # same timing method and model as the CPU overhead figures
 
 from aimass import DeviceError, Model
@@ -52,38 +53,6 @@ def torch_mlp_large() -> Any:
         torch.nn.ReLU(),
         torch.nn.Linear(1024, 256, bias=False),
     ).eval()
-
-
-def small_bert() -> tuple[Any, dict[str, np.ndarray]]:
-    """A randomly initialised 4-layer BERT encoder (hidden 256) and a batch of 8 x 128 token ids."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=1024,
-        max_position_embeddings=512,
-    )
-    torch.manual_seed(0)
-    bert = BertModel(config).eval()
-
-    class Encoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-    rng = np.random.default_rng(0)
-    batch = {
-        "input_ids": rng.integers(1000, 30000, size=(8, 128)).astype(np.int64),
-        "attention_mask": np.ones((8, 128), dtype=np.int64),
-    }
-    return Encoder().eval(), batch
 
 
 def main() -> None:
@@ -173,19 +142,19 @@ def main() -> None:
         print("tensorrt: not installed here; skipped")
 
     # 4. a small transformer, CPU against GPU
-    encoder, batch = small_bert()
+    encoder, batch = build_encoder(), sentences(8, 128)
     cpu_model = Model.load(encoder, example_input=batch)
     gpu_model = cpu_model.to("cuda")
     half = Model.load(encoder, example_input=batch, device="cuda", options={"autocast": "fp16"})
     slow = {"rounds": max(args.rounds // 2, 5), "calls": max(args.calls // 20, 5)}
     compare(
-        "BERT 4x256, batch 8x128: CPU (ref) vs CUDA",
+        "BERT 6x384, batch 8x128: CPU (ref) vs CUDA",
         lambda: cpu_model.predict(batch),
         lambda: gpu_model.predict(batch),
         **slow,
     )
     compare(
-        "BERT 4x256, batch 8x128: CUDA (ref) vs CUDA fp16",
+        "BERT 6x384, batch 8x128: CUDA (ref) vs CUDA fp16",
         lambda: gpu_model.predict(batch),
         lambda: half.predict(batch),
         **slow,
