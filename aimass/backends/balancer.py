@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aimass.backends.base import require
+from aimass.backends.remote import SharedTransport
 
 __all__ = ["Balancer", "BalancingTransport", "EndpointState", "http_probe"]
 
@@ -189,7 +190,7 @@ class Balancer:
             }
 
 
-class BalancingTransport:
+class BalancingTransport(SharedTransport):
     """An httpx transport (sync and async) that spreads requests over endpoints with a :class:`Balancer`.
 
     Requests keep their path below the endpoint base: a request for ``<any endpoint>/v2/...`` is
@@ -257,25 +258,6 @@ class BalancingTransport:
             self.balancer.release(endpoint, ok=self._outcome(response.status_code))
             return response
         raise httpx.ConnectError(f"no healthy endpoint among {list(self.balancer.endpoints)}", request=request)
-
-    # httpx transport protocol (duck-typed, like remote.InProcessTransport).
-    def __enter__(self) -> BalancingTransport:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> BalancingTransport:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    def close(self) -> None:
-        """Clients close their transports; one balancer outlives them (several Models may share it)."""
-
-    async def aclose(self) -> None:
-        """See :meth:`close`."""
 
     def shutdown(self) -> None:
         """Close the synchronous connection pool (async pools close with their event loops)."""

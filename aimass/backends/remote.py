@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -44,7 +44,7 @@ from aimass.backends.base import Backend, require
 from aimass.errors import ModelLoadError, ModelNotFound, RemoteError, SchemaError, UnsupportedOperation
 from aimass.schema import Schema, TensorSpec
 
-__all__ = ["InProcessTransport", "RemoteBackend", "mount", "raise_for_status", "unmount"]
+__all__ = ["InProcessTransport", "RemoteBackend", "SharedTransport", "mount", "raise_for_status", "unmount"]
 
 _URL = re.compile(
     r"^(?P<base>https?://[^/?#]+(?:/[^?#]*?)?)/v2/models/(?P<name>[^/?#]+)(?:/versions/(?P<version>[^/?#]+))?/?$"
@@ -75,7 +75,34 @@ def unmount(base_url: str) -> None:
         transport.shutdown()
 
 
-class InProcessTransport:
+class SharedTransport:
+    """The httpx transport protocol's lifecycle for transports that outlive the clients using them.
+
+    Duck-typed (subclassing httpx's base classes would import httpx at backend detection). An httpx
+    client closes its transport when it closes; a shared transport serves several clients (and
+    Models), so ``close``/``aclose`` do nothing and ``shutdown`` releases its resources.
+    """
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def close(self) -> None:
+        """Clients close their transports; a shared one lives until ``shutdown``."""
+
+    async def aclose(self) -> None:
+        """See :meth:`close`."""
+
+
+class InProcessTransport(SharedTransport):
     """An httpx transport (sync and async) that calls an ASGI app on a private event-loop thread.
 
     ``httpx.ASGITransport`` is async-only and runs the app on the caller's loop; this one gives
@@ -103,25 +130,6 @@ class InProcessTransport:
     async def handle_async_request(self, request: Any) -> Any:
         await request.aread()
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._call(request), self._loop))
-
-    # httpx transport protocol (duck-typed: importing httpx here would tax every backend detection).
-    def __enter__(self) -> InProcessTransport:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> InProcessTransport:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    def close(self) -> None:
-        """Clients close their transports; the shared loop lives until :meth:`shutdown`."""
-
-    async def aclose(self) -> None:
-        """See :meth:`close`."""
 
     def shutdown(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
