@@ -26,8 +26,10 @@ def free_port(span: int = 1) -> int:
             return port
 
 
-def deep_mlp_onnx(path: Path, layers: int, width: int, input_name: str = "x") -> Path:
-    """A 4 -> width x layers -> 2 ReLU MLP (graph 'deep', output 'y', dynamic batch) written to ``path``.
+def deep_mlp_onnx(
+    path: Path, layers: int, width: int, input_name: str = "x", outputs: int = 2, graph_name: str = "deep"
+) -> Path:
+    """A 4 -> width x layers -> ``outputs`` ReLU MLP (output 'y', dynamic batch) written to ``path``.
 
     Its per-call cost (hundreds of kernel launches) dwarfs its per-row cost, as in most real models at small batch.
     """
@@ -44,13 +46,13 @@ def deep_mlp_onnx(path: Path, layers: int, width: int, input_name: str = "x") ->
             helper.make_node("Relu", [f"m{i}"], [f"r{i}"]),
         ]
         prev, d_in = f"r{i}", width
-    inits.append(numpy_helper.from_array(rng.standard_normal((d_in, 2)).astype(np.float32), "wo"))
+    inits.append(numpy_helper.from_array(rng.standard_normal((d_in, outputs)).astype(np.float32), "wo"))
     nodes.append(helper.make_node("MatMul", [prev, "wo"], ["y"]))
     graph = helper.make_graph(
         nodes,
-        "deep",
+        graph_name,
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", N_FEATURES])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", outputs])],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -40,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from harness import deep_mlp_onnx
 from serve_throughput import run_load  # the load generator every serving benchmark uses
 
 ONE_THREAD = {"session_options": {"intra_op_num_threads": 1, "inter_op_num_threads": 1}}
@@ -47,32 +48,7 @@ ONE_THREAD = {"session_options": {"intra_op_num_threads": 1, "inter_op_num_threa
 
 def wide_mlp(path: Path, width: int = 1024, layers: int = 6) -> Path:
     """4 -> width x layers -> 3 with ReLU (input 'x', output 'y'): per-row compute dominates."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    nodes, inits, prev, d_in = [], [], "x", 4
-    for i in range(layers):
-        w = (rng.standard_normal((d_in, width)) / np.sqrt(d_in)).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, f"w{i}"))
-        nodes += [
-            helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
-            helper.make_node("Relu", [f"m{i}"], [f"r{i}"]),
-        ]
-        prev, d_in = f"r{i}", width
-    inits.append(numpy_helper.from_array(rng.standard_normal((d_in, 3)).astype(np.float32), "wo"))
-    nodes.append(helper.make_node("MatMul", [prev, "wo"], ["y"]))
-    graph = helper.make_graph(
-        nodes,
-        "wide",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return deep_mlp_onnx(path, layers, width, outputs=3, graph_name="wide")
 
 
 def serve_batch_deployment(serve: Any, model_source: Any, replicas: int) -> Any:
