@@ -20,11 +20,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def live_server(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn (real socket) in a thread; yields ``"127.0.0.1:PORT"``."""
+def live_server(app: Any, port: int | None = None) -> Iterator[str]:
+    """Serve ``app`` with uvicorn (real socket) in a thread; yields ``"127.0.0.1:PORT"``.
+
+    ``port`` pins the address (so a stopped endpoint can come back at the same one); default: a free port.
+    """
     import uvicorn
 
-    port = free_port()
+    port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -39,20 +39,8 @@ class Counting:
 @contextlib.contextmanager
 def server_on(app: Any, port: int) -> Iterator[str]:
     """uvicorn on a given port (so an endpoint can come back at the same address)."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving.live_server(app, port) as address:
+        yield f"http://{address}"
 
 
 @pytest.fixture(scope="module")
