@@ -117,12 +117,16 @@ def serve(
     replicas: Annotated[int, typer.Option(help="with --ray: replicas (autoscaling: aimass scale serve)")] = 1,
 ) -> None:
     """Serve models over the Open Inference Protocol (KServe V2 / Triton HTTP)."""
+    # Request limits, the same whether the app runs here or in Ray Serve replicas.
+    limits: dict[str, Any] = {
+        "max_body_size": parse_size(max_body_size),
+        "max_queue_size": max_queue_size,
+        "request_timeout": parse_duration(request_timeout) or None,
+        **({"max_elements": max_elements} if max_elements else {}),
+    }
     if ray:  # the same app on Ray Serve replicas: aimass.cli.scale / aimass.scale
         from aimass.cli.scale import model_sources, run_on_ray
 
-        app_options: dict[str, Any] = {"max_body_size": parse_size(max_body_size), "max_queue_size": max_queue_size}
-        app_options |= {"request_timeout": parse_duration(request_timeout) or None}
-        app_options |= {"max_elements": max_elements} if max_elements else {}
         return run_on_ray(
             model_sources(sources),
             num_replicas=replicas,
@@ -133,7 +137,7 @@ def serve(
             max_concurrency=instances,
             auth_token=auth_token or None,
             model_options=parse_options(option or []),
-            app_options=app_options,
+            app_options=limits,
         )
     from aimass.server import create_app, serve
 
@@ -158,12 +162,9 @@ def serve(
         max_queue_delay=parse_duration(max_queue_delay),
         max_concurrency=instances,
         auth_token=auth_token or None,
-        max_body_size=parse_size(max_body_size),
         workers=workers or None,
         model_options=parse_options(option or []),
-        max_queue_size=max_queue_size,
-        request_timeout=parse_duration(request_timeout) or None,
-        **({"max_elements": max_elements} if max_elements else {}),
+        **limits,
     )
     names = sorted({m.name for m in app.repository.loaded()})
     typer.echo(f"aimass serving {names} on http://{host}:{port}/v2 (batching: max_batch_size={max_batch_size})")
