@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from aimass.backends.base import Backend, require, split_device
-from aimass.device import output_on_device
+from aimass.device import check_device, output_on_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError, SchemaError
 from aimass.schema import DType, Schema, TensorSpec
 
@@ -323,13 +323,16 @@ def _example_array(value: Any) -> np.ndarray:
 
 
 def _check_device(device: str) -> None:
-    kind, index = split_device(device)
+    # The driver-level check every backend shares, then what only torch can tell: whether this
+    # build of torch can use the GPUs the driver shows (a CPU-only wheel cannot).
+    kind, index = check_device(device)
     if kind == "cuda":
         torch = _torch()
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {device!r}: no CUDA device is visible to torch")
         if index >= torch.cuda.device_count():
-            raise DeviceError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+            raise DeviceError(
+                f"device {device!r}: torch {torch.__version__} sees {torch.cuda.device_count()} CUDA device(s) "
+                "(a CPU-only torch build sees none: install a CUDA build of torch)"
+            )
 
 
 def _load_file(path: Path, *, allow_pickle: bool) -> tuple[Any, Schema | None]:
