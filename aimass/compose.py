@@ -29,8 +29,9 @@ import numpy as np
 
 from aimass.backends import get_backend
 from aimass.backends.base import Backend
-from aimass.errors import ModelLoadError, SchemaError
+from aimass.errors import IntegrityError, ModelLoadError, SchemaError
 from aimass.model import Model
+from aimass.package import is_package, member, read_manifest
 from aimass.schema import DType, Schema, TensorSpec
 
 __all__ = ["ComposedBackend", "ensemble", "pipeline"]
@@ -171,10 +172,22 @@ class ComposedBackend(Backend):
         except (OSError, json.JSONDecodeError) as e:
             raise ModelLoadError(f"cannot read composed model {path.name!r}: {e}") from e
         root = path.parent
+        checked = _checksummed_names(root)
         parts = []
+        if not (isinstance(spec, dict) and isinstance(spec.get("parts"), list) and spec["parts"]):
+            raise ModelLoadError(f"composed model {root.name!r}: {SPEC_FILE} has no list of parts")
         for i, p in enumerate(spec["parts"]):
+            if not (isinstance(p, dict) and isinstance(p.get("artifacts"), list) and p["artifacts"]):
+                raise ModelLoadError(f"composed model {root.name!r}: part {i} lists no artifacts")
             klass = get_backend(p["backend"])
-            main = root / "parts" / str(i) / p["artifacts"][0]
+            names = [f"parts/{i}/{a}" for a in p["artifacts"]]
+            for rel in names:
+                member(root, rel, f"composed model {root.name!r}")  # relative, inside, no links
+                if rel not in checked:
+                    raise IntegrityError(
+                        f"composed model {root.name!r}: part {i} file {rel!r} is not covered by the package's checksums"
+                    )
+            main = root / names[0]
             loaded = klass.load(main, device=device, schema=Schema.model_validate(p["schema"]), options=options)
             parts.append(Model(loaded, name=p.get("name"), metadata=p.get("metadata") or {}))
         backend = cls(
@@ -306,3 +319,19 @@ def ensemble(
     parts = [_as_model(m) for m in models]
     backend = ComposedBackend("ensemble", parts, method=method, weights=weights)
     return Model(backend, name=name or f"{method}(" + ",".join(p.name or "?" for p in parts) + ")")
+
+
+def _checksummed_names(root: Path) -> set[str]:
+    """Names (relative to ``root``) of the files the enclosing package's manifest checksums.
+
+    A composed model is loaded from a package that :func:`aimass.package.verify` has just checked;
+    a nested one sits in ``parts/<i>/`` of it. Walking up to that manifest lets each part's file be
+    matched against the checksummed list, so ``compose.json`` cannot point at anything else.
+    """
+    prefix = ""
+    for directory in (root, *root.parents[:8]):
+        if is_package(directory):
+            names = {a.path for a in read_manifest(directory).artifacts}
+            return {n[len(prefix) :] for n in names if n.startswith(prefix)}
+        prefix = f"{directory.name}/{prefix}"
+    return set()  # not inside a package: nothing is trusted

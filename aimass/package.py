@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,10 +34,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from aimass.errors import IntegrityError, ModelLoadError
 from aimass.schema import Schema
 
-__all__ = ["MANIFEST", "Artifact", "Manifest", "is_package", "read_manifest", "sha256_file", "verify", "write_package"]
+__all__ = [
+    "MANIFEST",
+    "MAX_MANIFEST_BYTES",
+    "Artifact",
+    "Manifest",
+    "check_member_name",
+    "is_package",
+    "member",
+    "parse_manifest",
+    "read_manifest",
+    "sha256_file",
+    "verify",
+    "write_package",
+]
 
 MANIFEST = "aimass.json"
 FORMAT_VERSION = 1
+# A manifest lists files and metadata: a few KiB. Anything near this size is hostile or broken, and
+# reading it whole (then parsing it) would let a package or a store cost the reader that much memory.
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 
 class Artifact(BaseModel):
@@ -107,7 +123,7 @@ def write_package(
         names = write_artifacts(tmp)
         artifacts = []
         for name in names:
-            f = tmp / name
+            f = member(tmp, name, f"package {target.name!r}")
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())
             artifacts.append(Artifact(path=name, sha256=sha256_file(f), size=f.stat().st_size))
@@ -140,29 +156,99 @@ def is_package(path: str | os.PathLike[str]) -> bool:
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Parse a package's manifest (no checksum verification; see :func:`verify`)."""
     path = Path(path)
+    file = path / MANIFEST
+    if file.is_symlink():
+        raise IntegrityError(f"package {path.name!r}: {MANIFEST} is a symbolic link; packages hold plain files only")
     try:
-        text = (path / MANIFEST).read_text(encoding="utf-8")
+        size = file.stat().st_size
     except FileNotFoundError:
         raise ModelLoadError(f"{path.name!r} is not an aimass package: no {MANIFEST}") from None
+    if size > MAX_MANIFEST_BYTES:
+        raise IntegrityError(
+            f"package {path.name!r}: {MANIFEST} has {size} bytes, more than the limit of {MAX_MANIFEST_BYTES}"
+        )
+    return parse_manifest(file.read_bytes(), path.name)
+
+
+def parse_manifest(raw: bytes | str, where: str) -> Manifest:
+    """Validate a manifest's text (from a file or a download): size, fields, format, artifact names.
+
+    Every artifact name is checked with :func:`check_member_name`, so nothing read from a manifest
+    can name a file outside its package; a name listed twice is refused.
+
+    Example:
+        >>> parse_manifest(open("pkg/aimass.json", "rb").read(), "pkg").backend   # doctest: +SKIP
+        'onnx'
+    """
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise IntegrityError(f"package {where!r}: manifest has {len(raw)} bytes, more than {MAX_MANIFEST_BYTES}")
     try:
-        manifest = Manifest.model_validate_json(text)
+        manifest = Manifest.model_validate_json(raw)
     except ValidationError as e:
-        raise IntegrityError(f"package {path.name!r}: manifest is invalid: {e.errors()[0]['msg']}") from None
+        raise IntegrityError(f"package {where!r}: manifest is invalid: {e.errors()[0]['msg']}") from None
     if manifest.format_version > FORMAT_VERSION:
         raise ModelLoadError(
-            f"package {path.name!r} has format {manifest.format_version}; this aimass reads up to {FORMAT_VERSION}"
+            f"package {where!r} has format {manifest.format_version}; this aimass reads up to {FORMAT_VERSION}"
         )
+    seen: set[str] = set()
+    for art in manifest.artifacts:
+        name = check_member_name(art.path, f"package {where!r}")
+        if name in seen or name == MANIFEST:
+            raise IntegrityError(f"package {where!r}: artifact {art.path!r} is listed twice or names the manifest")
+        seen.add(name)
+        if art.size < 0:
+            raise IntegrityError(f"package {where!r}: artifact {art.path!r} has a negative size")
     return manifest
 
 
-def _safe_member(root: Path, name: str) -> Path:
-    pure = PurePosixPath(name)
-    if pure.is_absolute() or ".." in pure.parts or not name:
-        raise IntegrityError(f"package artifact name {name!r} leaves the package directory")
-    member = root / pure
-    if member.is_symlink():
-        raise IntegrityError(f"package artifact {name!r} is a symbolic link; packages hold plain files only")
-    return member
+def check_member_name(name: str, where: str = "package") -> str:
+    """``name`` as a normalised relative POSIX path, or IntegrityError if it could leave its root.
+
+    Refused: empty names, absolute paths (POSIX, Windows drive or UNC), ``..`` and ``.`` components,
+    empty components, backslashes, and control characters.
+
+    Example:
+        >>> check_member_name("parts/0/model.onnx")
+        'parts/0/model.onnx'
+    """
+    ok = (
+        isinstance(name, str)
+        and bool(name)
+        and not name.startswith("/")
+        and "\\" not in name
+        and not any(ord(c) < 32 for c in name)
+        and not (len(name) > 1 and name[1] == ":")
+        and all(part not in ("", ".", "..") for part in name.split("/"))
+    )
+    if not ok:
+        raise IntegrityError(
+            f"{where}: file name {name!r} leaves the package directory or is not a plain relative path"
+        )
+    return name
+
+
+def member(root: Path, name: str, where: str | None = None) -> Path:
+    """The path of file ``name`` inside ``root``, refusing names and links that lead outside it.
+
+    Every component below ``root`` is checked: none may be a symbolic link (so ``sub/model.onnx``
+    with ``sub`` linked elsewhere is refused), and the result must resolve inside ``root``.
+
+    Example:
+        >>> member(Path("pkg"), "parts/0/model.onnx")   # doctest: +SKIP
+        PosixPath('pkg/parts/0/model.onnx')
+    """
+    where = where or f"package {root.name!r}"
+    check_member_name(name, where)
+    current = root
+    for part in name.split("/"):
+        current = current / part
+        if current.is_symlink():
+            raise IntegrityError(
+                f"{where}: {name!r} goes through a symbolic link ({part!r}); packages hold plain files only"
+            )
+    if not current.resolve().is_relative_to(root.resolve()):
+        raise IntegrityError(f"{where}: {name!r} resolves outside the package directory")
+    return current
 
 
 def verify(path: str | os.PathLike[str]) -> Manifest:
@@ -175,15 +261,15 @@ def verify(path: str | os.PathLike[str]) -> Manifest:
     if not manifest.artifacts:
         raise IntegrityError(f"package {root.name!r} lists no artifacts")
     for art in manifest.artifacts:
-        member = _safe_member(root, art.path)
-        if not member.is_file():
+        file = member(root, art.path)
+        if not file.is_file():
             raise IntegrityError(f"package {root.name!r}: artifact {art.path!r} is missing")
-        size = member.stat().st_size
+        size = file.stat().st_size
         if size != art.size:
             raise IntegrityError(
                 f"package {root.name!r}: artifact {art.path!r} has {size} bytes, manifest says {art.size}"
             )
-        digest = sha256_file(member)
+        digest = sha256_file(file)
         if digest != art.sha256:
             raise IntegrityError(
                 f"package {root.name!r}: artifact {art.path!r} fails its checksum "

@@ -38,6 +38,7 @@ import datetime as dt
 import hashlib
 import html
 import json
+import math
 import os
 import random
 import re
@@ -50,9 +51,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aimass.backends.base import require
-from aimass.errors import ModelNotFound, StoreError
+from aimass.errors import IntegrityError, ModelNotFound, StoreError
 from aimass.evaluate import Evaluation, require_gate
-from aimass.package import MANIFEST, Manifest, verify
+from aimass.package import MANIFEST, MAX_MANIFEST_BYTES, Manifest, member, parse_manifest, verify
 
 if TYPE_CHECKING:
     from aimass.model import Model
@@ -457,23 +458,27 @@ class _Remote:
         return version
 
     def fetch(self, name: str, version: int) -> Path:
-        raw = self.read(name, f"{version}/{MANIFEST}")
+        where = f"{name}/{version} in {self.url}"
+        raw = self._read_limited(self._p(name, str(version), MANIFEST), MAX_MANIFEST_BYTES, where)
         if raw is None:
             raise ModelNotFound(f"model {name!r} has no version {version} in {self.url}")
         digest = hashlib.sha256(raw).hexdigest()
         target = self.cache / digest
         if (target / MANIFEST).is_file():
             return target
-        manifest = Manifest.model_validate_json(raw)
+        # Every name is checked before a byte is written: the manifest comes from the remote store,
+        # which this client does not trust to stay inside its cache.
+        manifest = parse_manifest(raw, where)
         self.cache.mkdir(parents=True, exist_ok=True)
+        # A private staging directory (mode 0700) that only a verified package leaves, by one rename.
         tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}.", dir=self.cache))
         try:
             for art in manifest.artifacts:
-                local = tmp / art.path
+                local = member(tmp, art.path, f"package {where}")
                 local.parent.mkdir(parents=True, exist_ok=True)
-                self.fs.get_file(self._p(name, str(version), art.path), str(local))
+                self._download(self._p(name, str(version), art.path), local, art.size, where)
             (tmp / MANIFEST).write_bytes(raw)
-            verify(tmp)  # never cache a corrupt download
+            verify(tmp)  # sizes and checksums: never cache a corrupt or substituted download
             try:
                 os.replace(tmp, target)
             except OSError:  # another process cached the same package first
@@ -482,6 +487,31 @@ class _Remote:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
+
+    def _read_limited(self, path: str, limit: int, where: str) -> bytes | None:
+        try:
+            with self.fs.open(path, "rb") as f:
+                data: bytes = f.read(limit + 1)
+        except FileNotFoundError:
+            return None
+        if len(data) > limit:
+            raise IntegrityError(f"package {where}: {path.rsplit('/', 1)[-1]} is larger than {limit} bytes")
+        return data
+
+    def _download(self, remote: str, local: Path, size: int, where: str) -> None:
+        """Copy one artifact, refusing to write more bytes than the manifest declares."""
+        written = 0
+        try:
+            with self.fs.open(remote, "rb") as src, local.open("xb") as dst:
+                while block := src.read(min(1 << 20, size - written + 1)):
+                    written += len(block)
+                    if written > size:
+                        raise IntegrityError(
+                            f"package {where}: artifact {local.name!r} is larger than its manifest's {size} bytes"
+                        )
+                    dst.write(block)
+        except FileNotFoundError:
+            raise IntegrityError(f"package {where}: artifact {local.name!r} is missing") from None
 
     def remove(self, name: str, version: int | None) -> None:
         versions = sorted(self.numbers(name)) if version is None else [version]
@@ -498,14 +528,66 @@ class _Remote:
         self.fs.invalidate_cache(self._p(name))
 
     def gc(self, max_age: float) -> list[str]:
-        return []
+        """Delete what dead publishers left: files of versions that have a claim but no manifest.
+
+        The claim stays, so the number is never reused; a claim younger than ``max_age`` may
+        belong to a publisher still uploading and is left alone.
+        """
+        removed = []
+        cutoff = time.time() - max_age
+        for name in self.names():
+            for version, complete in self.numbers(name).items():
+                if complete:
+                    continue
+                claim = self.read(name, f"{version}/{CLAIM}")
+                try:
+                    claimed = float(json.loads(claim)["time"]) if claim else 0.0
+                except (ValueError, KeyError, TypeError):
+                    claimed = 0.0  # an unreadable claim is no evidence of a live publisher
+                if claimed >= cutoff:
+                    continue
+                for path in self.fs.find(self._p(name, str(version))):
+                    if not str(path).endswith("/" + CLAIM):
+                        with contextlib.suppress(FileNotFoundError):
+                            self.fs.rm_file(path)
+                removed.append(f"{name}/{version}")
+            self.fs.invalidate_cache(self._p(name))
+        return removed
+
+
+# Error codes an object store answers a conditional create with when the object exists already.
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+_CONFLICT_STATUS = frozenset({409, 412})
+
+
+def _valid_targets(alias: Any, targets: Any) -> bool:
+    if not (isinstance(alias, str) and _ALIAS.match(alias) and isinstance(targets, dict) and targets):
+        return False
+    weights = list(targets.values())
+    if not all(isinstance(w, int | float) and math.isfinite(w) and w >= 0 for w in weights):
+        return False
+    return all(str(v).isdigit() for v in targets) and sum(weights) > 0
 
 
 def _is_conflict(e: BaseException) -> bool:
-    if isinstance(e, FileExistsError):
-        return True
-    text = f"{type(e).__name__} {e}"
-    return "PreconditionFailed" in text or "412" in text or "ConditionalRequestConflict" in text
+    """Whether a failed exclusive create lost a race, judged by the storage's error code.
+
+    s3fs turns S3's 412 on ``If-None-Match`` into FileExistsError; other fsspec drivers keep the
+    botocore error as the cause, whose response carries the code and HTTP status.
+    """
+    seen: BaseException | None = e
+    for _ in range(8):  # the cause chain is short; bound it anyway
+        if seen is None:
+            return False
+        if isinstance(seen, FileExistsError):
+            return True
+        response = getattr(seen, "response", None)
+        if isinstance(response, Mapping):
+            error = response.get("Error") or {}
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            return error.get("Code") in _CONFLICT_CODES or status in _CONFLICT_STATUS
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 # -- the library --------------------------------------------------------------------------------
@@ -559,7 +641,7 @@ class Store:
         raw = self._io.read(name, f"{version}/{MANIFEST}")
         if raw is None:
             raise ModelNotFound(f"model {name!r} has no version {version}; versions: {self.versions(name)}")
-        return Manifest.model_validate_json(raw)
+        return parse_manifest(raw, f"{name}/{version}")
 
     def _state(self, name: str) -> dict[str, Any]:
         raw = self._io.read(name, ALIASES)
@@ -569,8 +651,17 @@ class Store:
             state = json.loads(raw)
         except json.JSONDecodeError as e:
             raise StoreError(f"{name}/{ALIASES} is not valid JSON: {e}") from None
+        if not isinstance(state, dict):
+            raise StoreError(f"{name}/{ALIASES} is not a JSON object")
         state.setdefault("aliases", {})
         state.setdefault("gates", {})
+        aliases, gates = state["aliases"], state["gates"]
+        # Aliases steer which version loads: a malformed file is refused, never half-read.
+        if not isinstance(aliases, dict) or not isinstance(gates, dict):
+            raise StoreError(f"{name}/{ALIASES}: 'aliases' and 'gates' must be objects")
+        for alias, targets in aliases.items():
+            if not _valid_targets(alias, targets):
+                raise StoreError(f"{name}/{ALIASES}: alias {alias!r} has malformed targets {targets!r}")
         return dict(state)
 
     def aliases(self, name: str) -> dict[str, dict[int, float]]:

@@ -153,3 +153,36 @@ def test_publisher_killed_mid_upload_leaves_no_visible_version(
     with pytest.raises(ModelNotFound):
         lib.load("fraud", 2)
     assert lib.publish(clf, "fraud") == 3  # the dead claim keeps its number
+
+
+def test_a_malicious_s3_manifest_cannot_write_outside_the_cache(lib: Store, clf: Model, tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    lib.publish(clf, "fraud")
+    fs, base = lib._io.fs, lib._io.base  # type: ignore[union-attr]
+    payload = b"written by the store"
+    fs.pipe_file(f"{base}/fraud/1/x/../../../../pwned.txt", payload)
+    doc = json.loads(fs.cat_file(f"{base}/fraud/1/aimass.json"))
+    doc["artifacts"].append(
+        {"path": "x/../../../../pwned.txt", "sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload)}
+    )
+    fs.pipe_file(f"{base}/fraud/1/aimass.json", json.dumps(doc).encode())
+    with pytest.raises(IntegrityError):
+        lib.load("fraud", 1)
+    assert not list(tmp_path.rglob("pwned*"))  # nothing written outside the cache
+    assert not (tmp_path / "cache").is_dir() or not list((tmp_path / "cache").iterdir())
+
+
+def test_gc_on_s3_removes_dead_uploads_and_keeps_the_claim(lib: Store, clf: Model) -> None:
+    import json
+    import time
+
+    lib.publish(clf, "fraud")
+    fs, base = lib._io.fs, lib._io.base  # type: ignore[union-attr]
+    fs.pipe_file(f"{base}/fraud/2/.claim", json.dumps({"time": time.time() - 7200}).encode())
+    fs.pipe_file(f"{base}/fraud/2/model.json", b"half")
+    assert lib.gc(max_age=3600) == ["fraud/2"]
+    fs.invalidate_cache()
+    assert not fs.exists(f"{base}/fraud/2/model.json") and fs.exists(f"{base}/fraud/2/.claim")
+    assert lib.publish(clf, "fraud") == 3
