@@ -19,6 +19,12 @@ and deployment decides. Sources, strongest first:
 
 3. ``AIMASS_MODEL_URI`` (and ``AIMASS_MODEL_DEVICE`` ...): the default for a process that serves one model.
 
+The bearer token of a remote model is ``auth_token`` (``AIMASS_FRAUD_AUTH_TOKEN`` or the file), else
+the client-wide env var ``AIMASS_CLIENT_TOKEN``, sent to the URL configured here. It is a client
+setting, separate from the token ``aimass serve`` requires (``AIMASS_SERVER_TOKEN``). A ``uri`` that
+is a saved remote package gets no configured token: the package chose that URL, not the
+configuration (see :mod:`aimass.backends.remote` for ``AIMASS_CLIENT_TOKEN_HOSTS``).
+
 Example:
     >>> cfg = ModelConfig(uri="http://mass:8000/v2/models/fraud", timeout=2.0)
     >>> cfg.is_remote
@@ -60,7 +66,9 @@ class ModelConfig(BaseModel):
     device: str = "cpu"
     backend: str | None = None
     timeout: float | None = Field(default=None, gt=0, description="seconds, remote models only")
-    auth_token: str | None = Field(default=None, repr=False, description="bearer token, remote models only")
+    auth_token: str | None = Field(
+        default=None, repr=False, description="client bearer token, sent only to this remote uri"
+    )
     options: dict[str, Any] = Field(default_factory=dict)
 
     @property

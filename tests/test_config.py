@@ -9,7 +9,7 @@ import models
 import numpy as np
 import pytest
 
-from aimass import Model, ModelNotFound
+from aimass import Model, ModelNotFound, RemoteError
 from aimass.backends.remote import mount, unmount
 from aimass.config import ModelConfig, model_config
 from aimass.errors import ModelLoadError
@@ -28,7 +28,17 @@ def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    for key in ("AIMASS_CONFIG", "AIMASS_MODEL_URI", "AIMASS_FRAUD_URI", "AIMASS_FRAUD_DEVICE", "AIMASS_AUTH_TOKEN"):
+    for key in (
+        "AIMASS_CONFIG",
+        "AIMASS_MODEL_URI",
+        "AIMASS_FRAUD_URI",
+        "AIMASS_FRAUD_DEVICE",
+        "AIMASS_FRAUD_AUTH_TOKEN",
+        "AIMASS_AUTH_TOKEN",
+        "AIMASS_CLIENT_TOKEN",
+        "AIMASS_CLIENT_TOKEN_HOSTS",
+        "AIMASS_SERVER_TOKEN",
+    ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)
     return monkeypatch
@@ -61,6 +71,25 @@ def test_default_model_uri(clean_env: pytest.MonkeyPatch, onnx_file: Path) -> No
     clean_env.setenv("AIMASS_MODEL_URI", str(onnx_file))
     assert Model.from_config().backend_name == "onnx"
     assert model_config("anything").uri == str(onnx_file)  # the one-model default applies to any name
+
+
+def test_configured_url_gets_the_client_token_never_the_server_token(
+    clean_env: pytest.MonkeyPatch, onnx_file: Path
+) -> None:
+    base = "http://config-auth.test"
+    mount(base, create_app({"fraud": onnx_file}, auth_token="cfg-tok"))
+    try:
+        clean_env.setenv("AIMASS_FRAUD_URI", f"{base}/v2/models/fraud")
+        clean_env.setenv("AIMASS_SERVER_TOKEN", "cfg-tok")  # the server's setting: a client never sends it
+        with pytest.raises(RemoteError, match="HTTP 401"):
+            Model.from_config("fraud")
+        clean_env.setenv("AIMASS_FRAUD_AUTH_TOKEN", "cfg-tok")  # per-model client token
+        assert Model.from_config("fraud").backend_name == "remote"
+        clean_env.delenv("AIMASS_FRAUD_AUTH_TOKEN")
+        clean_env.setenv("AIMASS_CLIENT_TOKEN", "cfg-tok")  # client-wide token, to the URL configured here
+        assert Model.from_config("fraud").backend_name == "remote"
+    finally:
+        unmount(base)
 
 
 def test_missing_and_invalid_config(clean_env: pytest.MonkeyPatch) -> None:

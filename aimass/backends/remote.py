@@ -14,11 +14,23 @@ server's message and tensor name, 404 -> :class:`~aimass.errors.ModelNotFound`, 
 
 ``options``: ``timeout`` (seconds, default 30), ``connect_timeout`` (5), ``retries`` (3),
 ``binary_threshold`` (bytes, default 65536; ``None`` never), ``binary_output`` (default: when the
-server supports it), ``auth_token`` (default env ``AIMASS_AUTH_TOKEN``), ``headers``, ``endpoints``
+server supports it), ``auth_token`` (see below), ``headers``, ``endpoints``
 (base URLs of more servers of the same model: requests spread by least outstanding requests, dead
 ones ejected, see :mod:`aimass.backends.balancer`), and for tests
 or embedding ``transport`` / ``async_transport`` (httpx transports). :func:`mount` routes a base
 URL to an in-process ASGI app (no socket), which a saved remote package also finds.
+
+Credentials go only where the user sends them. The client token is the ``auth_token`` option
+(per-model config: ``AIMASS_<NAME>_AUTH_TOKEN`` or ``auth_token`` in aimass.toml), else the env
+var ``AIMASS_CLIENT_TOKEN`` for a URL the caller gave (``Model.load(url)``, config). The server's
+own token (``AIMASS_SERVER_TOKEN``, ``aimass serve``) is never read here. A saved remote package
+(``remote.json``) names its URL but cannot carry credentials: its options may only be
+``timeout``, ``connect_timeout``, ``retries`` and ``binary_threshold`` (anything else, e.g.
+``headers``, ``auth_token``, ``endpoints``, is refused with :class:`~aimass.errors.IntegrityError`);
+loading it logs a warning naming the URL, and ``AIMASS_CLIENT_TOKEN`` is sent to it only when its
+``host[:port]`` is listed in ``AIMASS_CLIENT_TOKEN_HOSTS`` (comma-separated; a host without a port
+means the scheme's default port) or the caller opts in with ``options={"auth_token": ...}``.
+Redirects are never followed, so no header travels to a host the server names.
 
 Example:
     >>> from aimass import Model
@@ -30,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import threading
@@ -41,7 +54,14 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from aimass.backends.base import Backend, require
-from aimass.errors import ModelLoadError, ModelNotFound, RemoteError, SchemaError, UnsupportedOperation
+from aimass.errors import (
+    IntegrityError,
+    ModelLoadError,
+    ModelNotFound,
+    RemoteError,
+    SchemaError,
+    UnsupportedOperation,
+)
 from aimass.schema import Schema, TensorSpec
 
 __all__ = ["InProcessTransport", "RemoteBackend", "SharedTransport", "mount", "raise_for_status", "unmount"]
@@ -52,6 +72,14 @@ _URL = re.compile(
 _TENSOR_IN_MESSAGE = re.compile(r"^(?:input|output) '([^']+)'")
 _ARTIFACT = "remote.json"
 _MOUNTS: dict[str, Any] = {}
+#: The env var holding the client's bearer token (never the server's ``AIMASS_SERVER_TOKEN``).
+CLIENT_TOKEN_ENV = "AIMASS_CLIENT_TOKEN"
+#: Comma-separated ``host[:port]`` list: the hosts a package URL may point at to get ``AIMASS_CLIENT_TOKEN``.
+CLIENT_TOKEN_HOSTS_ENV = "AIMASS_CLIENT_TOKEN_HOSTS"
+# What a saved remote package may set: nothing that carries credentials or picks other hosts.
+_PACKAGE_OPTIONS = ("timeout", "connect_timeout", "retries", "binary_threshold")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_log = logging.getLogger("aimass")
 
 
 def _httpx() -> Any:
@@ -152,6 +180,9 @@ def _message(response: Any) -> tuple[str, str | None]:
 def raise_for_status(response: Any, url: str) -> None:
     """Turn a V2 server's error answer into the aimass exception for its status."""
     status = response.status_code
+    if 300 <= status < 400:  # never followed: the request's headers would go where the server says
+        where = response.headers.get("location", "?")
+        raise RemoteError(f"{url}: HTTP {status}: redirect to {where} not followed")
     if status < 400:
         return
     message, tensor = _message(response)
@@ -162,6 +193,87 @@ def raise_for_status(response: Any, url: str) -> None:
             tensor = found.group(1)
         raise SchemaError(message, tensor=tensor)
     raise RemoteError(f"{url}: HTTP {status}: {message}", status_code=status)
+
+
+def _origin(url: Any) -> tuple[str, int]:
+    return url.host, url.port or _DEFAULT_PORTS[url.scheme]
+
+
+def _token_host_allowed(url: str, env: Mapping[str, str]) -> bool:
+    """Whether ``url``'s host:port is listed in ``AIMASS_CLIENT_TOKEN_HOSTS`` (no port: the scheme's default)."""
+    httpx = _httpx()
+    target = httpx.URL(url)
+    host, port = _origin(target)
+    for entry in env.get(CLIENT_TOKEN_HOSTS_ENV, "").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        try:
+            listed = httpx.URL(f"{target.scheme}://{entry}")
+        except httpx.InvalidURL:
+            continue
+        if listed.userinfo or listed.path not in ("", "/"):
+            continue
+        if _origin(listed) == (host, port):
+            return True
+    return False
+
+
+def _package_source(path: Path, options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The URL and options of a saved remote package, refusing one that tries to carry credentials.
+
+    The package chooses only where the model lives and harmless client settings; the env client
+    token goes along only to hosts the user listed, or when the caller passes ``auth_token``.
+    """
+    where = str(path)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise IntegrityError(f"remote package file {where}: not readable JSON ({e})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("url"), str):
+        raise IntegrityError(f"remote package file {where}: expected an object with a string 'url'")
+    unknown = sorted(set(saved) - {"url", "options"})
+    if unknown:
+        raise IntegrityError(f"remote package file {where}: unexpected key {unknown[0]!r} (only 'url' and 'options')")
+    url: str = saved["url"]
+    saved_options = saved.get("options") or {}
+    if not isinstance(saved_options, dict):
+        raise IntegrityError(f"remote package file {where}: 'options' must be an object")
+    for key, value in saved_options.items():
+        if key not in _PACKAGE_OPTIONS:
+            raise IntegrityError(
+                f"remote package file {where}: option {key!r} is not allowed in a package "
+                f"(only {', '.join(_PACKAGE_OPTIONS)}; credentials, headers and endpoints come from the caller)"
+            )
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (numeric and value >= 0) and not (key == "binary_threshold" and value is None):
+            raise IntegrityError(f"remote package file {where}: option {key!r} must be a non-negative number")
+    if _URL.match(url) is None:
+        raise IntegrityError(
+            f"remote package file {where}: {url!r} is not a V2 model URL "
+            "(expected http[s]://host[:port]/v2/models/NAME[/versions/V])"
+        )
+    httpx = _httpx()
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as e:
+        raise IntegrityError(f"remote package file {where}: invalid URL {url!r} ({e})") from None
+    if parsed.userinfo:
+        raise IntegrityError(f"remote package file {where}: the URL may not carry credentials")
+    merged = {**saved_options, **options}  # the caller's options win over the saved ones
+    if "auth_token" in options:
+        sending = "sending the auth_token the caller passed" if options["auth_token"] else "sending no token"
+    elif os.environ.get(CLIENT_TOKEN_ENV) and _token_host_allowed(url, os.environ):
+        merged["auth_token"] = os.environ[CLIENT_TOKEN_ENV]
+        sending = f"sending {CLIENT_TOKEN_ENV} (its host is listed in {CLIENT_TOKEN_HOSTS_ENV})"
+    else:
+        merged["auth_token"] = None
+        sending = (
+            f"not sending {CLIENT_TOKEN_ENV}: list its host[:port] in {CLIENT_TOKEN_HOSTS_ENV} "
+            "or pass options={'auth_token': ...} to send one"
+        )
+    _log.warning("package %s points at remote server %s; %s", path.parent, url, sending)
+    return url, merged
 
 
 class RemoteBackend(Backend):
@@ -189,7 +301,8 @@ class RemoteBackend(Backend):
         threshold = options.get("binary_threshold", 64 * 1024)
         self._threshold = None if threshold is None else int(threshold)
         headers = dict(options.get("headers") or {})
-        token = options.get("auth_token", os.environ.get("AIMASS_AUTH_TOKEN"))
+        # A URL the caller gave gets the env token; a package's URL only what load() allowed.
+        token = options.get("auth_token", os.environ.get(CLIENT_TOKEN_ENV))
         if token:
             headers["authorization"] = f"Bearer {token}"
         self._headers = headers
@@ -208,6 +321,7 @@ class RemoteBackend(Backend):
             headers=headers,
             transport=self._transport,
             limits=self._limits,
+            follow_redirects=False,  # the auth header never follows a redirect to another host
         )
         self._aclients: dict[int, Any] = {}
         self._infer_path = f"{self.url}/infer"
@@ -239,10 +353,10 @@ class RemoteBackend(Backend):
         example_input: Any = None,
         options: Mapping[str, Any] | None = None,
     ) -> RemoteBackend:
-        if isinstance(source, Path) or (isinstance(source, str) and source.endswith(_ARTIFACT)):
-            saved = json.loads(Path(source).read_text(encoding="utf-8"))  # a package written by save()
-            source = saved["url"]
-            options = {**saved.get("options", {}), **(options or {})}
+        if isinstance(source, Path) or (
+            isinstance(source, str) and not source.startswith(("http://", "https://")) and source.endswith(_ARTIFACT)
+        ):
+            source, options = _package_source(Path(source), options or {})
         backend = cls(str(source), options or {}, schema)
         if device != "cpu":
             # The server owns the hardware; the client side has nothing to move.
@@ -308,6 +422,7 @@ class RemoteBackend(Backend):
                 headers=self._headers,
                 transport=self._async_transport,
                 limits=self._limits,
+                follow_redirects=False,
             )
             self._aclients = {key: client}
         return client
@@ -358,10 +473,8 @@ class RemoteBackend(Backend):
         return self._decode(await self._asend("POST", self._infer_path, content=body, headers=headers))
 
     def save(self, directory: Path) -> list[str]:
-        # A remote package points at the service; tokens and transports are not written to disk.
-        keep = {
-            k: v for k, v in self._options.items() if k in ("timeout", "connect_timeout", "retries", "binary_threshold")
-        }
+        # A remote package points at the service; tokens, headers and transports are not written to disk.
+        keep = {k: v for k, v in self._options.items() if k in _PACKAGE_OPTIONS}
         (directory / _ARTIFACT).write_text(json.dumps({"url": self.url, "options": keep}, indent=2), encoding="utf-8")
         return [_ARTIFACT]
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from aimass.cli.serve import parse_duration, parse_options
+from aimass.cli.serve import parse_duration, parse_options, server_token
 
 __all__ = ["model_sources", "register", "run_on_ray", "scale_app"]
 
@@ -64,7 +64,8 @@ def serve(
     max_ongoing_requests: Annotated[int, typer.Option(help="requests Ray Serve sends one replica at once")] = 64,
     num_cpus: Annotated[float, typer.Option(help="CPUs each replica reserves on the cluster")] = 1.0,
     auth_token: Annotated[
-        str, typer.Option(envvar="AIMASS_AUTH_TOKEN", help="require 'Authorization: Bearer TOKEN'")
+        str,
+        typer.Option(envvar="AIMASS_SERVER_TOKEN", callback=server_token, help="require 'Authorization: Bearer TOKEN'"),
     ] = "",
     option: Annotated[list[str] | None, typer.Option(help="backend option KEY=JSON, dotted keys nest")] = None,
 ) -> None:

@@ -9,13 +9,14 @@ Example (shell)::
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-__all__ = ["parse_duration", "parse_options", "parse_size", "register"]
+__all__ = ["parse_duration", "parse_options", "parse_size", "register", "server_token"]
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(us|µs|ms|s)?\s*$")
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
@@ -47,6 +48,20 @@ def parse_size(text: str) -> int:
     if m is None:
         raise typer.BadParameter(f"{text!r} is not a size: use e.g. 64MiB, 10MB or a number of bytes")
     return int(float(m[1]) * _SIZE_UNITS[(m[2] or "b").lower()])
+
+
+def server_token(value: str) -> str:
+    """``--auth-token`` check: never start an open server because only the retired ``AIMASS_AUTH_TOKEN`` is set.
+
+    The server's token is ``AIMASS_SERVER_TOKEN``; ``AIMASS_AUTH_TOKEN`` was shared with clients,
+    which sent it to any URL a package named.
+    """
+    if not value and os.environ.get("AIMASS_AUTH_TOKEN"):
+        raise typer.BadParameter(
+            "AIMASS_AUTH_TOKEN is no longer read: set AIMASS_SERVER_TOKEN for the server's token "
+            "(clients use AIMASS_CLIENT_TOKEN), or unset AIMASS_AUTH_TOKEN to serve without one"
+        )
+    return value
 
 
 def parse_options(items: list[str]) -> dict[str, Any] | None:
@@ -92,7 +107,9 @@ def serve(
     auth_token: Annotated[
         str,
         typer.Option(
-            envvar="AIMASS_AUTH_TOKEN", help="require 'Authorization: Bearer TOKEN' (all but health endpoints)"
+            envvar="AIMASS_SERVER_TOKEN",
+            callback=server_token,
+            help="require 'Authorization: Bearer TOKEN' (all but health endpoints)",
         ),
     ] = "",
     max_body_size: Annotated[str, typer.Option(help="largest request body accepted (413 above)")] = "64MiB",

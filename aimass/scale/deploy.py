@@ -164,7 +164,7 @@ def serve(
     sources = {n: bundle(src, name=n, options=model_options) for n, src in models.items()}
     connect(**dict(init_options or {}))
     rs = ray_module("ray.serve")
-    token = auth_token if auth_token is not None else os.environ.get("AIMASS_AUTH_TOKEN") or None
+    token = auth_token if auth_token is not None else os.environ.get("AIMASS_SERVER_TOKEN") or None
     replica_app = {
         "max_batch_size": max_batch_size,
         "max_queue_delay": max_queue_delay,

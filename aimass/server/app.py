@@ -370,7 +370,7 @@ def create_app(
     ``max_batch_size`` > 0 turns on dynamic batching for models whose inputs and outputs all have a
     dynamic first dimension; ``max_queue_delay`` is in seconds; ``max_concurrency`` model calls may
     run at once per model version (Triton's instance count). ``auth_token`` (or the env var
-    ``AIMASS_AUTH_TOKEN``) requires ``Authorization: Bearer <token>`` on all but health endpoints.
+    ``AIMASS_SERVER_TOKEN``) requires ``Authorization: Bearer <token>`` on all but health endpoints.
     ``model_options`` go to the backend of every model loaded from a path. ``max_queue_size`` > 0
     bounds the requests each model version holds (queued or running): one more gets 503 with
     ``Retry-After``; ``request_timeout`` (seconds) answers 504 past it (see :class:`Limits`);
@@ -399,7 +399,7 @@ def create_app(
         model_options=model_options,
         limits=Limits(max_queue_size=max_queue_size, request_timeout=request_timeout),
     )
-    token = auth_token if auth_token is not None else os.environ.get("AIMASS_AUTH_TOKEN") or None
+    token = auth_token if auth_token is not None else os.environ.get("AIMASS_SERVER_TOKEN") or None
     return App(
         repo,
         metrics=metrics,

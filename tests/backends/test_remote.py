@@ -166,7 +166,7 @@ def test_real_socket_against_aimass_serve(tmp_path: Path, local: dict[str, Model
     local["mlp"].save(tmp_path / "repo" / "mlp" / "1")
     port = serving.free_port()
     cmd = [str(Path(sys.executable).parent / "aimass"), "serve", str(tmp_path / "repo"), "--port", str(port)]
-    env = {**os.environ, "AIMASS_AUTH_TOKEN": "sock"}
+    env = {**{k: v for k, v in os.environ.items() if k != "AIMASS_AUTH_TOKEN"}, "AIMASS_SERVER_TOKEN": "sock"}
     proc = subprocess.Popen(
         [*cmd, "--max-queue-delay", "1ms"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
