@@ -5,8 +5,14 @@ Knobs keep Triton's names: ``max_batch_size`` (rows per merged call) and ``max_q
 the previous batch ran", which costs nothing at low load and batches well at high load). Requests
 merge only when their non-batch dimensions agree; a request larger than ``max_batch_size`` runs
 alone. The model runs in a worker thread, so the event loop keeps serving (health checks, other
-models) while it computes. When a merged call fails, each request is retried alone, so one bad
-request cannot fail its neighbours.
+models) while it computes.
+
+When a merged call fails, its error is logged (logger ``aimass.batching``) and the batch is split in
+two halves (of about equal rows) that are retried, recursively, so one bad request among N costs
+about ``2 * log2(N)`` extra calls and cannot fail its neighbours. When both halves of a split fail
+with the same error (type and message), the error does not depend on the input (a broken model, a
+lost device) and every request of that batch gets it without further splitting: a model that fails
+for every input is called 3 times per merged batch, not once per request.
 
 Example:
     >>> import asyncio, numpy as np
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -31,6 +38,8 @@ import numpy as np
 from aimass.errors import PredictionError
 
 __all__ = ["BatchObserver", "Batcher", "Placement"]
+
+log = logging.getLogger("aimass.batching")
 
 Inputs = dict[str, np.ndarray]
 # Called once per model call: (rows, queue seconds of each request, compute seconds).
@@ -210,27 +219,23 @@ class Batcher:
         return batch
 
     async def _run(self, batch: list[_Item]) -> None:
-        call = self.placement.call
         try:
             start = time.perf_counter()
             waits = [start - item.t0 for item in batch]
             try:
-                if len(batch) == 1:
-                    results = [await call(self.fn, batch[0].inputs)]
-                else:
-                    results = await call(self._merged, batch)
+                results = await self._call(batch)
             except Exception as e:
                 if len(batch) == 1:
                     _fail(batch[0].future, e)
                     return
-                # Isolate the request that broke the merged call: the others still get answers.
-                for item in batch:
-                    try:
-                        out = await call(self.fn, item.inputs)
-                    except Exception as e2:
-                        _fail(item.future, e2)
-                    else:
-                        _resolve(item.future, out)
+                log.warning(
+                    "merged model call of %d requests (%d rows) failed: %s: %s; retrying in halves to isolate it",
+                    len(batch),
+                    sum(item.rows for item in batch),
+                    type(e).__name__,
+                    e,
+                )
+                await self._isolate(batch, e)
                 return
             if self.observer is not None:
                 self.observer(sum(i.rows for i in batch), waits, time.perf_counter() - start)
@@ -241,6 +246,50 @@ class Batcher:
             if self._wake is not None:
                 self._wake.set()
 
+    async def _call(self, batch: list[_Item]) -> list[Inputs]:
+        """One model call on ``batch``: each request's outputs, in order."""
+        if len(batch) == 1:
+            return [await self.placement.call(self.fn, batch[0].inputs)]
+        return await self.placement.call(self._merged, batch)
+
+    async def _isolate(self, batch: list[_Item], error: Exception) -> None:
+        """Answer every request of ``batch``, whose merged call failed with ``error``."""
+        batch = [item for item in batch if not item.future.done()]  # callers that went away need no answer
+        if isinstance(error, _Unbatchable) or len(batch) <= 1:
+            # Unbatchable: the model cannot answer merged batches at all, only calls of one request can.
+            for item in batch:
+                e = await self._attempt([item])
+                if e is not None:
+                    _fail(item.future, e)
+            return
+        failed: list[tuple[list[_Item], Exception]] = []
+        for half in _halves(batch):
+            e = await self._attempt(half)
+            if e is not None:
+                failed.append((half, e))
+        if len(failed) == 2 and _same_error(failed[0][1], failed[1][1]):
+            # Both halves failed alike: the error does not depend on which requests ran, so no
+            # smaller call would succeed either.
+            for half, e in failed:
+                for item in half:
+                    _fail(item.future, e)
+            return
+        for half, e in failed:
+            if len(half) == 1:
+                _fail(half[0].future, e)
+            else:
+                await self._isolate(half, e)
+
+    async def _attempt(self, batch: list[_Item]) -> Exception | None:
+        """Run ``batch`` as one call: resolve its requests, or return the error (nothing failed yet)."""
+        try:
+            results = await self._call(batch)
+        except Exception as e:
+            return e
+        for item, out in zip(batch, results, strict=True):
+            _resolve(item.future, out)
+        return None
+
     def _merged(self, batch: list[_Item]) -> list[Inputs]:
         names = batch[0].inputs.keys()
         merged = {k: np.concatenate([item.inputs[k] for item in batch]) for k in names}
@@ -248,7 +297,7 @@ class Batcher:
         outputs = self.fn(merged)
         for k, v in outputs.items():
             if v.ndim == 0 or v.shape[0] != total:
-                raise PredictionError(
+                raise _Unbatchable(
                     f"output {k!r} has shape {list(v.shape)} for a merged batch of {total} rows: the model does "
                     "not keep the batch on axis 0; serve it with max_batch_size=0"
                 )
@@ -259,6 +308,29 @@ class Batcher:
             results.append({k: v[start:stop] for k, v in outputs.items()})
             start = stop
         return results
+
+
+class _Unbatchable(PredictionError):
+    """A merged call's outputs do not keep the batch on axis 0: only single requests can be answered."""
+
+
+def _halves(batch: list[_Item]) -> tuple[list[_Item], list[_Item]]:
+    """``batch`` (two requests or more) cut in two non-empty parts of about equal rows.
+
+    Equal halves make an input-independent error read the same in both (messages often state shapes).
+    """
+    total = sum(item.rows for item in batch)
+    best, best_gap, rows = 1, total, 0
+    for i, item in enumerate(batch[:-1], start=1):
+        rows += item.rows
+        gap = abs(total - 2 * rows)
+        if gap < best_gap:
+            best, best_gap = i, gap
+    return batch[:best], batch[best:]
+
+
+def _same_error(a: BaseException, b: BaseException) -> bool:
+    return type(a) is type(b) and str(a) == str(b)
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import models
@@ -94,14 +95,16 @@ def test_a_failing_request_does_not_fail_its_neighbours(tmp_path: Path) -> None:
     assert isinstance(good2, dict) and good2["y"].shape == (8, 3)
 
 
-def test_outputs_without_batch_axis_are_refused_when_merged() -> None:
+@pytest.mark.parametrize("n", [3, 4])
+def test_outputs_without_batch_axis_are_refused_when_merged(n: int) -> None:
     batcher = Batcher(lambda d: {"total": np.array(d["x"].sum())}, max_batch_size=8, max_queue_delay=0.05)
 
     async def run() -> list[object]:
-        return list(await asyncio.gather(*(batcher.submit({"x": np.ones((1, 2))}) for _ in range(3))))
+        return list(await asyncio.gather(*(batcher.submit({"x": np.ones((1, 2))}) for _ in range(n))))
 
-    # Merged, the call is refused; each request then runs alone and gets its own (unsplit) answer.
-    assert [float(o["total"]) for o in asyncio.run(run())] == [2.0, 2.0, 2.0]  # type: ignore[index]
+    # Merged, the call is refused; each request then runs alone and gets its own (unsplit) answer
+    # (equal halves failing alike must not pass for an input-independent failure).
+    assert [float(o["total"]) for o in asyncio.run(run())] == [2.0] * n  # type: ignore[index]
 
 
 def test_batcher_follows_the_event_loop(mlp: Model) -> None:
@@ -136,3 +139,61 @@ def test_observer_sees_rows_waits_and_compute(mlp: Model) -> None:
 def test_bad_knobs(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Batcher(lambda d: d, **kwargs)  # type: ignore[arg-type]
+
+
+def _gather_16(batcher: Batcher, requests: list[dict[str, np.ndarray]]) -> list[object]:
+    async def run() -> list[object]:
+        return list(await asyncio.gather(*(batcher.submit(r) for r in requests), return_exceptions=True))
+
+    return asyncio.run(run())
+
+
+def test_a_model_failing_for_every_input_is_not_rerun_per_request() -> None:
+    calls: list[int] = []
+
+    def broken(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls.append(len(inputs["x"]))
+        raise PredictionError("device lost")
+
+    # A long queue delay: all 16 requests merge into one call.
+    batcher = Batcher(broken, max_batch_size=64, max_queue_delay=0.2)
+    results = _gather_16(batcher, [_rows(1, i) for i in range(16)])
+    assert calls[0] == 16, calls
+    assert len(calls) <= 3, calls  # the merged call, then one per half: not 1 + 16
+    assert all(isinstance(r, PredictionError) and str(r) == "device lost" for r in results), results
+
+
+def test_one_bad_request_among_16_is_found_by_bisection(mlp: Model) -> None:
+    calls: list[int] = []
+    bad_value = 1e6
+
+    def picky(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls.append(len(inputs["x"]))
+        if (inputs["x"] == bad_value).any():
+            raise PredictionError("input out of range")
+        return mlp.backend.run(inputs)
+
+    batcher = Batcher(picky, max_batch_size=64, max_queue_delay=0.2)
+    requests = [_rows(1, i) for i in range(16)]
+    requests[11] = {"x": np.full((1, 4), bad_value, np.float32)}
+    results = _gather_16(batcher, requests)
+    assert calls[0] == 16, calls
+    assert len(calls) <= 2 * 4 + 1, calls  # O(log N), not 1 + 16
+    for i, (req, out) in enumerate(zip(requests, results, strict=True)):
+        if i == 11:
+            assert isinstance(out, PredictionError) and str(out) == "input out of range"
+        else:
+            assert isinstance(out, dict), (i, out)
+            np.testing.assert_allclose(out["y"], mlp.predict(req)["y"], rtol=1e-6, atol=1e-6)
+
+
+def test_the_merged_call_error_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise PredictionError("kernel exploded")
+
+    batcher = Batcher(broken, max_batch_size=64, max_queue_delay=0.2)
+    with caplog.at_level(logging.WARNING, logger="aimass.batching"):
+        _gather_16(batcher, [_rows(1, i) for i in range(16)])
+    merged = [r for r in caplog.records if r.name == "aimass.batching" and "kernel exploded" in r.getMessage()]
+    assert merged, caplog.records
+    assert "16 requests" in merged[0].getMessage()

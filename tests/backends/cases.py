@@ -3,16 +3,25 @@
 A case builds a real model and returns it as a :class:`aimass.Model`. Adding a backend means
 adding cases here; the suite in ``test_conformance.py`` has no per-backend branches.
 ``tolerance`` is the absolute error allowed between batch-1 and batch-N results (float kernels
-may pick different blockings for different batch sizes).
+may pick different blockings for different batch sizes), and between aimass and the raw framework.
+
+``reference(tmp, inputs)`` runs the raw framework (onnxruntime, ``torch`` forward, xgboost's
+``predict_proba``/``predict``, ``keras`` call, ...) on the same model ``build(tmp)`` loaded, from the
+files build left in ``tmp`` or from the object it kept with :func:`_keep`, and returns outputs keyed
+like the Model's. A remote case's reference runs the model it serves locally, through its framework.
+A case with no reference must say why in ``no_reference``: the conformance suite fails it otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import models
+import numpy as np
 import pytest
 
 from aimass import Model
@@ -25,11 +34,25 @@ class Case:
     framework: str  # module that must be importable, or the case is skipped
     tolerance: float = 1e-5
     marks: tuple[pytest.MarkDecorator, ...] = ()
+    reference: Callable[[Path, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+    no_reference: str = ""  # why this case has no reference (its test is then skipped with this reason)
+
+
+# The framework object each build loaded, by its tmp directory: its reference calls that very object.
+_NATIVE: dict[Path, Any] = {}
+
+
+def _keep(tmp: Path, obj: Any) -> Any:
+    _NATIVE[tmp] = obj
+    return obj
+
+
+# --- builders ----------------------------------------------------------------------------------------
 
 
 def _torch_module(tmp: Path) -> Model:
     x, _ = models.dataset(8)
-    return Model.load(models.torch_mlp(), example_input={"x": x})
+    return Model.load(_keep(tmp, models.torch_mlp()), example_input={"x": x})
 
 
 def _torch_export_file(tmp: Path) -> Model:
@@ -51,6 +74,10 @@ def _torchscript_file(tmp: Path) -> Model:
     return Model.load(tmp / "mlp.ts", example_input=x)
 
 
+def _xgb_object(builder: Callable[[], Any]) -> Callable[[Path], Model]:
+    return lambda tmp: Model.load(_keep(tmp, builder()))
+
+
 def _xgb_file(tmp: Path) -> Model:
     models.xgb_classifier().get_booster().save_model(str(tmp / "clf.json"))
     return Model.load(tmp / "clf.json")
@@ -61,8 +88,12 @@ def _keras_file(tmp: Path) -> Model:
     return Model.load(tmp / "mlp.keras")
 
 
+def _keras_object(tmp: Path) -> Model:
+    return Model.load(_keep(tmp, models.keras_mlp()))
+
+
 def _mxnet_block(tmp: Path) -> Model:
-    return Model.load(models.mxnet_mlp(), example_input={"data": models.dataset(8)[0]})
+    return Model.load(_keep(tmp, models.mxnet_mlp()), example_input={"data": models.dataset(8)[0]})
 
 
 def _mxnet_exported_pair(tmp: Path) -> Model:
@@ -78,22 +109,150 @@ def _remote(tmp: Path, source: Path, base: str, options: dict[str, object]) -> M
     return Model.load(f"{base}/v2/models/m", options=options)
 
 
+# --- references: the raw framework on the same model ---------------------------------------------------
+
+Arrays = dict[str, np.ndarray]
+
+
+def _onnxruntime(file: str) -> Callable[[Path, Arrays], Arrays]:
+    def run(tmp: Path, inputs: Arrays) -> Arrays:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(tmp / file), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(names, inputs), strict=True))
+
+    return run
+
+
+def _torch_forward(module: Any, inputs: Arrays) -> Arrays:
+    import torch
+
+    with torch.no_grad():
+        return {"output": module(torch.from_numpy(inputs["x"])).numpy()}
+
+
+def _torch_module_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    return _torch_forward(_NATIVE[tmp], inputs)
+
+
+def _torch_export_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    import torch
+
+    return _torch_forward(torch.export.load(str(tmp / "mlp.pt2")).module(), inputs)
+
+
+def _torchscript_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+        script = torch.jit.load(str(tmp / "mlp.ts"))
+    return _torch_forward(script, inputs)
+
+
+def _xgb_classifier_ref(clf: Any, inputs: Arrays) -> Arrays:
+    x = inputs["input"]
+    return {"label": clf.predict(x), "probabilities": clf.predict_proba(x)}
+
+
+def _xgb_object_classifier_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    return _xgb_classifier_ref(_NATIVE[tmp], inputs)
+
+
+def _xgb_regressor_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    return {"prediction": _NATIVE[tmp].predict(inputs["input"])}
+
+
+def _xgb_file_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    import xgboost as xgb
+
+    clf = xgb.XGBClassifier()
+    clf.load_model(str(tmp / "clf.json"))
+    return _xgb_classifier_ref(clf, inputs)
+
+
+def _keras_call(model: Any, inputs: Arrays) -> Arrays:
+    return {"logits": np.asarray(model(inputs["x"], training=False))}
+
+
+def _keras_object_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    return _keras_call(_NATIVE[tmp], inputs)
+
+
+def _keras_file_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    import keras
+
+    return _keras_call(keras.models.load_model(str(tmp / "mlp.keras")), inputs)
+
+
+def _savedmodel_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(tmp / "sm")).signatures["serving_default"]
+    return {k: v.numpy() for k, v in serve(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+
+
+def _tflite_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(tmp / "mlp.tflite")).get_signature_runner("serving_default")
+    return dict(runner(**inputs))
+
+
+def _mxnet_call(block: Any, inputs: Arrays) -> Arrays:
+    from aimass.backends.mxnet import import_mxnet
+
+    mx = import_mxnet()
+    return {"output": block(mx.nd.array(inputs["data"], dtype=inputs["data"].dtype)).asnumpy()}
+
+
+def _mxnet_block_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    return _mxnet_call(_NATIVE[tmp], inputs)
+
+
+def _mxnet_exported_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    from aimass.backends.mxnet import import_mxnet
+
+    mx = import_mxnet()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Cannot decide type", UserWarning)
+        block = mx.gluon.SymbolBlock.imports(str(tmp / "mlp-symbol.json"), ["data"], str(tmp / "mlp-0000.params"))
+    return _mxnet_call(block, inputs)
+
+
 CASES: list[Case] = [
-    Case("onnx-file", lambda tmp: Model.load(models.onnx_mlp(tmp / "mlp.onnx")), "onnxruntime"),
-    Case("onnx-two-inputs", lambda tmp: Model.load(models.onnx_two_inputs(tmp / "two.onnx")), "onnxruntime"),
-    Case("torch-module", _torch_module, "torch"),
-    Case("torch-export-file", _torch_export_file, "torch"),
-    Case("torchscript-file", _torchscript_file, "torch"),
-    Case("xgboost-classifier", lambda tmp: Model.load(models.xgb_classifier()), "xgboost"),
-    Case("xgboost-binary", lambda tmp: Model.load(models.xgb_binary()), "xgboost"),
-    Case("xgboost-regressor", lambda tmp: Model.load(models.xgb_regressor()), "xgboost"),
-    Case("xgboost-json-file", _xgb_file, "xgboost"),
+    Case(
+        "onnx-file",
+        lambda tmp: Model.load(models.onnx_mlp(tmp / "mlp.onnx")),
+        "onnxruntime",
+        reference=_onnxruntime("mlp.onnx"),
+    ),
+    Case(
+        "onnx-two-inputs",
+        lambda tmp: Model.load(models.onnx_two_inputs(tmp / "two.onnx")),
+        "onnxruntime",
+        reference=_onnxruntime("two.onnx"),
+    ),
+    Case("torch-module", _torch_module, "torch", reference=_torch_module_ref),
+    Case("torch-export-file", _torch_export_file, "torch", reference=_torch_export_ref),
+    Case("torchscript-file", _torchscript_file, "torch", reference=_torchscript_ref),
+    Case(
+        "xgboost-classifier",
+        _xgb_object(models.xgb_classifier),
+        "xgboost",
+        reference=_xgb_object_classifier_ref,
+    ),
+    Case("xgboost-binary", _xgb_object(models.xgb_binary), "xgboost", reference=_xgb_object_classifier_ref),
+    Case("xgboost-regressor", _xgb_object(models.xgb_regressor), "xgboost", reference=_xgb_regressor_ref),
+    Case("xgboost-json-file", _xgb_file, "xgboost", reference=_xgb_file_ref),
     Case(
         "remote-onnx-json",
         lambda tmp: _remote(
             tmp, models.onnx_mlp(tmp / "mlp.onnx"), "http://remote-json.test", {"binary_threshold": None}
         ),
         "httpx",
+        reference=_onnxruntime("mlp.onnx"),  # the served model, run locally
     ),
     Case(
         "remote-onnx-two-inputs-binary",
@@ -101,11 +260,22 @@ CASES: list[Case] = [
             tmp, models.onnx_two_inputs(tmp / "two.onnx"), "http://remote-bin.test", {"binary_threshold": 0}
         ),
         "httpx",
+        reference=_onnxruntime("two.onnx"),
     ),
-    Case("keras-object", lambda tmp: Model.load(models.keras_mlp()), "tensorflow"),
-    Case("keras-file", _keras_file, "tensorflow"),
-    Case("savedmodel-dir", lambda tmp: Model.load(models.keras_savedmodel(tmp / "sm")), "tensorflow"),
-    Case("tflite-file", lambda tmp: Model.load(models.tflite_mlp(tmp / "mlp.tflite")), "ai_edge_litert"),
-    Case("mxnet-block", _mxnet_block, "mxnet"),
-    Case("mxnet-exported-pair", _mxnet_exported_pair, "mxnet"),
+    Case("keras-object", _keras_object, "tensorflow", reference=_keras_object_ref),
+    Case("keras-file", _keras_file, "tensorflow", reference=_keras_file_ref),
+    Case(
+        "savedmodel-dir",
+        lambda tmp: Model.load(models.keras_savedmodel(tmp / "sm")),
+        "tensorflow",
+        reference=_savedmodel_ref,
+    ),
+    Case(
+        "tflite-file",
+        lambda tmp: Model.load(models.tflite_mlp(tmp / "mlp.tflite")),
+        "ai_edge_litert",
+        reference=_tflite_ref,
+    ),
+    Case("mxnet-block", _mxnet_block, "mxnet", reference=_mxnet_block_ref),
+    Case("mxnet-exported-pair", _mxnet_exported_pair, "mxnet", reference=_mxnet_exported_ref),
 ]

@@ -19,11 +19,19 @@ from aimass.errors import IntegrityError
     scope="module",
     params=[pytest.param(c, id=c.id, marks=c.marks) for c in CASES],
 )
-def case_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Case, Model]:
+def built_case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Case, Model, Path]:
+    """A case, its model, and the directory its build wrote to (its reference reads from there)."""
     case: Case = request.param
     if importlib.util.find_spec(case.framework) is None:
         pytest.skip(f"{case.framework} not installed")
-    return case, case.build(tmp_path_factory.mktemp(case.id))
+    tmp = tmp_path_factory.mktemp(case.id)
+    return case, case.build(tmp), tmp
+
+
+@pytest.fixture(scope="module")
+def case_model(built_case: tuple[Case, Model, Path]) -> tuple[Case, Model]:
+    case, model, _ = built_case
+    return case, model
 
 
 def _inputs(model: Model, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -39,6 +47,25 @@ def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tol: float 
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
         else:
             np.testing.assert_allclose(a[k], b[k], atol=tol, rtol=tol, err_msg=k)
+
+
+def test_outputs_equal_raw_framework(built_case: tuple[Case, Model, Path]) -> None:
+    """aimass answers what the framework itself answers on the same model and inputs (not only itself)."""
+    case, model, tmp = built_case
+    if case.reference is None:
+        if not case.no_reference:
+            pytest.fail(f"case {case.id!r} has no reference: add one, or say why not in Case.no_reference")
+        pytest.skip(f"no raw-framework reference: {case.no_reference}")
+    for batch, seed in ((1, 5), (9, 6)):
+        inputs = _inputs(model, batch, seed=seed)
+        got = model.predict(inputs)
+        want = case.reference(tmp, {k: v.copy() for k, v in inputs.items()})
+        assert sorted(want) == sorted(got), (sorted(want), sorted(got))
+        for k in got:
+            raw = np.asarray(want[k])
+            assert got[k].shape == raw.shape, (k, got[k].shape, raw.shape)
+            assert got[k].dtype.kind == raw.dtype.kind, (k, got[k].dtype, raw.dtype)
+            np.testing.assert_allclose(got[k], raw, atol=case.tolerance, rtol=case.tolerance, err_msg=k)
 
 
 def test_schema_is_inferred(case_model: tuple[Case, Model]) -> None:
