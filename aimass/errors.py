@@ -24,6 +24,7 @@ __all__ = [
     "DeviceError",
     "GateFailed",
     "IntegrityError",
+    "MissingDependency",
     "ModelLoadError",
     "ModelNotFound",
     "PredictionError",
@@ -54,19 +55,27 @@ class SchemaError(AimassError, ValueError):
         self.tensor = tensor
 
 
-class BackendUnavailable(AimassError, ImportError):
-    """The framework a backend needs is not installed; the message names the extra to install."""
+class MissingDependency(AimassError, ImportError):
+    """An optional dependency is not installed; the message names the feature and the extra to install."""
 
     status_code = 500
 
-    def __init__(self, backend: str, package: str, extra: str, detail: str = "") -> None:
-        msg = f"the {backend} backend needs {package}: pip install 'aimass[{extra}]'"
+    def __init__(self, feature: str, package: str, extra: str, detail: str = "") -> None:
+        msg = f"{feature} needs {package}: pip install 'aimass[{extra}]'"
         if detail:
             msg += f" ({detail})"
         super().__init__(msg)
-        self.backend = backend
+        self.feature = feature
         self.package = package
         self.extra = extra
+
+
+class BackendUnavailable(MissingDependency):
+    """The framework a backend needs is not installed; the message names the extra to install."""
+
+    def __init__(self, backend: str, package: str, extra: str, detail: str = "") -> None:
+        super().__init__(f"the {backend} backend", package, extra, detail)
+        self.backend = backend
 
 
 class BackendNotFound(AimassError, LookupError):
