@@ -30,13 +30,15 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aimass.backends.base import Backend, split_device
 from aimass.errors import DeviceError, ModelLoadError, SchemaError
 from aimass.schema import DType, Schema, TensorSpec
+
+if TYPE_CHECKING:
+    from aimass.backends.base import Backend
 
 __all__ = [
     "DeviceInputs",
@@ -44,6 +46,7 @@ __all__ = [
     "cuda_device_count",
     "device_tensor_dtype",
     "input_validator",
+    "split_device",
     "is_device_tensor",
     "output_on_device",
     "synchronize_producer",
@@ -63,6 +66,25 @@ _CUDA_ERRORS = {
 
 
 @functools.cache
+def split_device(device: str) -> tuple[str, int]:
+    """``"cuda:1"`` -> ``("cuda", 1)``; ``"cpu"`` -> ``("cpu", 0)``.
+
+    Example:
+        >>> split_device("cuda:1")
+        ('cuda', 1)
+    """
+    kind, _, index = device.partition(":")
+    kind = kind.lower()
+    if kind == "gpu":
+        kind = "cuda"
+    if kind not in ("cpu", "cuda"):
+        raise DeviceError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+    try:
+        return kind, int(index) if index else 0
+    except ValueError:
+        raise DeviceError(f"unknown device {device!r}: the index after ':' must be an integer") from None
+
+
 def _driver_probe() -> tuple[int, str]:
     # The driver API, not a framework: every backend gets the same answer, and nothing heavy is
     # imported. Cached because cuInit reads CUDA_VISIBLE_DEVICES once per process anyway.

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aimass.backends.base import require
+from aimass.dependencies import require
 from aimass.errors import GateFailed, SchemaError, StoreError
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ def require_gate(metrics: Mapping[str, Any], gate: Mapping[str, Any] | None, *, 
 
 
 def _sklearn_metrics() -> Any:
-    return require("sklearn.metrics", backend="evaluate", extra="store", package="scikit-learn")
+    return require("sklearn.metrics", feature="evaluate()", extra="store", package="scikit-learn")
 
 
 # -- evaluation -------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from aimass.backends.base import require
+from aimass.dependencies import require
 from aimass.errors import SchemaError
 from aimass.schema import DType, Schema
 
@@ -194,7 +194,7 @@ class DriftReport:
         Example:
             >>> model.monitor.report().plot()   # doctest: +SKIP
         """
-        plt = require("matplotlib.pyplot", backend="plotting", extra="plot", package="matplotlib")
+        plt = require("matplotlib.pyplot", feature="plotting", extra="plot", package="matplotlib")
         fig, (drift, latency) = plt.subplots(1, 2, figsize=(10, 3.5))
         names = [f.feature for f in self.features]
         pos = np.arange(len(names))

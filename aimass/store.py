@@ -50,7 +50,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aimass.backends.base import require
+from aimass.dependencies import require
 from aimass.errors import IntegrityError, ModelNotFound, StoreError
 from aimass.evaluate import Evaluation, require_gate
 from aimass.package import MANIFEST, MAX_MANIFEST_BYTES, Manifest, member, parse_manifest, verify
@@ -327,7 +327,7 @@ class _Local:
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        filelock = require("filelock", backend="model library", extra="store")
+        filelock = require("filelock", feature="the model library", extra="store")
         (self.root / name).mkdir(parents=True, exist_ok=True)
         with filelock.FileLock(str(self.root / name / ".lock"), timeout=60):
             yield
@@ -383,7 +383,7 @@ class _Remote:
     remote = True
 
     def __init__(self, url: str, storage_options: Mapping[str, Any], cache: Path) -> None:
-        fsspec = require("fsspec", backend="remote model library", extra="s3")
+        fsspec = require("fsspec", feature="the remote model library", extra="s3")
         try:
             self.fs, self.base = fsspec.core.url_to_fs(url, **dict(storage_options))
         except ImportError as e:  # s3fs, gcsfs ...: fsspec names the package to install

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aimass.backends.base import require
+from aimass.dependencies import require
 from aimass.errors import SchemaError, UnsupportedOperation
+from aimass.frameworks.sklearn.train import update as _update_sklearn  # imports no sklearn
 
 if TYPE_CHECKING:
     from aimass.model import Model
@@ -67,6 +68,7 @@ def update(
     if y.shape[0] != rows:
         raise SchemaError(f"update got {rows} input rows but {y.shape[0]} labels")
     updaters: dict[str, Callable[..., Any]] = {"xgboost": _update_xgboost, "torch": _update_torch}
+    updaters["sklearn"] = _update_sklearn  # partial_fit, in aimass/frameworks/sklearn/train.py
     name = model.backend_name
     if name == "keras" and hasattr(model.backend, "model"):
         fn: Callable[..., Any] = _update_keras
@@ -74,7 +76,7 @@ def update(
         fn = updaters[name]
     else:
         raise UnsupportedOperation(
-            f"update is implemented for xgboost, torch and keras models; this one runs on the {name!r} backend"
+            f"update is implemented for xgboost, torch, keras and sklearn models; this one runs on the {name!r} backend"
         )
     backend = fn(
         model,
@@ -99,9 +101,9 @@ def update(
 
 
 def _update_xgboost(model: Model, inputs: dict[str, np.ndarray], y: np.ndarray, *, rounds: int, **_: Any) -> Any:
-    from aimass.backends.xgboost import XGBoostBackend
+    from aimass.frameworks.xgboost.backend import XGBoostBackend
 
-    xgb = require("xgboost", backend="xgboost", extra="xgboost")
+    xgb = require("xgboost", feature="the xgboost backend", extra="xgboost")
     backend = model.backend
     booster = backend.booster  # type: ignore[attr-defined]
     config = json.loads(booster.save_config())
@@ -150,9 +152,9 @@ def _update_torch(
     seed: int,
     **_: Any,
 ) -> Any:
-    from aimass.backends.torch import TorchBackend
+    from aimass.frameworks.torch.backend import TorchBackend
 
-    torch = require("torch", backend="torch", extra="torch")
+    torch = require("torch", feature="the torch backend", extra="torch")
     backend = model.backend
     try:
         module = copy.deepcopy(backend.module)  # type: ignore[attr-defined]
@@ -217,7 +219,7 @@ def _update_keras(
     progress: bool | None,
     **_: Any,
 ) -> Any:
-    keras = require("keras", backend="keras", extra="tensorflow")
+    keras = require("keras", feature="the keras backend", extra="tensorflow")
     backend = model.backend
     original = backend.model  # type: ignore[attr-defined]
     clone = keras.models.clone_model(original)

@@ -91,7 +91,7 @@ def tflite_rows(rounds: int, calls: int, tmp: Path) -> None:
 
 
 def mxnet_rows(rounds: int, calls: int) -> None:
-    from aimass.backends.mxnet import import_mxnet
+    from aimass.frameworks.mxnet.backend import import_mxnet
 
     mx = import_mxnet()
     block = models.mxnet_mlp()

@@ -105,7 +105,7 @@ def build_tflite(workdir: Path) -> Model:
 
 
 def build_mxnet(workdir: Path) -> Model:
-    from aimass.backends.mxnet import import_mxnet
+    from aimass.frameworks.mxnet.backend import import_mxnet
 
     mx = import_mxnet()  # restores numpy aliases mxnet 1.9 still uses (see docs/backends.md)
     net = mx.gluon.nn.HybridSequential()

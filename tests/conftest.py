@@ -28,3 +28,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # Tests import the shared model builders (tests/models.py) and backend cases by module name.
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "backends"))
+sys.path.insert(0, str(Path(__file__).parent / "compress"))

@@ -217,7 +217,7 @@ def two_signature_savedmodel(directory: Path) -> Path:
 
 def mxnet_mlp(hidden: int = 8, outputs: int = 3, seed: int = 0) -> Any:
     """A Gluon ``HybridSequential`` MLP (not hybridized) trained briefly on :func:`dataset`."""
-    from aimass.backends.mxnet import import_mxnet
+    from aimass.frameworks.mxnet.backend import import_mxnet
 
     mx = import_mxnet()  # restores the numpy aliases mxnet 1.9.1 needs before importing it
     mx.random.seed(seed)
@@ -239,7 +239,7 @@ def mxnet_mlp(hidden: int = 8, outputs: int = 3, seed: int = 0) -> Any:
 
 def mxnet_exported(prefix: Path) -> Path:
     """:func:`mxnet_mlp` hybridized and exported as ``<prefix>-symbol.json`` + ``<prefix>-0000.params``."""
-    from aimass.backends.mxnet import import_mxnet
+    from aimass.frameworks.mxnet.backend import import_mxnet
 
     mx = import_mxnet()
     net = mxnet_mlp()

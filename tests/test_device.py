@@ -189,8 +189,8 @@ def test_device_inputs_errors_name_tensor_expected_and_actual() -> None:
 
 
 def test_cpu_models_keep_the_plain_validator_and_run(tmp_path: Path) -> None:
-    from aimass.backends.onnx import OnnxBackend
-    from aimass.backends.torch import TorchBackend
+    from aimass.frameworks.onnx.backend import OnnxBackend
+    from aimass.frameworks.torch.backend import TorchBackend
 
     onnx_model = _onnx(tmp_path)
     torch_model = _torch(tmp_path)

@@ -10,7 +10,7 @@ import pytest
 
 import aimass
 
-FRAMEWORKS = ("torch", "tensorflow", "keras", "onnxruntime", "onnx", "xgboost", "mxnet", "ray", "numpy")
+FRAMEWORKS = ("torch", "tensorflow", "keras", "onnxruntime", "onnx", "xgboost", "mxnet", "sklearn", "ray", "numpy")
 
 
 def _run(code: str) -> str:

@@ -27,17 +27,18 @@ __all__ = ["BACKENDS", "detect", "get_backend", "register"]
 
 # Order matters for detection: the first backend that accepts a source wins.
 BACKENDS: dict[str, str] = {
-    "onnx": "aimass.backends.onnx:OnnxBackend",
-    "torch": "aimass.backends.torch:TorchBackend",
-    "xgboost": "aimass.backends.xgboost:XGBoostBackend",
+    "onnx": "aimass.frameworks.onnx.backend:OnnxBackend",
+    "torch": "aimass.frameworks.torch.backend:TorchBackend",
+    "xgboost": "aimass.frameworks.xgboost.backend:XGBoostBackend",
     "compose": "aimass.compose:ComposedBackend",  # pipelines/ensembles: loaded from packages, never detected
     # keras before tensorflow: Keras 3 models also derive from TensorFlow's trackable classes.
-    "keras": "aimass.backends.tensorflow:KerasBackend",
-    "tensorflow": "aimass.backends.tensorflow:SavedModelBackend",
-    "tflite": "aimass.backends.tflite:TFLiteBackend",
-    "mxnet": "aimass.backends.mxnet:MXNetBackend",
+    "keras": "aimass.frameworks.keras.backend:KerasBackend",
+    "tensorflow": "aimass.frameworks.keras.backend:SavedModelBackend",
+    "tflite": "aimass.frameworks.keras.tflite:TFLiteBackend",
+    "mxnet": "aimass.frameworks.mxnet.backend:MXNetBackend",
+    "sklearn": "aimass.frameworks.sklearn.backend:SklearnBackend",  # after xgboost: XGBClassifier has sklearn mixins
     "remote": "aimass.backends.remote:RemoteBackend",
-    "tensorrt": "aimass.backends.tensorrt:TensorRTBackend",
+    "tensorrt": "aimass.frameworks.tensorrt.backend:TensorRTBackend",
 }
 
 
@@ -45,7 +46,7 @@ def register(name: str, target: str) -> None:
     """Register (or replace) a backend as ``"package.module:ClassName"``.
 
     Example:
-        >>> register("onnx", "aimass.backends.onnx:OnnxBackend")
+        >>> register("onnx", "aimass.frameworks.onnx.backend:OnnxBackend")
     """
     if ":" not in target:
         raise ValueError(f"backend target must look like 'module:Class', got {target!r}")

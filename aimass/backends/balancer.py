@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aimass.backends.base import require
 from aimass.backends.remote import SharedTransport
+from aimass.dependencies import require
 
 __all__ = ["Balancer", "BalancingTransport", "EndpointState", "http_probe"]
 
@@ -38,7 +38,7 @@ _UNHEALTHY_STATUS = frozenset({502, 503, 504})
 
 
 def _httpx() -> Any:
-    return require("httpx", backend="remote", extra="server")
+    return require("httpx", feature="remote models", extra="server")
 
 
 @dataclasses.dataclass

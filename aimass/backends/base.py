@@ -1,4 +1,4 @@
-"""The contract every backend implements, and the guarded import of its framework.
+"""The contract every backend implements.
 
 A backend wraps one loaded model of one framework. It is created by :meth:`Backend.load`
 (from an in-memory object or a file/directory path), exposes a :class:`~aimass.schema.Schema`,
@@ -23,58 +23,18 @@ Example (a new backend, in outline)::
 from __future__ import annotations
 
 import abc
-import importlib
-import importlib.metadata
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
 
-from aimass.errors import BackendUnavailable, DeviceError
+from aimass.dependencies import distribution_version
+from aimass.device import split_device
+from aimass.errors import DeviceError
 from aimass.schema import Schema
 
-__all__ = ["Backend", "framework_version", "require", "split_device"]
-
-
-def require(module: str, *, backend: str, extra: str, package: str | None = None) -> ModuleType:
-    """Import a framework module, or raise BackendUnavailable naming the extra to install.
-
-    Example:
-        >>> np_ = require("numpy", backend="demo", extra="demo")
-    """
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise BackendUnavailable(backend, package or module.split(".")[0], extra, detail=str(e)) from e
-
-
-def framework_version(distribution: str) -> str | None:
-    """Installed version of a distribution, without importing it."""
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def split_device(device: str) -> tuple[str, int]:
-    """``"cuda:1"`` -> ``("cuda", 1)``; ``"cpu"`` -> ``("cpu", 0)``.
-
-    Example:
-        >>> split_device("cuda:1")
-        ('cuda', 1)
-    """
-    kind, _, index = device.partition(":")
-    kind = kind.lower()
-    if kind == "gpu":
-        kind = "cuda"
-    if kind not in ("cpu", "cuda"):
-        raise DeviceError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
-    try:
-        return kind, int(index) if index else 0
-    except ValueError:
-        raise DeviceError(f"unknown device {device!r}: the index after ':' must be an integer") from None
+__all__ = ["Backend"]
 
 
 class Backend(abc.ABC):
@@ -136,4 +96,4 @@ class Backend(abc.ABC):
     @property
     def version(self) -> str | None:
         """Version of the framework this backend runs on."""
-        return framework_version(self.framework)
+        return distribution_version(self.framework)

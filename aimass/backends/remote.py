@@ -53,7 +53,8 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from aimass.backends.base import Backend, require
+from aimass.backends.base import Backend
+from aimass.dependencies import require
 from aimass.errors import (
     IntegrityError,
     ModelLoadError,
@@ -83,7 +84,7 @@ _log = logging.getLogger("aimass")
 
 
 def _httpx() -> Any:
-    return require("httpx", backend="remote", extra="server")
+    return require("httpx", feature="remote models", extra="server")
 
 
 def mount(base_url: str, app: Any) -> None:

@@ -1,7 +1,7 @@
 """Model compression: quantization, pruning and distillation, each returning a new Model with a measured report.
 
 ``compress(model, method)`` works over every backend (see :mod:`aimass.compress.quantize` and
-:mod:`aimass.compress.prune` for what each backend supports) and never changes ``model``. The
+:mod:`aimass.frameworks.torch.prune` for what each backend supports) and never changes ``model``. The
 returned Model carries ``.report`` (:class:`~aimass.compress.report.Report`): file sizes, latency
 at batch 1 and 32 measured in the same run, output drift, and the metric when ``labels`` are given.
 With ``max_drop``, a result whose metric falls by more than that raises
@@ -57,8 +57,8 @@ def compress(
         >>> q = compress(m, "int8", data=x, labels=y, max_drop=0.01)   # doctest: +SKIP
         >>> q.report.size_ratio                                        # doctest: +SKIP
     """
-    from aimass.compress.prune import PRUNE_METHODS, prune
     from aimass.compress.quantize import quantize
+    from aimass.frameworks.torch.prune import PRUNE_METHODS, prune
     from aimass.model import Model
 
     source = model if isinstance(model, Model) else Model.load(model)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aimass.backends.base import require
+from aimass.dependencies import require
 from aimass.errors import UnsupportedOperation
 from aimass.schema import DType, Schema, TensorSpec
 
@@ -172,7 +172,7 @@ def _run_steps(n: int, hyper: dict[str, Any], seed: int, progress: bool, step: C
 
 
 def _softmax_output(module: Any, args: Any, out: Any) -> Any:
-    torch = require("torch", backend="torch", extra="torch")
+    torch = require("torch", feature="the torch backend", extra="torch")
     return torch.softmax(out, dim=-1)
 
 
@@ -188,7 +188,7 @@ def _train_torch(
 ) -> Any:
     import copy
 
-    torch = require("torch", backend="torch", extra="torch")
+    torch = require("torch", feature="the torch backend", extra="torch")
     fn = torch.nn.functional
     torch.manual_seed(seed)
     net = copy.deepcopy(student).train()
@@ -237,8 +237,8 @@ def _train_keras(
     seed: int,
     progress: bool,
 ) -> Any:
-    tf = require("tensorflow", backend="tensorflow", extra="tensorflow")
-    keras = require("keras", backend="tensorflow", extra="tensorflow")
+    tf = require("tensorflow", feature="the tensorflow backend", extra="tensorflow")
+    keras = require("keras", feature="the tensorflow backend", extra="tensorflow")
     keras.utils.set_random_seed(seed)
     net = keras.models.clone_model(student)
     net.set_weights(student.get_weights())

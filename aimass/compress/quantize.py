@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aimass.backends.base import require
 from aimass.compress.report import compare_outputs, sample_inputs
+from aimass.dependencies import require
 from aimass.errors import UnsupportedOperation
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def quantize(model: Model, method: str, *, data: Any = None, **options: Any) -> 
             return _torch_cast(model, method, **options)
     elif backend in ("tensorflow", "keras"):
         if method in ("int8", "fp16"):
-            from aimass.convert.tflite import keras_to_tflite_quantized
+            from aimass.frameworks.keras.export_tflite import keras_to_tflite_quantized
 
             return keras_to_tflite_quantized(model, method, data=data, **options)
     elif backend == "xgboost":
@@ -85,11 +85,11 @@ def quantize(model: Model, method: str, *, data: Any = None, **options: Any) -> 
 
 
 def _ort_quant() -> Any:
-    return require("onnxruntime.quantization", backend="onnx", extra="onnx", package="onnxruntime")
+    return require("onnxruntime.quantization", feature="the onnx backend", extra="onnx", package="onnxruntime")
 
 
 def _onnx_proto(model: Model) -> Any:
-    onnx = require("onnx", backend="onnx", extra="onnx")
+    onnx = require("onnx", feature="the onnx backend", extra="onnx")
     return onnx.load_model_from_string(model.backend.model_bytes)  # type: ignore[attr-defined]
 
 
@@ -117,7 +117,7 @@ def _named(proto: Any) -> Any:
 def _preprocessed(proto: Any, notes: list[str]) -> Any:
     """onnxruntime's recommended pre-pass (shape inference + graph optimization), or ``proto`` if it fails."""
     oq = _ort_quant()
-    onnx = require("onnx", backend="onnx", extra="onnx")
+    onnx = require("onnx", feature="the onnx backend", extra="onnx")
     try:
         with tempfile.TemporaryDirectory(prefix="aimass-prep-") as tmp:
             out = Path(tmp) / "prep.onnx"
@@ -236,7 +236,12 @@ def _onnx_static(
 
 def _onnx_fp16(model: Model, **unknown: Any) -> Quantized:
     _no_unknown(unknown)
-    f16 = require("onnxconverter_common.float16", backend="compress", extra="compress", package="onnxconverter-common")
+    f16 = require(
+        "onnxconverter_common.float16",
+        feature="compression and conversion",
+        extra="compress",
+        package="onnxconverter-common",
+    )
     converted = f16.convert_float_to_float16(_onnx_proto(model), keep_io_types=True)
     settings = {"weights": "fp16", "io_types": "kept (FP32)"}
     return Quantized(_load_onnx_bytes(converted.SerializeToString(), model), settings)
@@ -246,7 +251,7 @@ def _onnx_fp16(model: Model, **unknown: Any) -> Quantized:
 
 
 def _torch() -> Any:
-    return require("torch", backend="torch", extra="torch")
+    return require("torch", feature="the torch backend", extra="torch")
 
 
 def _module_copy(model: Model) -> Any:
@@ -273,7 +278,7 @@ def _torch_int8(model: Model, **unknown: Any) -> Quantized:
     linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
     if not linears:
         raise UnsupportedOperation("this torch module has no nn.Linear layers: int8 has nothing to quantize")
-    tq = require("torchao.quantization", backend="compress", extra="compress", package="torchao")
+    tq = require("torchao.quantization", feature="compression and conversion", extra="compress", package="torchao")
     tq.quantize_(module, tq.Int8DynamicActivationInt8WeightConfig())
     settings = {"scheme": "torchao int8 dynamic activation / int8 weight", "linear_layers": len(linears)}
     notes = [

@@ -25,12 +25,13 @@ if TYPE_CHECKING:
 __all__ = ["SUPPORTED", "convert"]
 
 SUPPORTED: dict[tuple[str, str], str] = {
-    ("torch", "onnx"): "aimass.convert.torch_onnx:torch_to_onnx",
-    ("keras", "onnx"): "aimass.convert.keras_onnx:keras_to_onnx",
-    ("tensorflow", "onnx"): "aimass.convert.keras_onnx:keras_to_onnx",
-    ("xgboost", "onnx"): "aimass.convert.xgboost_onnx:xgboost_to_onnx",
-    ("keras", "tflite"): "aimass.convert.tflite:keras_to_tflite",
-    ("tensorflow", "tflite"): "aimass.convert.tflite:keras_to_tflite",
+    ("torch", "onnx"): "aimass.frameworks.torch.export_onnx:torch_to_onnx",
+    ("keras", "onnx"): "aimass.frameworks.keras.export_onnx:keras_to_onnx",
+    ("tensorflow", "onnx"): "aimass.frameworks.keras.export_onnx:keras_to_onnx",
+    ("xgboost", "onnx"): "aimass.frameworks.xgboost.export_onnx:xgboost_to_onnx",
+    ("sklearn", "onnx"): "aimass.frameworks.sklearn.export:to_onnx",
+    ("keras", "tflite"): "aimass.frameworks.keras.export_tflite:keras_to_tflite",
+    ("tensorflow", "tflite"): "aimass.frameworks.keras.export_tflite:keras_to_tflite",
 }
 
 
@@ -75,7 +76,7 @@ def convert(
     module, _, fn = SUPPORTED[key].partition(":")
     result = getattr(importlib.import_module(module), fn)(source, **options)
     if target == "onnx":
-        from aimass.convert.onnx_graph import align
+        from aimass.frameworks.onnx.graph import align
 
         proto = align(result, source.schema)
         try:

@@ -9,14 +9,14 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from aimass.backends.base import require
+from aimass.dependencies import require
 
 __all__ = ["connect", "ray_module"]
 
 
 def ray_module(name: str = "ray") -> ModuleType:
     """Import ``ray`` (or ``ray.serve``/``ray.data``), or raise BackendUnavailable naming the ``[ray]`` extra."""
-    return require(name, backend="scale", extra="ray", package="ray")
+    return require(name, feature="scale-out on Ray", extra="ray", package="ray")
 
 
 def connect(**init_options: Any) -> ModuleType:

@@ -201,7 +201,7 @@ def _tflite_ref(tmp: Path, inputs: Arrays) -> Arrays:
 
 
 def _mxnet_call(block: Any, inputs: Arrays) -> Arrays:
-    from aimass.backends.mxnet import import_mxnet
+    from aimass.frameworks.mxnet.backend import import_mxnet
 
     mx = import_mxnet()
     return {"output": block(mx.nd.array(inputs["data"], dtype=inputs["data"].dtype)).asnumpy()}
@@ -212,7 +212,7 @@ def _mxnet_block_ref(tmp: Path, inputs: Arrays) -> Arrays:
 
 
 def _mxnet_exported_ref(tmp: Path, inputs: Arrays) -> Arrays:
-    from aimass.backends.mxnet import import_mxnet
+    from aimass.frameworks.mxnet.backend import import_mxnet
 
     mx = import_mxnet()
     with warnings.catch_warnings():
@@ -278,4 +278,69 @@ CASES: list[Case] = [
     ),
     Case("mxnet-block", _mxnet_block, "mxnet", reference=_mxnet_block_ref),
     Case("mxnet-exported-pair", _mxnet_exported_pair, "mxnet", reference=_mxnet_exported_ref),
+]
+
+
+# --- scikit-learn (aimass/frameworks/sklearn): references call the estimator's own predict/predict_proba ---
+
+
+def _sklearn_fit(kind: str) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    x, y = models.dataset(128)
+    if kind == "logreg":
+        return LogisticRegression(max_iter=500).fit(x, y)
+    if kind == "pipeline-strings":  # string classes: label is the index into classes_
+        forest = RandomForestClassifier(n_estimators=8, random_state=0)
+        return make_pipeline(StandardScaler(), forest).fit(x, np.array(["a", "b", "c"])[y])
+    if kind == "linearsvc":  # no predict_proba: label only
+        return LinearSVC().fit(x, y)
+    return Ridge().fit(x, x[:, 0] * 2 - x[:, 1])
+
+
+def _sklearn_object(kind: str) -> Callable[[Path], Model]:
+    return lambda tmp: Model.load(_keep(tmp, _sklearn_fit(kind)))
+
+
+def _sklearn_skops_file(tmp: Path) -> Model:
+    import skops.io
+
+    skops.io.dump(_sklearn_fit("ridge"), tmp / "ridge.skops")
+    return Model.load(tmp / "ridge.skops")
+
+
+def _sklearn_outputs(est: Any, inputs: Arrays) -> Arrays:
+    from sklearn.base import is_classifier
+
+    x = inputs["input"]
+    if not is_classifier(est):
+        return {"prediction": est.predict(x)}
+    label = est.predict(x)
+    if label.dtype.kind not in "biu":
+        label = np.searchsorted(est.classes_, label)
+    out = {"label": label}
+    if hasattr(est, "predict_proba"):
+        out["probabilities"] = est.predict_proba(x)
+    return out
+
+
+def _sklearn_object_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    return _sklearn_outputs(_NATIVE[tmp], inputs)
+
+
+def _sklearn_skops_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    import skops.io
+
+    return _sklearn_outputs(skops.io.load(tmp / "ridge.skops"), inputs)
+
+
+CASES += [
+    Case("sklearn-logreg", _sklearn_object("logreg"), "sklearn", reference=_sklearn_object_ref),
+    Case("sklearn-pipeline-strings", _sklearn_object("pipeline-strings"), "sklearn", reference=_sklearn_object_ref),
+    Case("sklearn-linearsvc", _sklearn_object("linearsvc"), "sklearn", reference=_sklearn_object_ref),
+    Case("sklearn-skops-file", _sklearn_skops_file, "sklearn", reference=_sklearn_skops_ref),
 ]

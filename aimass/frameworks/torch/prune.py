@@ -18,8 +18,8 @@ from __future__ import annotations
 import operator
 from typing import TYPE_CHECKING, Any
 
-from aimass.backends.base import require
 from aimass.compress.quantize import Quantized, _module_copy, _no_unknown, _torch, _torch_model
+from aimass.dependencies import require
 from aimass.errors import UnsupportedOperation
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def prune(model: Model, method: str, *, amount: float = 0.5, **unknown: Any) -> 
 
 def _unstructured(model: Model, amount: float) -> Quantized:
     torch = _torch()
-    tprune = require("torch.nn.utils.prune", backend="torch", extra="torch")
+    tprune = require("torch.nn.utils.prune", feature="the torch backend", extra="torch")
     module = _module_copy(model)
     layers = [m for m in module.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d))]
     if not layers:

@@ -14,7 +14,7 @@ import pytest
 
 from aimass import BackendNotFound, DeviceError, DType, Model, ModelLoadError, TensorSpec
 from aimass.backends import detect
-from aimass.backends.tensorflow import KerasBackend
+from aimass.frameworks.keras.backend import KerasBackend
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")

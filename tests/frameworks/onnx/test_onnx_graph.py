@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aimass import ConversionError, Model
-from aimass.convert.onnx_graph import align
+from aimass.frameworks.onnx.graph import align
 from aimass.schema import Schema, TensorSpec
 
 onnx = pytest.importorskip("onnx")

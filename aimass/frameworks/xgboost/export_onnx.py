@@ -1,7 +1,7 @@
 """XGBoost -> ONNX with onnxmltools (``target_opset=15``, the newest its converter supports).
 
 Classifiers give ``label`` (INT64) and ``probabilities``; regressors ``prediction``: the same
-names and shapes as the xgboost backend once :func:`aimass.convert.onnx_graph.align` has run.
+names and shapes as the xgboost backend once :func:`aimass.frameworks.onnx.graph.align` has run.
 
 Example:
     >>> o = convert(Model.load(xgb_classifier), "onnx")   # doctest: +SKIP
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aimass.backends.base import require
+from aimass.dependencies import require
 from aimass.errors import ConversionError
 
 if TYPE_CHECKING:
@@ -24,8 +24,8 @@ TARGET_OPSET = 15  # onnxmltools 1.16 refuses newer opsets for xgboost ("convert
 
 def xgboost_to_onnx(model: Model, *, opset: int | None = None) -> Any:
     """The ``onnx.ModelProto`` of an xgboost-backed ``model`` (names not yet aligned)."""
-    onnxmltools = require("onnxmltools", backend="compress", extra="compress")
-    types = require("onnxmltools.convert.common.data_types", backend="compress", extra="compress")
+    onnxmltools = require("onnxmltools", feature="compression and conversion", extra="compress")
+    types = require("onnxmltools.convert.common.data_types", feature="compression and conversion", extra="compress")
     booster = model.backend.booster  # type: ignore[attr-defined]
     spec = model.schema.inputs[0]
     try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from aimass.backends.base import require
+from aimass.dependencies import require
 from aimass.errors import ConversionError
 
 if TYPE_CHECKING:
@@ -28,9 +28,9 @@ __all__ = ["keras_to_tflite", "keras_to_tflite_quantized", "tflite_bytes"]
 
 def tflite_bytes(model: Model, *, quantize: str | None = None, data: Any = None, rows: int = 256) -> bytes:
     """The TFLite flatbuffer of a keras/SavedModel-backed ``model``."""
-    from aimass.convert.keras_onnx import schema_function
+    from aimass.frameworks.keras.export_onnx import schema_function
 
-    tf = require("tensorflow", backend="tensorflow", extra="tensorflow")
+    tf = require("tensorflow", feature="the tensorflow backend", extra="tensorflow")
     call, signature = schema_function(model)
     outputs = model.schema.output_names
 
@@ -44,7 +44,7 @@ def tflite_bytes(model: Model, *, quantize: str | None = None, data: Any = None,
     tmp = tempfile.TemporaryDirectory(prefix="aimass-tflite-")
     try:
         if model.backend_name == "keras":
-            keras = require("keras", backend="keras", extra="tensorflow")
+            keras = require("keras", feature="the keras backend", extra="tensorflow")
             archive = keras.export.ExportArchive()
             archive.track(model.backend.model)  # type: ignore[attr-defined]
             archive.add_endpoint(name="serving_default", fn=named, input_signature=signature)

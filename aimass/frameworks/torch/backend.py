@@ -36,8 +36,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from aimass.backends.base import Backend, require, split_device
-from aimass.device import check_device, output_on_device
+from aimass.backends.base import Backend
+from aimass.dependencies import require_framework
+from aimass.device import check_device, output_on_device, split_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError, SchemaError
 from aimass.schema import DType, Schema, TensorSpec
 
@@ -45,7 +46,7 @@ __all__ = ["TorchBackend"]
 
 
 def _torch() -> Any:
-    return require("torch", backend="torch", extra="torch")
+    return require_framework("torch", backend="torch", extra="torch")
 
 
 def _dtype_of(tensor: Any) -> DType:

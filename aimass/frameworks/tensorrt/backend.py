@@ -44,10 +44,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from aimass.backends.base import Backend, require, split_device
-from aimass.backends.torch import as_torch_tensor
-from aimass.device import check_device, output_on_device
+from aimass.backends.base import Backend
+from aimass.dependencies import require_framework
+from aimass.device import check_device, output_on_device, split_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError, SchemaError
+from aimass.frameworks.torch.backend import as_torch_tensor
 from aimass.schema import DType, Schema, TensorSpec
 
 __all__ = ["BuildOptions", "TensorRTBackend", "engine_cache_path", "profile_shapes", "tensor_dtype"]
@@ -67,12 +68,12 @@ Shape = tuple[int, ...]
 
 
 def _trt() -> Any:
-    return require("tensorrt", backend="tensorrt", extra="tensorrt")
+    return require_framework("tensorrt", backend="tensorrt", extra="tensorrt")
 
 
 def _torch() -> Any:
     # Device buffers and the CUDA stream are torch's: the one GPU array library every user has.
-    return require("torch", backend="tensorrt", extra="tensorrt")
+    return require_framework("torch", backend="tensorrt", extra="tensorrt")
 
 
 @functools.cache

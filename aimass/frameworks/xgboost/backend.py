@@ -23,7 +23,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from aimass.backends.base import Backend, require, split_device
+from aimass.backends.base import Backend
+from aimass.dependencies import require_framework
+from aimass.device import split_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError
 from aimass.schema import DType, Schema, TensorSpec
 
@@ -33,7 +35,7 @@ _CLASSIFIER_OBJECTIVES = ("binary:logistic", "multi:softprob", "multi:softmax")
 
 
 def _xgb() -> Any:
-    return require("xgboost", backend="xgboost", extra="xgboost")
+    return require_framework("xgboost", backend="xgboost", extra="xgboost")
 
 
 class XGBoostBackend(Backend):

@@ -25,7 +25,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from aimass.backends.base import Backend, require, split_device
+from aimass.backends.base import Backend
+from aimass.dependencies import require_framework
+from aimass.device import split_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError
 from aimass.schema import DType, Schema, TensorSpec
 
@@ -33,7 +35,9 @@ __all__ = ["TFLiteBackend"]
 
 
 def _interpreter_class() -> Any:
-    module = require("ai_edge_litert.interpreter", backend="tflite", extra="tensorflow", package="ai-edge-litert")
+    module = require_framework(
+        "ai_edge_litert.interpreter", backend="tflite", extra="tensorflow", package="ai-edge-litert"
+    )
     return module.Interpreter
 
 

@@ -37,7 +37,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from aimass.backends.base import Backend, require, split_device
+from aimass.backends.base import Backend
+from aimass.dependencies import require_framework
+from aimass.device import split_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError
 from aimass.schema import DType, Schema, TensorSpec
 
@@ -74,7 +76,7 @@ def import_mxnet() -> Any:
     """
     if "mxnet" not in sys.modules:
         restore_numpy_aliases()
-    return require("mxnet", backend="mxnet", extra="mxnet")
+    return require_framework("mxnet", backend="mxnet", extra="mxnet")
 
 
 def _context(device: str) -> Any:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from aimass import DeviceError, Model, ModelLoadError
-from aimass.backends.mxnet import NUMPY_ALIASES, MXNetBackend, restore_numpy_aliases
+from aimass.frameworks.mxnet.backend import NUMPY_ALIASES, MXNetBackend, restore_numpy_aliases
 
 if importlib.util.find_spec("mxnet") is None:
     pytest.skip("mxnet not installed", allow_module_level=True)
@@ -27,7 +27,7 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def mx() -> Any:
-    from aimass.backends.mxnet import import_mxnet
+    from aimass.frameworks.mxnet.backend import import_mxnet
 
     return import_mxnet()
 
@@ -52,7 +52,7 @@ def test_alias_restore_is_confined_to_loading_an_mxnet_model() -> None:
         import numpy as np
         warnings.simplefilter("error")  # restoring must not trip numpy's deprecation warnings
         before = set(vars(np))
-        import aimass, aimass.backends.mxnet
+        import aimass, aimass.frameworks.mxnet.backend
         from aimass import Model
         from aimass.backends import detect
         detect("m-symbol.json")

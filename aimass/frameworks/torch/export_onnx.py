@@ -15,7 +15,7 @@ import io
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from aimass.backends.base import require
+from aimass.dependencies import require
 from aimass.errors import ConversionError
 
 if TYPE_CHECKING:
@@ -26,9 +26,9 @@ __all__ = ["torch_to_onnx"]
 
 def torch_to_onnx(model: Model, *, opset: int | None = None, dynamo: bool = True) -> Any:
     """The ``onnx.ModelProto`` of a torch-backed ``model`` (names not yet aligned)."""
-    torch = require("torch", backend="torch", extra="torch")
+    torch = require("torch", feature="the torch backend", extra="torch")
     if dynamo:  # the dynamo exporter writes its graph through onnxscript
-        require("onnxscript", backend="compress", extra="compress")
+        require("onnxscript", feature="compression and conversion", extra="compress")
     module = model.backend.module  # type: ignore[attr-defined]
     schema = model.schema
     # Batch 2, not 1: export specializes dimensions of size 1 even when marked dynamic.
@@ -65,5 +65,5 @@ def torch_to_onnx(model: Model, *, opset: int | None = None, dynamo: bool = True
             torch.onnx.export(module, args, buf, **kwargs)
     except Exception as e:  # the exporter raises from many torch subsystems
         raise ConversionError(f"torch.onnx.export failed: {type(e).__name__}: {str(e)[:500]}") from e
-    onnx = require("onnx", backend="onnx", extra="onnx")
+    onnx = require("onnx", feature="the onnx backend", extra="onnx")
     return onnx.load_model_from_string(buf.getvalue())

@@ -13,7 +13,7 @@ import pytest
 from threads import run_in_threads
 
 from aimass import DeviceError, Model, ModelLoadError, PredictionError
-from aimass.backends.tflite import TFLiteBackend
+from aimass.frameworks.keras.tflite import TFLiteBackend
 
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")

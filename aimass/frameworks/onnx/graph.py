@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aimass.backends.base import require
+from aimass.dependencies import require
 from aimass.errors import ConversionError
 from aimass.schema import Schema
 
@@ -21,7 +21,7 @@ __all__ = ["align"]
 
 
 def _onnx() -> Any:
-    return require("onnx", backend="onnx", extra="onnx")
+    return require("onnx", feature="the onnx backend", extra="onnx")
 
 
 def align(proto: Any, schema: Schema) -> Any:

@@ -25,8 +25,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from aimass.backends.base import Backend, require, split_device
-from aimass.device import check_device, output_on_device, synchronize_producer
+from aimass.backends.base import Backend
+from aimass.dependencies import require_framework
+from aimass.device import check_device, output_on_device, split_device, synchronize_producer
 from aimass.errors import DeviceError, ModelLoadError, PredictionError, SchemaError
 from aimass.schema import DType, Schema, TensorSpec
 
@@ -68,7 +69,7 @@ def _map_objects(arr: np.ndarray, fn: Any, name: str) -> np.ndarray:
 
 
 def _ort() -> Any:
-    return require("onnxruntime", backend="onnx", extra="onnx")
+    return require_framework("onnxruntime", backend="onnx", extra="onnx")
 
 
 def _spec(arg: Any) -> TensorSpec:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from aimass.backends.base import require
+from aimass.dependencies import require
 from aimass.errors import ConversionError, UnsupportedOperation
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ __all__ = ["keras_to_onnx", "schema_function"]
 def schema_function(model: Model) -> tuple[Callable[..., list[Any]], list[Any]]:
     """``(fn, signature)``: ``fn(*tensors)`` runs the model on inputs in schema order and returns outputs
     as a list in schema order; ``signature`` is the ``tf.TensorSpec`` list with schema names and -1 as None."""
-    tf = require("tensorflow", backend="tensorflow", extra="tensorflow")
+    tf = require("tensorflow", feature="the tensorflow backend", extra="tensorflow")
     schema = model.schema
     names = schema.input_names
     signature = [
@@ -62,8 +62,8 @@ def _flat(out: Any) -> list[Any]:
 
 def keras_to_onnx(model: Model, *, opset: int | None = None) -> Any:
     """The ``onnx.ModelProto`` of a keras- or SavedModel-backed ``model`` (names not yet aligned)."""
-    tf = require("tensorflow", backend="tensorflow", extra="tensorflow")
-    tf2onnx = require("tf2onnx", backend="compress", extra="compress")
+    tf = require("tensorflow", feature="the tensorflow backend", extra="tensorflow")
+    tf2onnx = require("tf2onnx", feature="compression and conversion", extra="compress")
     call, signature = schema_function(model)
     try:
         proto, _ = tf2onnx.convert.from_function(tf.function(call), input_signature=signature, opset=opset)

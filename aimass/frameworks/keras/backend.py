@@ -37,7 +37,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from aimass.backends.base import Backend, framework_version, require, split_device
+from aimass.backends.base import Backend
+from aimass.dependencies import distribution_version, require_framework
+from aimass.device import split_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError
 from aimass.schema import DType, Schema, TensorSpec
 
@@ -47,12 +49,12 @@ _ARCHIVE_SUFFIX = ".savedmodel.tar"
 
 
 def _tf(backend: str = "tensorflow") -> Any:
-    return require("tensorflow", backend=backend, extra="tensorflow")
+    return require_framework("tensorflow", backend=backend, extra="tensorflow")
 
 
 def _keras() -> Any:
     _tf("keras")
-    keras = require("keras", backend="keras", extra="tensorflow")
+    keras = require_framework("keras", backend="keras", extra="tensorflow")
     if keras.backend.backend() != "tensorflow":
         raise ModelLoadError(
             f"the keras backend runs Keras on TensorFlow; KERAS_BACKEND is {keras.backend.backend()!r}"
@@ -61,7 +63,7 @@ def _keras() -> Any:
 
 
 def _tf_version() -> str | None:
-    return framework_version("tensorflow") or framework_version("tensorflow-cpu")
+    return distribution_version("tensorflow") or distribution_version("tensorflow-cpu")
 
 
 def _spec(name: str, shape: Any, dtype: Any) -> TensorSpec:

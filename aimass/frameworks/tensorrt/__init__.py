@@ -1,0 +1,1 @@
+"""TensorRT engines on CUDA (``.engine``/``.plan``), with torch CUDA tensors as buffers."""
