@@ -57,7 +57,7 @@ def test_alias_restore_is_confined_to_loading_an_mxnet_model() -> None:
         from aimass.backends import detect
         detect("m-symbol.json")
         untouched = set(vars(np)) == before and "mxnet" not in sys.modules
-        sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+        sys.path.insert(0, {str(Path(__file__).parents[2])!r})
         import models
         warnings.simplefilter("default")
         model = Model.load(models.mxnet_mlp(), example_input=models.dataset(4)[0])
