@@ -32,8 +32,10 @@ __all__ = ["Model"]
 class Model:
     """A loaded model: ``schema``, ``predict``, ``predict_batch``, ``apredict``, ``to``, ``save``.
 
-    Build one with :meth:`Model.load`. A Model never changes after construction: ``to`` returns
-    a new Model. ``predict`` is safe to call from many threads at once.
+    Build one with :meth:`Model.load`. Its backend, schema, name, metadata and report are set at
+    construction, and verbs (``to``, ``compress``, ``convert``, ``update``) return new Models. The
+    one state a Model gains later is its monitor: the first access to ``.monitor`` starts timing
+    ``predict``. ``predict`` is safe to call from many threads at once.
 
     Example:
         >>> import numpy as np, xgboost as xgb
@@ -45,12 +47,19 @@ class Model:
 
     __slots__ = ("_backend", "_coerce", "_monitor", "_run", "metadata", "name", "report")
 
-    def __init__(self, backend: Backend, *, name: str | None = None, metadata: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        report: Any = None,
+    ):
         self._backend = backend
         self.name = name
         self.metadata: dict[str, Any] = dict(metadata or {})
-        # Set by compress/convert on the Model they return: what was measured (None for loaded models).
-        self.report: Any = None
+        # What compress/convert/distill measured on their way to this Model (None for loaded models).
+        self.report: Any = report
         self._monitor: Any = None  # created by the first access to .monitor
         # Bound once: predict() is two calls, validation and the backend.
         # On a CUDA device, torch/CuPy tensors are validated and kept there (aimass.device).

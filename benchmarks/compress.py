@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import models
 
 from aimass import Model
-from aimass.compress.report import compare_outputs, model_size, time_interleaved
+from aimass.compress.report import model_size, time_interleaved
+from aimass.measure import compare_outputs
 
 
 def cpu_facts() -> str:

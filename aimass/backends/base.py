@@ -23,18 +23,19 @@ Example (a new backend, in outline)::
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
 from aimass.dependencies import distribution_version
 from aimass.device import split_device
-from aimass.errors import DeviceError
+from aimass.errors import DeviceError, UnsupportedOperation
 from aimass.schema import Schema
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "Derived", "no_unknown_options"]
 
 
 class Backend(abc.ABC):
@@ -62,6 +63,24 @@ class Backend(abc.ABC):
             name = str(source).lower()
             return any(name.endswith(s) for s in cls.suffixes)
         return any((getattr(k, "__module__", "") or "").startswith(cls.type_modules) for k in type(source).__mro__)
+
+    @classmethod
+    def of(cls, model: Any) -> Self:
+        """The ``cls`` backend behind ``model`` (a Model or a backend), typed; the one way features reach it.
+
+        Framework code calls ``TorchBackend.of(model).module`` instead of reading attributes of an
+        untyped backend; anything else raises UnsupportedOperation naming both backends.
+
+        Example:
+            >>> from aimass.frameworks.onnx.backend import OnnxBackend
+            >>> OnnxBackend.of(Model.load("mlp.onnx")).model_bytes[:4]   # doctest: +SKIP
+            b'\x08\x08\x12\x07'
+        """
+        backend = getattr(model, "backend", model)
+        if not isinstance(backend, cls):
+            got = getattr(backend, "name", type(backend).__name__)
+            raise UnsupportedOperation(f"this needs a model on the {cls.name} backend; this one runs on {got}")
+        return backend
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -97,3 +116,26 @@ class Backend(abc.ABC):
     def version(self) -> str | None:
         """Version of the framework this backend runs on."""
         return distribution_version(self.framework)
+
+
+@dataclasses.dataclass
+class Derived:
+    """A backend that a framework's tool derived from another (quantized, pruned, exported, trained).
+
+    ``settings`` records what the tool chose (recipes, thresholds), ``notes`` what a user should
+    know; features such as ``compress`` wrap ``backend`` in a new Model and put both in its report.
+    """
+
+    backend: Backend
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def no_unknown_options(unknown: Mapping[str, Any]) -> None:
+    """Refuse options a tool does not take, so a typo never passes silently.
+
+    Example:
+        >>> no_unknown_options({})
+    """
+    if unknown:
+        raise TypeError(f"unknown option(s) for this method: {sorted(unknown)}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aimass.compress.distill import distill
+from aimass.compress.methods import METHODS, compressor
 from aimass.compress.report import Report, measure
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["METHODS", "Report", "compress", "distill", "enforce_max_drop"]
 
-METHODS = ("int8", "int8-static", "fp16", "bf16", "prune", "prune-structured")
 _ALIASES = {"dynamic-int8": "int8", "int8-dynamic": "int8", "static-int8": "int8-static", "prune-unstructured": "prune"}
 
 
@@ -57,18 +57,17 @@ def compress(
         >>> q = compress(m, "int8", data=x, labels=y, max_drop=0.01)   # doctest: +SKIP
         >>> q.report.size_ratio                                        # doctest: +SKIP
     """
-    from aimass.compress.quantize import quantize
-    from aimass.frameworks.torch.prune import PRUNE_METHODS, prune
     from aimass.model import Model
 
     source = model if isinstance(model, Model) else Model.load(model)
     name = _ALIASES.get(method, method)
     if name not in METHODS:
         raise ValueError(f"unknown compression method {method!r}; choose one of {list(METHODS)} (or distill())")
-    result = prune(source, name, **options) if name in PRUNE_METHODS else quantize(source, name, data=data, **options)
+    result = compressor(source.backend_name, name)(source.backend, data=data, **options)
+    candidate = Model(result.backend, name=source.name)
     report = measure(
         source,
-        result.model,
+        candidate,
         operation="compress",
         method=name,
         data=data,
@@ -79,9 +78,7 @@ def compress(
     )
     if max_drop is not None:
         enforce_max_drop(report, max_drop)
-    out = result.model
-    out.report = report
-    return out
+    return Model(candidate.backend, name=source.name, report=report)
 
 
 def enforce_max_drop(report: Report, max_drop: float) -> None:

@@ -116,8 +116,7 @@ def distill(
     )
     if max_drop is not None:
         enforce_max_drop(report, max_drop)
-    result.report = report
-    return result
+    return Model(result.backend, name=result.name, report=report)
 
 
 def _target_output(schema: Schema) -> str:

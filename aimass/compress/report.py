@@ -26,17 +26,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from aimass.measure import Drift, batch_of, compare_outputs, human_size
+from aimass.measure import sample_inputs as measure_inputs
 from aimass.package import verify
 
 if TYPE_CHECKING:
     from aimass.model import Model
 
 __all__ = [
-    "Drift",
     "Latency",
     "Report",
-    "batch_of",
-    "compare_outputs",
     "measure",
     "model_size",
     "sample_inputs",
@@ -57,29 +56,6 @@ class Latency(BaseModel):
     def speedup(self) -> float:
         """``before / after``: above 1 means the new model is faster."""
         return self.before_ms / self.after_ms if self.after_ms > 0 else float("inf")
-
-
-class Drift(BaseModel):
-    """How far one output moved, measured on the same inputs.
-
-    ``cosine`` is the mean over rows of the cosine similarity of each row's flattened output
-    (``min_cosine`` the worst row); ``top1_agreement`` is the share of rows whose argmax (2-D float
-    outputs) or value (integer outputs) is unchanged. ``tolerance`` is the allowed max abs error
-    (conversions only).
-    """
-
-    output: str
-    max_abs_error: float
-    mean_abs_error: float
-    cosine: float | None = None
-    min_cosine: float | None = None
-    top1_agreement: float | None = None
-    tolerance: float | None = None
-
-    @property
-    def passed(self) -> bool:
-        """Within ``tolerance`` (always true when there is none)."""
-        return self.tolerance is None or self.max_abs_error <= self.tolerance
 
 
 class Report(BaseModel):
@@ -137,7 +113,7 @@ class Report(BaseModel):
     # -- views -----------------------------------------------------------------------------------
 
     def _rows(self) -> list[tuple[str, str]]:
-        size = f"{_bytes(self.size_before)} -> {_bytes(self.size_after)}"
+        size = f"{human_size(self.size_before)} -> {human_size(self.size_after)}"
         rows = [("size", f"{size} ({_ratio(self.size_ratio, 'smaller', 'larger')})")]
         for lat in self.latency:
             rows.append(
@@ -187,13 +163,6 @@ class Report(BaseModel):
         return f"<div><b>{head}</b><table>{rows}</table></div>"
 
 
-def _bytes(n: int) -> str:
-    for unit, scale in (("MB", 1 << 20), ("KB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n} B"
-
-
 def _ratio(r: float, better: str, worse: str) -> str:
     return f"{r:.2f}x {better}" if r >= 1 else f"{1 / r:.2f}x {worse}"
 
@@ -217,66 +186,8 @@ def model_size(model: Model) -> int:
 
 
 def sample_inputs(model: Model, data: Any = None, rows: int = 64) -> tuple[dict[str, np.ndarray], str]:
-    """The caller's data validated against the schema, or ``rows`` generated rows; and which it was."""
-    if data is not None:
-        return model.schema.coerce(data), "user"
-    return model.schema.example(batch=rows, seed=0), "generated"
-
-
-def batch_of(inputs: Mapping[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """``size`` rows of ``inputs``, repeating rows when there are fewer."""
-    out = {}
-    for k, v in inputs.items():
-        n = v.shape[0] if v.ndim else 0
-        out[k] = v[:size] if n >= size else np.take(v, np.arange(size) % max(n, 1), axis=0)
-    return out
-
-
-def compare_outputs(
-    before: Mapping[str, np.ndarray],
-    after: Mapping[str, np.ndarray],
-    *,
-    atol: float | None = None,
-    rtol: float = 0.0,
-) -> list[Drift]:
-    """Drift of every output of ``before`` that ``after`` also has (same name, same shape).
-
-    With ``atol``, each float output gets ``tolerance = atol + rtol * max |before|``; integer
-    outputs must match exactly (tolerance 0).
-    """
-    drifts = []
-    for name, ref in before.items():
-        if name not in after:
-            continue  # e.g. a distilled student keeps only the scores, not the teacher's labels
-        got = after[name]
-        if got.shape != ref.shape:
-            raise ValueError(f"output {name!r}: shape {list(got.shape)} differs from the original's {list(ref.shape)}")
-        ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
-        err = np.abs(ref64 - got64)
-        d: dict[str, Any] = {
-            "output": name,
-            "max_abs_error": float(err.max()) if err.size else 0.0,
-            "mean_abs_error": float(err.mean()) if err.size else 0.0,
-        }
-        if ref.dtype.kind == "f" and ref.ndim >= 1 and ref.size:
-            a = ref64.reshape(ref.shape[0], -1)
-            b = got64.reshape(ref.shape[0], -1)
-            na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-            # Rows that are zero in both are identical; one zero row against a non-zero one is cosine 0.
-            cos = np.where(
-                (na == 0) & (nb == 0), 1.0, (a * b).sum(axis=1) / np.maximum(na * nb, np.finfo(np.float64).tiny)
-            )
-            d["cosine"], d["min_cosine"] = float(cos.mean()), float(cos.min())
-            if ref.ndim == 2 and ref.shape[1] > 1:
-                d["top1_agreement"] = float((ref.argmax(axis=1) == got.argmax(axis=1)).mean())
-            if atol is not None:
-                d["tolerance"] = atol + rtol * float(np.abs(ref64).max())
-        elif ref.dtype.kind in "iub" and ref.size:
-            d["top1_agreement"] = float((ref == got).mean())
-            if atol is not None:
-                d["tolerance"] = 0.0
-        drifts.append(Drift(**d))
-    return drifts
+    """The caller's data validated against ``model``'s schema, or generated rows; and which it was."""
+    return measure_inputs(model.schema, data, rows)
 
 
 def _metric(outputs: Mapping[str, np.ndarray], labels: np.ndarray) -> tuple[str, float, bool]:

@@ -15,16 +15,20 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from aimass.errors import ConversionError, UnsupportedOperation
+from aimass.errors import UnsupportedOperation
 
 if TYPE_CHECKING:
     from aimass.model import Model
 
-__all__ = ["SUPPORTED", "convert"]
+__all__ = ["EXPORTERS", "IMPORTERS", "convert"]
 
-SUPPORTED: dict[tuple[str, str], str] = {
+# (source backend, target format) -> the framework's exporter, "module:function". An exporter takes
+# the source backend (and options) and returns a Backend of the target, or an artifact that
+# IMPORTERS[target] turns into one.
+EXPORTERS: dict[tuple[str, str], str] = {
     ("torch", "onnx"): "aimass.frameworks.torch.export_onnx:torch_to_onnx",
     ("keras", "onnx"): "aimass.frameworks.keras.export_onnx:keras_to_onnx",
     ("tensorflow", "onnx"): "aimass.frameworks.keras.export_onnx:keras_to_onnx",
@@ -33,6 +37,15 @@ SUPPORTED: dict[tuple[str, str], str] = {
     ("keras", "tflite"): "aimass.frameworks.keras.export_tflite:keras_to_tflite",
     ("tensorflow", "tflite"): "aimass.frameworks.keras.export_tflite:keras_to_tflite",
 }
+# target format -> "module:function(artifact, source_schema) -> Backend", for exporters that return files.
+IMPORTERS: dict[str, str] = {"onnx": "aimass.frameworks.onnx.graph:load_aligned"}
+# Why a target has no exporter from some sources, where the reason helps more than the list.
+_HINTS: dict[str, str] = {"tflite": " (no maintained torch/onnx -> TFLite converter installs beside torch here)"}
+
+
+def _target(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def convert(
@@ -55,8 +68,7 @@ def convert(
     Example:
         >>> o = convert(m, "onnx", data=x, atol=1e-5)   # doctest: +SKIP
     """
-    import importlib
-
+    from aimass.backends.base import Backend
     from aimass.convert.check import measured
     from aimass.model import Model
 
@@ -65,26 +77,14 @@ def convert(
     key = (source.backend_name, target)
     if source.backend_name == target:
         raise UnsupportedOperation(f"the model already runs on the {target} backend")
-    if key not in SUPPORTED:
-        pairs = ", ".join(f"{a} -> {b}" for a, b in SUPPORTED)
-        hint = ""
-        if target == "tflite" and source.backend_name in ("torch", "onnx"):
-            hint = " (no maintained torch/onnx -> TFLite converter installs beside torch here)"
+    if key not in EXPORTERS:
+        pairs = ", ".join(f"{a} -> {b}" for a, b in EXPORTERS)
         raise UnsupportedOperation(
-            f"cannot convert a {source.backend_name} model to {target}{hint}; supported: {pairs}"
+            f"cannot convert a {source.backend_name} model to {target}{_HINTS.get(target, '')}; supported: {pairs}"
         )
-    module, _, fn = SUPPORTED[key].partition(":")
-    result = getattr(importlib.import_module(module), fn)(source, **options)
-    if target == "onnx":
-        from aimass.frameworks.onnx.graph import align
-
-        proto = align(result, source.schema)
-        try:
-            converted = Model.load(proto.SerializeToString(), backend="onnx", name=source.name)
-        except Exception as e:
-            raise ConversionError(f"the converted ONNX model does not load: {e}") from e
-    else:
-        converted = result
+    result = _target(EXPORTERS[key])(source.backend, **options)
+    if not isinstance(result, Backend):
+        result = _target(IMPORTERS[target])(result, source.schema)
+    converted = Model(result, name=source.name)
     report = measured(source, converted, target=target, data=data, atol=atol, rtol=rtol, repeats=repeats)
-    converted.report = report
-    return converted
+    return Model(converted.backend, name=source.name, report=report)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aimass.compress.report import Drift, Latency, Report, batch_of, compare_outputs
+from aimass.compress.report import Latency, Report
+from aimass.measure import Drift, batch_of, compare_outputs
 
 
 def test_compare_outputs_on_known_values() -> None:
@@ -51,7 +52,7 @@ def test_derived_figures_and_views() -> None:
     assert r.metric_drop == pytest.approx(0.25)  # mse went up: worse by 0.25
     assert r.max_abs_error == 0.25 and r.cosine == 0.995
     text = str(r)
-    assert "4.00 MB -> 1.00 MB (4.00x smaller)" in text and "2.00x faster" in text
+    assert "4.00 MiB -> 1.00 MiB (4.00x smaller)" in text and "2.00x faster" in text
     assert "mse 0.5 -> 0.75 (drop +0.25)" in text and "per_channel=True" in text
     page = r._repr_html_()
     assert page.startswith("<div>") and "&lt;b&gt;escaped&lt;/b&gt;" in page and "<b>escaped</b>" not in page

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from aimass import ConversionError, Model, UnsupportedOperation
-from aimass.compress.report import Drift, Report
+from aimass.compress.report import Report
+from aimass.measure import Drift
 from aimass.convert import convert
 from aimass.convert.check import check
 from aimass.package import verify

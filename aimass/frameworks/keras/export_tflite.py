@@ -14,25 +14,23 @@ Example:
 from __future__ import annotations
 
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from aimass.backends.base import Backend, Derived, no_unknown_options
 from aimass.dependencies import require
 from aimass.errors import ConversionError
+from aimass.frameworks.keras.backend import KerasBackend, SavedModelBackend
+from aimass.frameworks.keras.export_onnx import schema_function
+from aimass.frameworks.keras.tflite import TFLiteBackend
 
-if TYPE_CHECKING:
-    from aimass.compress.quantize import Quantized
-    from aimass.model import Model
-
-__all__ = ["keras_to_tflite", "keras_to_tflite_quantized", "tflite_bytes"]
+__all__ = ["fp16", "int8", "keras_to_tflite", "tflite_bytes"]
 
 
-def tflite_bytes(model: Model, *, quantize: str | None = None, data: Any = None, rows: int = 256) -> bytes:
-    """The TFLite flatbuffer of a keras/SavedModel-backed ``model``."""
-    from aimass.frameworks.keras.export_onnx import schema_function
-
+def tflite_bytes(backend: Backend, *, quantize: str | None = None, data: Any = None, rows: int = 256) -> bytes:
+    """The TFLite flatbuffer of a keras or SavedModel backend."""
     tf = require("tensorflow", feature="the tensorflow backend", extra="tensorflow")
-    call, signature = schema_function(model)
-    outputs = model.schema.output_names
+    call, signature = schema_function(backend)
+    outputs = backend.schema.output_names
 
     def named(*tensors: Any) -> dict[str, Any]:
         return dict(zip(outputs, call(*tensors), strict=True))
@@ -43,15 +41,16 @@ def tflite_bytes(model: Model, *, quantize: str | None = None, data: Any = None,
     # keras' own ExportArchive converts correctly.
     tmp = tempfile.TemporaryDirectory(prefix="aimass-tflite-")
     try:
-        if model.backend_name == "keras":
+        if isinstance(backend, KerasBackend):
             keras = require("keras", feature="the keras backend", extra="tensorflow")
             archive = keras.export.ExportArchive()
-            archive.track(model.backend.model)  # type: ignore[attr-defined]
+            archive.track(backend.model)
             archive.add_endpoint(name="serving_default", fn=named, input_signature=signature)
             archive.write_out(tmp.name, verbose=False)
         else:
             serve = tf.function(named, input_signature=signature).get_concrete_function()
-            tf.saved_model.save(model.backend.root, tmp.name, signatures={"serving_default": serve})  # type: ignore[attr-defined]
+            root = SavedModelBackend.of(backend).root
+            tf.saved_model.save(root, tmp.name, signatures={"serving_default": serve})
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp.name)
     except Exception as e:  # saving traces the model again: any error of the user's call() can come out
         tmp.cleanup()
@@ -61,8 +60,8 @@ def tflite_bytes(model: Model, *, quantize: str | None = None, data: Any = None,
     if quantize == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8" and data is not None:
-        inputs = model.schema.coerce(data)
-        names = model.schema.input_names
+        inputs = backend.schema.coerce(data)
+        names = backend.schema.input_names
         n = min(rows, next(iter(inputs.values())).shape[0])
 
         def representative() -> Any:
@@ -79,36 +78,36 @@ def tflite_bytes(model: Model, *, quantize: str | None = None, data: Any = None,
         tmp.cleanup()
 
 
-def _load(blob: bytes, like: Model) -> Model:
-    from aimass.model import Model
-
+def _load(blob: bytes, like: Backend) -> TFLiteBackend:
     try:
-        loaded = Model.load(blob, backend="tflite", name=like.name)
+        loaded = TFLiteBackend.load(blob)
     except Exception as e:
         raise ConversionError(f"the converted TFLite model does not load: {e}") from e
     # The signature keys are the schema names; keep the source's order of inputs and outputs.
     by_name = {t.name: t for t in loaded.schema.outputs}
     if set(by_name) == set(like.schema.output_names) and loaded.schema.input_names == like.schema.input_names:
         schema = loaded.schema.model_copy(update={"outputs": [by_name[n] for n in like.schema.output_names]})
-        loaded = Model.load(blob, backend="tflite", name=like.name, schema=schema)
+        loaded = TFLiteBackend.load(blob, schema=schema)
     return loaded
 
 
-def keras_to_tflite(model: Model) -> Model:
-    """``model`` converted to TFLite (float) and loaded back through aimass."""
-    return _load(tflite_bytes(model), model)
+def keras_to_tflite(backend: Backend) -> TFLiteBackend:
+    """A keras or SavedModel backend converted to TFLite (float) and loaded on the tflite backend."""
+    return _load(tflite_bytes(backend), backend)
 
 
-def keras_to_tflite_quantized(model: Model, method: str, *, data: Any = None, **unknown: Any) -> Quantized:
-    """``compress`` for keras/SavedModel models: TFLite with int8 or fp16 weights."""
-    from aimass.compress.quantize import Quantized, _no_unknown
-
-    _no_unknown(unknown)
-    blob = tflite_bytes(model, quantize=method, data=data)
-    if method == "fp16":
-        settings = {"format": "tflite", "weights": "fp16"}
-    elif data is not None:
+def int8(backend: Backend, *, data: Any = None, **unknown: Any) -> Derived:
+    """``compress("int8")`` for keras/SavedModel: full int8 calibrated on ``data``, else dynamic-range int8."""
+    no_unknown_options(unknown)
+    blob = tflite_bytes(backend, quantize="int8", data=data)
+    if data is not None:
         settings = {"format": "tflite", "scheme": "full int8 (calibrated on data)", "io_types": "float32"}
     else:
         settings = {"format": "tflite", "scheme": "dynamic-range int8 weights (pass data= for full int8)"}
-    return Quantized(_load(blob, model), settings)
+    return Derived(_load(blob, backend), settings)
+
+
+def fp16(backend: Backend, *, data: Any = None, **unknown: Any) -> Derived:
+    """``compress("fp16")`` for keras/SavedModel: TFLite with float16 weights."""
+    no_unknown_options(unknown)
+    return Derived(_load(tflite_bytes(backend, quantize="fp16"), backend), {"format": "tflite", "weights": "fp16"})

@@ -17,11 +17,25 @@ from aimass.dependencies import require
 from aimass.errors import ConversionError
 from aimass.schema import Schema
 
-__all__ = ["align"]
+__all__ = ["align", "load_aligned"]
 
 
 def _onnx() -> Any:
     return require("onnx", feature="the onnx backend", extra="onnx")
+
+
+def load_aligned(proto: Any, schema: Schema) -> Any:
+    """An OnnxBackend for an exporter's ``proto``, its inputs and outputs renamed to ``schema``'s.
+
+    What ``convert(..., "onnx")`` does with every exporter's result, whatever the source framework.
+    """
+    from aimass.frameworks.onnx.backend import OnnxBackend
+
+    aligned = align(proto, schema)
+    try:
+        return OnnxBackend.load(aligned.SerializeToString())
+    except Exception as e:
+        raise ConversionError(f"the converted ONNX model does not load: {e}") from e
 
 
 def align(proto: Any, schema: Schema) -> Any:

@@ -15,29 +15,27 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aimass.dependencies import require
 from aimass.errors import ConversionError
-
-if TYPE_CHECKING:
-    from aimass.model import Model
+from aimass.frameworks.sklearn.backend import SklearnBackend
 
 __all__ = ["to_onnx"]
 
 _ML_DOMAIN = "ai.onnx.ml"
 
 
-def to_onnx(model: Model, *, opset: int | None = None) -> Any:
-    """The ``onnx.ModelProto`` of a sklearn-backed ``model`` (names not yet aligned)."""
+def to_onnx(source: SklearnBackend, *, opset: int | None = None) -> Any:
+    """The ``onnx.ModelProto`` of a scikit-learn backend's estimator (names not yet aligned)."""
     skl2onnx = require("skl2onnx", feature="the sklearn backend", extra="compress")
     types = require("skl2onnx.common.data_types", feature="the sklearn backend", extra="compress", package="skl2onnx")
     onnx = require("onnx", feature="the onnx backend", extra="onnx")
-    backend: Any = model.backend
+    backend = SklearnBackend.of(source)
     estimator = backend.estimator
     final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
     options = {id(final): {"zipmap": False}} if backend.has_proba else None
-    spec = model.schema.inputs[0]
+    spec = backend.schema.inputs[0]
     try:
         proto = skl2onnx.to_onnx(
             estimator,
@@ -50,8 +48,8 @@ def to_onnx(model: Model, *, opset: int | None = None) -> Any:
             f"skl2onnx could not convert this {type(estimator).__name__}: {type(e).__name__}: {e}"
         ) from e
     graph = proto.graph
-    del graph.output[len(model.schema.outputs) :]
-    _free_output_names(proto, model.schema.output_names)
+    del graph.output[len(backend.schema.outputs) :]
+    _free_output_names(proto, backend.schema.output_names)
     if backend.is_classifier:
         _label_as_int64(onnx, proto, backend)
     return proto

@@ -14,24 +14,19 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from aimass.errors import SchemaError, UnsupportedOperation
 from aimass.frameworks.sklearn.backend import SklearnBackend
 
-if TYPE_CHECKING:
-    from aimass.model import Model
-
-__all__ = ["update"]
+__all__ = ["train"]
 
 
-def update(model: Model, inputs: dict[str, np.ndarray], y: np.ndarray, *, epochs: int = 1, **_: Any) -> SklearnBackend:
-    """A new backend whose estimator is a copy of ``model``'s trained further with ``partial_fit``."""
-    backend = model.backend
-    if not isinstance(backend, SklearnBackend):
-        raise UnsupportedOperation(f"sklearn update needs a sklearn model, got the {backend.name!r} backend")
+def train(source: Any, inputs: dict[str, np.ndarray], y: np.ndarray, *, epochs: int = 1, **_: Any) -> SklearnBackend:
+    """A new backend whose estimator is a copy of ``source``'s trained further with ``partial_fit``."""
+    backend = SklearnBackend.of(source)
     estimator = backend.estimator
     if not hasattr(estimator, "partial_fit"):
         what = type(estimator).__name__
@@ -43,11 +38,11 @@ def update(model: Model, inputs: dict[str, np.ndarray], y: np.ndarray, *, epochs
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     trained = copy.deepcopy(estimator)
-    x = backend.frame(inputs[model.schema.input_names[0]])
+    x = backend.frame(inputs[backend.schema.input_names[0]])
     extra = {"classes": backend.classes} if backend.is_classifier and backend.classes is not None else {}
     for _epoch in range(epochs):
         try:
             trained.partial_fit(x, y, **extra)
         except ValueError as e:  # unseen labels, wrong label shape
             raise SchemaError(f"{type(estimator).__name__}.partial_fit refused the data: {e}") from e
-    return SklearnBackend(trained, model.schema, backend.n_features)
+    return SklearnBackend(trained, backend.schema, backend.n_features)

@@ -13,24 +13,22 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aimass.dependencies import require
 from aimass.errors import ConversionError
-
-if TYPE_CHECKING:
-    from aimass.model import Model
+from aimass.frameworks.torch.backend import TorchBackend
 
 __all__ = ["torch_to_onnx"]
 
 
-def torch_to_onnx(model: Model, *, opset: int | None = None, dynamo: bool = True) -> Any:
-    """The ``onnx.ModelProto`` of a torch-backed ``model`` (names not yet aligned)."""
+def torch_to_onnx(backend: TorchBackend, *, opset: int | None = None, dynamo: bool = True) -> Any:
+    """The ``onnx.ModelProto`` of a torch backend's module (names not yet aligned)."""
     torch = require("torch", feature="the torch backend", extra="torch")
     if dynamo:  # the dynamo exporter writes its graph through onnxscript
         require("onnxscript", feature="compression and conversion", extra="compress")
-    module = model.backend.module  # type: ignore[attr-defined]
-    schema = model.schema
+    module = TorchBackend.of(backend).module
+    schema = backend.schema
     # Batch 2, not 1: export specializes dimensions of size 1 even when marked dynamic.
     sample = schema.example(batch=2)
     args = tuple(torch.from_numpy(sample[n]) for n in schema.input_names)

@@ -16,18 +16,15 @@ Example:
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from aimass.compress.quantize import Quantized, _module_copy, _no_unknown, _torch, _torch_model
+from aimass.backends.base import Derived, no_unknown_options
 from aimass.dependencies import require
 from aimass.errors import UnsupportedOperation
+from aimass.frameworks.torch.backend import TorchBackend
+from aimass.frameworks.torch.quantize import module_copy, rewrap
 
-if TYPE_CHECKING:
-    from aimass.model import Model
-
-__all__ = ["PRUNE_METHODS", "prune"]
-
-PRUNE_METHODS = ("prune", "prune-structured")
+__all__ = ["structured", "unstructured"]
 
 # Element-wise ops a hidden neuron may pass through between two Linear layers (neuron j stays neuron j).
 _ELEMENTWISE_FUNCTIONS = {
@@ -38,24 +35,32 @@ _ELEMENTWISE_MODULES = (
 )  # fmt: skip
 
 
-def prune(model: Model, method: str, *, amount: float = 0.5, **unknown: Any) -> Quantized:
-    """Prune a torch-backed ``model``; ``amount`` is the fraction of weights (or neurons) removed."""
-    _no_unknown(unknown)
-    if model.backend_name != "torch":
-        raise UnsupportedOperation(
-            f"pruning works on torch modules; this model runs on the {model.backend_name} backend"
-        )
+def _torch() -> Any:
+    return require("torch", feature="torch pruning", extra="torch")
+
+
+def _amount(amount: float) -> float:
     if not 0.0 < amount < 1.0:
         raise ValueError(f"amount must be between 0 and 1 (a fraction), got {amount}")
-    if method == "prune":
-        return _unstructured(model, amount)
-    return _structured(model, amount)
+    return amount
 
 
-def _unstructured(model: Model, amount: float) -> Quantized:
+def unstructured(backend: TorchBackend, *, data: Any = None, amount: float = 0.5, **unknown: Any) -> Derived:
+    """``prune``: zero the ``amount`` smallest-magnitude weights of every Linear/Conv layer."""
+    no_unknown_options(unknown)
+    return _unstructured(backend, _amount(amount))
+
+
+def structured(backend: TorchBackend, *, data: Any = None, amount: float = 0.5, **unknown: Any) -> Derived:
+    """``prune-structured``: remove the ``amount`` least important neurons between Linear pairs."""
+    no_unknown_options(unknown)
+    return _structured(backend, _amount(amount))
+
+
+def _unstructured(backend: TorchBackend, amount: float) -> Derived:
     torch = _torch()
-    tprune = require("torch.nn.utils.prune", feature="the torch backend", extra="torch")
-    module = _module_copy(model)
+    tprune = require("torch.nn.utils.prune", feature="torch pruning", extra="torch")
+    module = module_copy(backend)
     layers = [m for m in module.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d))]
     if not layers:
         raise UnsupportedOperation("this torch module has no Linear/Conv layers to prune")
@@ -70,7 +75,7 @@ def _unstructured(model: Model, amount: float) -> Quantized:
         "unstructured pruning zeroes weights inside dense tensors: size and latency stay the same "
         "unless a sparse format or sparse kernels are used"
     ]
-    return Quantized(_torch_model(module, model), settings, notes)
+    return Derived(rewrap(module, backend), settings, notes)
 
 
 def _linear_pairs(module: Any) -> list[tuple[str, str]]:
@@ -115,9 +120,9 @@ def _linear_pairs(module: Any) -> list[tuple[str, str]]:
     return pairs
 
 
-def _structured(model: Model, amount: float) -> Quantized:
+def _structured(backend: TorchBackend, amount: float) -> Derived:
     torch = _torch()
-    module = _module_copy(model)
+    module = module_copy(backend)
     pairs = _linear_pairs(module)
     if not pairs:
         raise UnsupportedOperation(
@@ -145,7 +150,7 @@ def _structured(model: Model, amount: float) -> Quantized:
         _set(module, second_name, new_second.to(second.weight.dtype))
         shrunk.append(f"{first_name}: {width} -> {keep_n} neurons")
     settings = {"amount": amount, "importance": "||W1 row|| * ||W2 column||", "layers": "; ".join(shrunk)}
-    return Quantized(_torch_model(module.eval(), model), settings)
+    return Derived(rewrap(module.eval(), backend), settings)
 
 
 def _set(root: Any, qualified: str, value: Any) -> None:

@@ -9,25 +9,23 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aimass.dependencies import require
 from aimass.errors import ConversionError
-
-if TYPE_CHECKING:
-    from aimass.model import Model
+from aimass.frameworks.xgboost.backend import XGBoostBackend
 
 __all__ = ["xgboost_to_onnx"]
 
 TARGET_OPSET = 15  # onnxmltools 1.16 refuses newer opsets for xgboost ("converter support 15")
 
 
-def xgboost_to_onnx(model: Model, *, opset: int | None = None) -> Any:
-    """The ``onnx.ModelProto`` of an xgboost-backed ``model`` (names not yet aligned)."""
+def xgboost_to_onnx(backend: XGBoostBackend, *, opset: int | None = None) -> Any:
+    """The ``onnx.ModelProto`` of an xgboost backend's booster (names not yet aligned)."""
     onnxmltools = require("onnxmltools", feature="compression and conversion", extra="compress")
     types = require("onnxmltools.convert.common.data_types", feature="compression and conversion", extra="compress")
-    booster = model.backend.booster  # type: ignore[attr-defined]
-    spec = model.schema.inputs[0]
+    booster = XGBoostBackend.of(backend).booster
+    spec = backend.schema.inputs[0]
     try:
         return onnxmltools.convert_xgboost(
             booster,

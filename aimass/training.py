@@ -1,0 +1,42 @@
+"""What every framework trainer shares: the loss a label array implies, the progress bar, logits or not.
+
+``update()`` and ``distill()`` hand a backend, inputs and targets to the trainer the framework's
+folder registers (:data:`aimass.update.TRAINERS`); the trainers use these helpers so that "loss",
+"progress" and "are these probabilities?" mean the same for every framework.
+
+Example:
+    >>> import numpy as np
+    >>> loss_kind(None, np.array([0, 1, 1]))
+    'cross_entropy'
+    >>> looks_like_probabilities(np.array([[0.2, 0.8], [0.5, 0.5]]))
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["loss_kind", "looks_like_probabilities", "progress_bar"]
+
+
+def progress_bar(total: int, desc: str, progress: bool | None) -> Any:
+    """A tqdm bar over ``total`` steps; ``progress=None`` shows it only when there is more than one step."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="batch", desc=desc, disable=not (total > 1 if progress is None else progress))
+
+
+def loss_kind(loss: str | None, y: np.ndarray) -> str:
+    """``"cross_entropy"`` for integer labels, ``"mse"`` otherwise, unless ``loss`` says which."""
+    if loss is None:
+        return "cross_entropy" if y.dtype.kind in "biu" else "mse"
+    if loss not in ("cross_entropy", "mse"):
+        raise ValueError(f"loss must be 'cross_entropy' or 'mse', got {loss!r}")
+    return loss
+
+
+def looks_like_probabilities(out: np.ndarray) -> bool:
+    """Whether the last axis of ``out`` holds probabilities: non-negative rows that sum to 1."""
+    return bool(out.size) and bool(out.min() >= 0) and bool(np.allclose(out.sum(axis=-1), 1.0, atol=1e-3))
