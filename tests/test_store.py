@@ -11,9 +11,9 @@ import pytest
 from publishers import kill_when, start_publisher
 from threads import run_in_threads
 
-from aimass import Model
-from aimass.errors import GateFailed, IntegrityError, ModelNotFound, StoreError
-from aimass.store import Store, parse_ref, pick_version
+from aimass import Model, store
+from aimass.errors import GateFailed, IntegrityError, ModelNotFound, StoreError, UnsupportedOperation
+from aimass.store import Driver, FsspecDriver, LocalDriver, Ref, Store, parse_ref, pick_version, to_ref
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +96,66 @@ def test_parse_ref() -> None:
         assert parse_ref(other) is None
     with pytest.raises(StoreError):
         parse_ref("store://../x")
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("fraud", Ref("fraud")),
+        ("fraud:latest", Ref("fraud")),
+        ("fraud:3", Ref("fraud", version=3)),
+        ("fraud@3", Ref("fraud", version=3)),
+        ("fraud:production", Ref("fraud", alias="production")),
+        ("fraud@production", Ref("fraud", alias="production")),
+        ("store://fraud", Ref("fraud")),
+        ("store://fraud/3", Ref("fraud", version=3)),
+        ("store://fraud@production", Ref("fraud", alias="production")),
+    ],
+)
+def test_one_reference_grammar(text: str, want: Ref) -> None:
+    assert to_ref(text) == want
+    if ":" in text:
+        assert parse_ref(text) == want  # what Model.load recognises means the same
+
+
+@pytest.mark.parametrize("bad", ["fraud/3", "../x", "a/b:3", "", "store://../x", "store://a/b/c"])
+def test_malformed_references_are_refused_alike(lib: Store, clf: Model, bad: str) -> None:
+    lib.publish(clf, "fraud")
+    with pytest.raises(StoreError, match="invalid") as by_grammar:
+        to_ref(bad)
+    with pytest.raises(StoreError) as by_library:
+        store.load(bad)  # the default library (the fixture's $AIMASS_STORE)
+    assert str(by_library.value) == str(by_grammar.value)
+
+
+def test_load_names_the_model_and_records_where_it_came_from(lib: Store, clf: Model) -> None:
+    lib.publish(clf, "fraud", tags={"owner": "risk"})
+    lib.set_alias("fraud", "production", 1)
+    m = lib.load("fraud", "production")
+    assert m.name == "fraud"
+    assert m.metadata["store"] | {"published": None} == {
+        "metrics": {},
+        "tags": {"owner": "risk"},
+        "published": None,
+        "name": "fraud",
+        "version": 1,
+        "root": lib.root,
+        "alias": "production",
+    }
+    assert "alias" not in store.load("fraud:1").metadata["store"]
+
+
+def test_drivers_declare_one_interface(lib: Store) -> None:
+    assert isinstance(lib.driver, LocalDriver) and lib.root == lib.driver.location
+    # Every built-in driver collects leftovers; the interface's default refuses instead of doing nothing.
+    for driver in (LocalDriver, FsspecDriver):
+        assert issubclass(driver, Driver) and driver.gc is not Driver.gc
+
+    class NoGc(LocalDriver):
+        gc = Driver.gc
+
+    with pytest.raises(UnsupportedOperation, match="cannot collect"):
+        Store(NoGc(Path(lib.root))).gc()
 
 
 def test_checksums_are_verified_on_load(lib: Store, clf: Model) -> None:

@@ -16,7 +16,7 @@ from threads import run_in_threads
 
 from aimass import Model
 from aimass.errors import GateFailed, IntegrityError, ModelNotFound
-from aimass.store import Store
+from aimass.store import FsspecDriver, Store
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +56,13 @@ def lib(options: dict[str, Any], tmp_path: Path) -> Store:
     return Store(f"s3://{bucket}/lib", storage_options=options, cache_dir=tmp_path / "cache")
 
 
+def remote(lib: Store) -> FsspecDriver:
+    """The library's storage, which these tests read and damage directly."""
+    driver = lib.driver
+    assert isinstance(driver, FsspecDriver)
+    return driver
+
+
 @pytest.fixture(scope="module")
 def clf() -> Model:
     return Model.load(models.xgb_classifier(5))
@@ -79,7 +86,7 @@ def test_publish_alias_and_load_through_the_cache(lib: Store, clf: Model, tmp_pa
 
 def test_half_uploaded_version_is_invisible_and_skipped(lib: Store, clf: Model) -> None:
     lib.publish(clf, "fraud")
-    fs, base = lib._io.fs, lib._io.base  # type: ignore[union-attr]
+    fs, base = remote(lib).fs, remote(lib).base
     # What a publisher killed mid-upload leaves: a claim and some artifacts, no manifest.
     fs.pipe_file(f"{base}/fraud/2/.claim", b"{}")
     fs.pipe_file(f"{base}/fraud/2/model.ubj", b"partial")
@@ -94,26 +101,26 @@ def test_exclusive_claims_give_concurrent_publishers_distinct_versions(lib: Stor
     lock = threading.Lock()
 
     def one(i: int) -> None:
-        v = Store(lib._io.url, storage_options=lib._io.fs.storage_options).publish(clf, "fraud")  # type: ignore[union-attr]
+        v = Store(lib.root, storage_options=remote(lib).fs.storage_options).publish(clf, "fraud")
         with lock:
             got.append(v)
 
     run_in_threads(one, 4)
     assert sorted(got) == [1, 2, 3, 4]
-    fs, base = lib._io.fs, lib._io.base  # type: ignore[union-attr]
+    fs, base = remote(lib).fs, remote(lib).base
     with pytest.raises(FileExistsError):  # the server refuses a second claim of a number (If-None-Match)
         fs.pipe_file(f"{base}/fraud/4/.claim", b"{}", mode="create")
 
 
 def test_tampered_remote_artifact_is_refused(lib: Store, clf: Model) -> None:
     lib.publish(clf, "fraud")
-    fs, base = lib._io.fs, lib._io.base  # type: ignore[union-attr]
+    fs, base = remote(lib).fs, remote(lib).base
     data = bytearray(fs.cat_file(f"{base}/fraud/1/model.ubj"))
     data[100] ^= 0xFF
     fs.pipe_file(f"{base}/fraud/1/model.ubj", bytes(data))
     with pytest.raises(IntegrityError):
         lib.load("fraud", 1)
-    assert not any(p.name[:1] != "." for p in Path(lib._io.cache).iterdir())  # type: ignore[union-attr]  # nothing corrupt was cached
+    assert not any(p.name[:1] != "." for p in remote(lib).cache.iterdir())  # nothing corrupt was cached
 
 
 def test_remove_never_reuses_numbers(lib: Store, clf: Model) -> None:
@@ -141,8 +148,8 @@ def test_publisher_killed_mid_upload_leaves_no_visible_version(
     lib: Store, clf: Model, endpoint: str, tmp_path: Path
 ) -> None:
     lib.publish(clf, "fraud")
-    fs, base = lib._io.fs, lib._io.base  # type: ignore[union-attr]
-    proc = start_publisher(tmp_path, "many", _MANY_FILES_SAVE, _S3_STORE, lib._io.url, endpoint)  # type: ignore[union-attr]
+    fs, base = remote(lib).fs, remote(lib).base
+    proc = start_publisher(tmp_path, "many", _MANY_FILES_SAVE, _S3_STORE, lib.root, endpoint)
 
     def uploading() -> bool:  # it has claimed version 2 and uploaded a few shards
         return len(fs.ls(f"{base}/fraud/2", refresh=True) if fs.exists(f"{base}/fraud/2") else []) > 5
@@ -160,7 +167,7 @@ def test_a_malicious_s3_manifest_cannot_write_outside_the_cache(lib: Store, clf:
     import json
 
     lib.publish(clf, "fraud")
-    fs, base = lib._io.fs, lib._io.base  # type: ignore[union-attr]
+    fs, base = remote(lib).fs, remote(lib).base
     payload = b"written by the store"
     fs.pipe_file(f"{base}/fraud/1/x/../../../../pwned.txt", payload)
     doc = json.loads(fs.cat_file(f"{base}/fraud/1/aimass.json"))
@@ -179,7 +186,7 @@ def test_gc_on_s3_removes_dead_uploads_and_keeps_the_claim(lib: Store, clf: Mode
     import time
 
     lib.publish(clf, "fraud")
-    fs, base = lib._io.fs, lib._io.base  # type: ignore[union-attr]
+    fs, base = remote(lib).fs, remote(lib).base
     fs.pipe_file(f"{base}/fraud/2/.claim", json.dumps({"time": time.time() - 7200}).encode())
     fs.pipe_file(f"{base}/fraud/2/model.json", b"half")
     assert lib.gc(max_age=3600) == ["fraud/2"]

@@ -15,11 +15,14 @@ Example (shell)::
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from aimass.cli.output import echo_json, handle_errors, table
+
+if TYPE_CHECKING:
+    from aimass.store import Ref
 
 __all__ = ["register"]
 
@@ -31,13 +34,11 @@ ROOT = typer.Option(None, "--root", envvar="AIMASS_STORE", help="library root (d
 JSON = typer.Option(False, "--json", help="print JSON for scripts")
 
 
-def _split_ref(ref: str) -> tuple[str, str | None]:
-    """``fraud``, ``fraud@production``, ``fraud:3``, ``fraud/3`` -> (name, selector)."""
-    for sep in ("@", ":", "/"):
-        if sep in ref:
-            name, _, selector = ref.partition(sep)
-            return name, selector or None
-    return ref, None
+def _ref(text: str) -> Ref:
+    """``fraud``, ``fraud:3``, ``fraud@production``, ``store://fraud/3``: the library's grammar (no ``fraud/3``)."""
+    from aimass.store import to_ref
+
+    return to_ref(text)
 
 
 def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
@@ -85,9 +86,9 @@ def show(
     from aimass.store import Store
 
     lib = Store(root)
-    name, selector = _split_ref(ref)
-    info = lib.info(name, lib.resolve(name, selector))
-    gates = lib.gates(name)
+    parsed = _ref(ref)
+    info = lib.info(parsed.name, lib.resolve(parsed.name, parsed.selector))
+    gates = lib.gates(parsed.name)
     if as_json:
         echo_json({**info.to_dict(), "gates": gates})
         return
@@ -180,10 +181,10 @@ def rm(
     """Delete a version, or a whole model."""
     from aimass.store import Store
 
-    name, selector = _split_ref(ref)
-    if selector is not None and not selector.isdigit():
-        raise ValueError(f"rm takes a version number, not an alias: {ref!r}")
-    Store(root).remove(name, int(selector) if selector else None, force=force)
+    parsed = _ref(ref)
+    if parsed.alias is not None or (parsed.version is None and ref != parsed.name):
+        raise ValueError(f"rm takes a version number (fraud:3) or a bare name (every version), not {ref!r}")
+    Store(root).remove(parsed.name, parsed.version, force=force)
     typer.echo(f"removed {ref}")
 
 
@@ -198,11 +199,11 @@ def pull(
     from aimass.store import Store
 
     lib = Store(root)
-    name, selector = _split_ref(ref)
-    version = lib.resolve(name, selector)
-    path = lib.path(name, version)
+    parsed = _ref(ref)
+    version = lib.resolve(parsed.name, parsed.selector)
+    path = lib.path(parsed.name, version)
     if as_json:
-        echo_json({"name": name, "version": version, "path": str(path)})
+        echo_json({"name": parsed.name, "version": version, "path": str(path)})
     else:
         typer.echo(str(path))
 

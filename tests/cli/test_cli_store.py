@@ -86,9 +86,15 @@ def test_rm_pull_and_user_errors(env: Path) -> None:
         (("store", "publish", "missing.onnx", "fraud"), "no such model"),
         (("store", "publish", "clf.json", "fraud", "-m", "accuracy"), "key=value"),
         (("store", "rm", "fraud@production"), "version number"),
+        (("store", "rm", "fraud:latest"), "version number"),
+        (("store", "show", "fraud/3"), "invalid model reference 'fraud/3'"),
+        (("store", "pull", "fraud/3"), "invalid model reference 'fraud/3'"),
+        (("store", "rm", "fraud/3"), "invalid model reference 'fraud/3'"),
     ]:
         code, _, err = cli(*args)
         assert code == 2, (args, err)
         assert needle in err, (args, err)
+    code, out, _ = cli("store", "show", "store://fraud/2", "--json")
+    assert code == 0 and json.loads(out)["version"] == 2
     code, _, _ = cli("store", "frobnicate")
     assert code == 2  # typer's own usage error

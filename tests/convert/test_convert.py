@@ -10,9 +10,9 @@ import pytest
 
 from aimass import ConversionError, Model, UnsupportedOperation
 from aimass.compress.report import Report
-from aimass.measure import Drift
 from aimass.convert import convert
 from aimass.convert.check import check
+from aimass.measure import Drift
 from aimass.package import verify
 
 pytest.importorskip("onnxruntime")

@@ -19,7 +19,8 @@ import pytest
 from aimass import Model
 from aimass.errors import IntegrityError, StoreError
 from aimass.package import MANIFEST, MAX_MANIFEST_BYTES
-from aimass.store import CLAIM, Store, _is_conflict
+from aimass.store import FsspecDriver, Store
+from aimass.store.drivers import CLAIM, is_conflict
 
 pytest.importorskip("fsspec")
 
@@ -29,8 +30,9 @@ def published(tmp_path: Path) -> tuple[Store, Any, str]:
     """A memory:// library holding one published onnx version, its filesystem and base path."""
     lib = Store(f"memory://lib-{uuid.uuid4().hex}", cache_dir=tmp_path / "cache")
     lib.publish(Model.load(models.onnx_mlp(tmp_path / "m.onnx")), "fraud")
-    io = lib._io  # the test plays the attacker who owns the storage
-    return lib, io.fs, io.base  # type: ignore[union-attr]
+    driver = lib.driver  # the test plays the attacker who owns the storage
+    assert isinstance(driver, FsspecDriver)
+    return lib, driver.fs, driver.base
 
 
 def _edit_manifest(fs: Any, base: str, edit: Any) -> None:
@@ -128,14 +130,14 @@ def test_claim_conflicts_are_decided_by_error_code_not_by_message_text() -> None
     def client_error(code: str, status: int) -> Exception:
         return botocore.ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Put")
 
-    assert _is_conflict(FileExistsError("exists"))
+    assert is_conflict(FileExistsError("exists"))
     wrapped = OSError("conditional write failed")
     wrapped.__cause__ = client_error("PreconditionFailed", 412)
-    assert _is_conflict(wrapped)
-    assert _is_conflict(client_error("ConditionalRequestConflict", 409))
+    assert is_conflict(wrapped)
+    assert is_conflict(client_error("ConditionalRequestConflict", 409))
     # Messages that merely mention 412 (a request id, a byte count) are not conflicts.
-    assert not _is_conflict(OSError("InternalError: request 4127 failed"))
-    assert not _is_conflict(OSError("PreconditionFailed mentioned in text only"))
+    assert not is_conflict(OSError("InternalError: request 4127 failed"))
+    assert not is_conflict(OSError("PreconditionFailed mentioned in text only"))
     throttled = OSError("slow down")
     throttled.__cause__ = client_error("SlowDown", 503)
-    assert not _is_conflict(throttled)
+    assert not is_conflict(throttled)

@@ -82,6 +82,20 @@ def _forward_names(module: Any) -> list[str]:
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
+def _call_order(module: Any, schema: Schema) -> list[str]:
+    """Schema input names in ``forward()``'s parameter order: run() passes them positionally."""
+    order = schema.input_names
+    names = _forward_names(module)
+    if len(order) > 1 and names:
+        if any(n not in names for n in order):
+            raise SchemaError(
+                f"schema inputs {order} do not match forward() parameters {names}: "
+                "with several inputs, names must be forward()'s parameter names"
+            )
+        order = sorted(order, key=names.index)
+    return order
+
+
 def _is_torchscript(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as z:
@@ -126,7 +140,9 @@ class TorchBackend(Backend):
         self.device = device
         self._example = example
         self._torch = _torch()
-        self._input_names = schema.input_names
+        # The constructor owns the call order, so every path that builds a backend (load, to,
+        # update, compress) calls forward() with the same arguments in the same places.
+        self._input_names = _call_order(module, schema)
         self._output_names = schema.output_names
         self._torch_device = self._torch.device(device)
         self._cpu = split_device(device)[0] == "cpu"
@@ -178,18 +194,8 @@ class TorchBackend(Backend):
                     for k, v in example.items()
                 ]
             )
-        call_order = schema.input_names
-        if len(call_order) > 1 and names:
-            # run() calls forward() positionally: put the inputs in forward()'s parameter order.
-            if any(n not in names for n in call_order):
-                raise SchemaError(
-                    f"schema inputs {schema.input_names} do not match forward() parameters {names}: "
-                    "with several inputs, names must be forward()'s parameter names"
-                )
-            call_order = sorted(call_order, key=names.index)
         module = source.to(device) if hasattr(source, "to") and split_device(device)[0] != "cpu" else source
         backend = cls(module, schema, device, example, options)
-        backend._input_names = call_order
         if not schema.outputs:
             backend.schema = schema.model_copy(update={"outputs": backend._infer_outputs()})
             backend._output_names = backend.schema.output_names

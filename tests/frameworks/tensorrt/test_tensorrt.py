@@ -20,8 +20,8 @@ import pytest
 
 from aimass import BackendUnavailable, DeviceError, DType, Model, ModelLoadError, SchemaError
 from aimass.backends import detect, get_backend
-from aimass.frameworks.tensorrt.backend import BuildOptions, engine_cache_path, profile_shapes, tensor_dtype
 from aimass.device import cuda_device_count
+from aimass.frameworks.tensorrt.backend import BuildOptions, engine_cache_path, profile_shapes, tensor_dtype
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 

@@ -1,0 +1,108 @@
+"""What the library reports: one version (:class:`VersionInfo`), many (:class:`Listing`), as text, HTML or JSON.
+
+Example:
+    >>> print(Listing([{"name": "fraud", "version": 1, "aliases": {"production": 1.0, "canary": 0.1}}]))
+    name   version  aliases
+    fraud  1        production,canary(10%)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = ["Listing", "VersionInfo"]
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionInfo:
+    """One published version: its manifest facts, the metrics and tags recorded with it, its aliases."""
+
+    name: str
+    version: int
+    created: str
+    backend: str
+    framework: str
+    size: int
+    schema: str
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    aliases: dict[str, float]  # alias -> share of its traffic
+    has_profile: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def _repr_html_(self) -> str:
+        return Listing([self.to_dict()], detail=True)._repr_html_()
+
+
+_COLUMNS = ("name", "version", "aliases", "backend", "size", "created", "metrics")
+
+
+def _cell(key: str, value: Any) -> str:
+    if key == "aliases" and isinstance(value, Mapping):
+        return ",".join(a if w >= 1 else f"{a}({w:.0%})" for a, w in value.items())
+    if key == "metrics" and isinstance(value, Mapping):
+        return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
+    if key == "tags" and isinstance(value, Mapping):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    if key == "size" and isinstance(value, int):
+        return _human_size(value)
+    if key == "created" and isinstance(value, str):
+        return value[:19].replace("T", " ")
+    return "" if value is None else str(value)
+
+
+def _human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+class Listing:
+    """Rows of the library (one per version), shown as a text table, an HTML table, or JSON.
+
+    Example:
+        >>> print(Listing([{"name": "fraud", "version": 1, "aliases": {"production": 1.0}}]))
+        name   version  aliases
+        fraud  1        production
+    """
+
+    def __init__(self, rows: list[dict[str, Any]], *, detail: bool = False) -> None:
+        self.rows = rows
+        self.detail = detail
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.rows)
+
+    def _columns(self) -> list[str]:
+        keys = {k for row in self.rows for k in row}
+        extra = ("tags", "framework") if self.detail else ()
+        return [c for c in (*_COLUMNS, *extra) if c in keys]
+
+    def __str__(self) -> str:
+        cols = self._columns()
+        table = [cols] + [[_cell(c, row.get(c)) for c in cols] for row in self.rows]
+        widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
+        return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in table)
+
+    def to_json(self) -> str:
+        return json.dumps(self.rows, indent=2, default=str)
+
+    def _repr_html_(self) -> str:
+        cols = self._columns()
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(_cell(c, row.get(c)))}</td>" for c in cols) + "</tr>"
+            for row in self.rows
+        )
+        return f"<table><tr>{head}</tr>{body}</table>"
