@@ -45,6 +45,7 @@ __all__ = [
     "check_device",
     "cuda_device_count",
     "device_tensor_dtype",
+    "as_torch_tensor",
     "input_validator",
     "split_device",
     "is_device_tensor",
@@ -291,3 +292,16 @@ def input_validator(backend: Backend) -> Callable[[Any], dict[str, Any]]:
     if not str(device).startswith("cuda") or not getattr(backend, "device_inputs", False):
         return backend.schema.validator()
     return DeviceInputs(backend.schema, device)
+
+
+def as_torch_tensor(torch: Any, value: Any) -> Any:
+    """A numpy array, torch tensor or DLPack producer (CuPy...) as a torch tensor on the device it is on.
+
+    Shares memory where it can; a read-only numpy array is copied (torch cannot wrap it).
+    Example: ``as_torch_tensor(torch, np.ones((2, 4), np.float32)).shape == (2, 4)``
+    """
+    if type(value) is np.ndarray:
+        return torch.from_numpy(value if value.flags.writeable else value.copy())
+    if isinstance(value, torch.Tensor):
+        return value
+    return torch.from_dlpack(value)  # CuPy and other DLPack producers: shared memory, no copy

@@ -46,9 +46,8 @@ from typing import Any, ClassVar
 
 from aimass.backends.base import Backend
 from aimass.dependencies import require_framework
-from aimass.device import check_device, output_on_device, split_device
+from aimass.device import as_torch_tensor, check_device, output_on_device, split_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError, SchemaError
-from aimass.frameworks.torch.backend import as_torch_tensor
 from aimass.schema import DType, Schema, TensorSpec
 
 __all__ = ["BuildOptions", "TensorRTBackend", "engine_cache_path", "profile_shapes", "tensor_dtype"]

@@ -38,7 +38,7 @@ import numpy as np
 
 from aimass.backends.base import Backend
 from aimass.dependencies import require_framework
-from aimass.device import check_device, output_on_device, split_device
+from aimass.device import as_torch_tensor, check_device, output_on_device, split_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError, SchemaError
 from aimass.schema import DType, Schema, TensorSpec
 
@@ -102,19 +102,6 @@ def _is_torchscript(path: Path) -> bool:
             return any(n.split("/", 2)[1:2] == ["code"] for n in z.namelist())
     except (zipfile.BadZipFile, OSError):
         return False
-
-
-def as_torch_tensor(torch: Any, value: Any) -> Any:
-    """A numpy array, torch tensor or DLPack producer (CuPy...) as a torch tensor on the device it is on.
-
-    Shares memory where it can; a read-only numpy array is copied (torch cannot wrap it).
-    Example: ``as_torch_tensor(torch, np.ones((2, 4), np.float32)).shape == (2, 4)``
-    """
-    if type(value) is np.ndarray:
-        return torch.from_numpy(value if value.flags.writeable else value.copy())
-    if isinstance(value, torch.Tensor):
-        return value
-    return torch.from_dlpack(value)  # CuPy and other DLPack producers: shared memory, no copy
 
 
 class TorchBackend(Backend):
