@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 import struct
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -38,6 +40,9 @@ from aimass.schema import DType
 __all__ = [
     "BINARY_CONTENT_TYPE",
     "DEFAULT_MAX_ELEMENTS",
+    "DEFAULT_MAX_JSON_TREE",
+    "LEAN_BODY_SIZE",
+    "BodyTooLarge",
     "HEADER_LENGTH",
     "JSON_CONTENT_TYPE",
     "InferRequest",
@@ -211,17 +216,7 @@ def _json_numbers(data: Any, dtype: DType, where: str, name: str) -> np.ndarray:
     return arr.astype(want)
 
 
-def decode_tensor(
-    t: Any, chunk: memoryview | None = None, *, kind: str = "input", max_elements: int = DEFAULT_MAX_ELEMENTS
-) -> tuple[str, np.ndarray]:
-    """One V2 tensor object (and its binary chunk, if any) as ``(name, ndarray)``.
-
-    A shape of more than ``max_elements`` elements raises SchemaError before any allocation.
-
-    Example:
-        >>> decode_tensor({"name": "x", "datatype": "INT32", "shape": [2], "data": [1, 2]})
-        ('x', array([1, 2], dtype=int32))
-    """
+def _tensor_head(t: Any, kind: str, max_elements: int) -> tuple[str, str, DType, list[int], int]:
     if not isinstance(t, dict) or not isinstance(t.get("name"), str):
         raise SchemaError(f"each {kind} must be an object with a string 'name', got {str(t)[:80]}")
     name: str = t["name"]
@@ -237,6 +232,21 @@ def decode_tensor(
         raise SchemaError(
             f"{where}: shape {shape} holds {count} elements, more than the limit of {max_elements}", tensor=name
         )
+    return name, where, dtype, shape, count
+
+
+def decode_tensor(
+    t: Any, chunk: memoryview | None = None, *, kind: str = "input", max_elements: int = DEFAULT_MAX_ELEMENTS
+) -> tuple[str, np.ndarray]:
+    """One V2 tensor object (and its binary chunk, if any) as ``(name, ndarray)``.
+
+    A shape of more than ``max_elements`` elements raises SchemaError before any allocation.
+
+    Example:
+        >>> decode_tensor({"name": "x", "datatype": "INT32", "shape": [2], "data": [1, 2]})
+        ('x', array([1, 2], dtype=int32))
+    """
+    name, where, dtype, shape, count = _tensor_head(t, kind, max_elements)
     if chunk is not None:
         if dtype is DType.BYTES:
             return name, _decode_bytes(chunk, count, where, name).reshape(shape)
@@ -268,10 +278,160 @@ def decode_tensor(
     return name, arr.reshape(shape)
 
 
+# -- large JSON bodies ------------------------------------------------------------------------------
+#
+# orjson turns a JSON array into a list of Python objects: 8 bytes of pointer per element, plus
+# 24-32 bytes per float (measured: a 64 MiB body of ``0.5,0.5,...`` peaks at 834 MiB, ``0,0,...`` at
+# 704 MiB), and it parses a whole document in one C call that holds the GIL (1.6 s for 64 MiB), so
+# no other thread, the event loop included, runs meanwhile. Bodies above LEAN_BODY_SIZE therefore
+# never give their large arrays to orjson whole: a scan (regular expressions, so C speed, in bounded
+# steps) finds each long array that holds only numbers, null, true or false, cuts it out of the
+# document, and parses it in slices of SLICE_BYTES straight into a preallocated numpy array of
+# the declared dtype. What stays is the "tree" (names, shapes, parameters, BYTES strings): orjson
+# parses it as before, and it may be at most ``max_json_tree`` bytes (413 above: send such data as
+# binary tensor data). Peak memory is then the body plus the decoded tensors plus one slice, and the
+# GIL is released between slices, so the server answers other requests while this one decodes.
+
+LEAN_BODY_SIZE = 64 * 1024  # bodies up to this size take the plain path (no overhead for small requests)
+SPAN_BYTES = 16 * 1024  # arrays shorter than this stay in the tree
+SLICE_BYTES = 64 * 1024  # one orjson call + one numpy conversion: ~1 ms with the GIL, ~2.5 MiB of objects
+SCAN_BYTES = 256 * 1024  # one regular-expression step of the scan
+MAX_NESTING = 32  # numpy's limit on dimensions: deeper nested 'data' cannot be a tensor anyway
+DEFAULT_MAX_JSON_TREE = 16 * 1024 * 1024
+
+_SKIP = re.compile(rb'(?:"(?:[^"\\]++|\\.)*+"|[^"\[]++){0,4096}+')  # strings and non-'[' bytes
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
+_NUMERIC_RUN = re.compile(rb"[-+.,\s0-9eEnultrfas\[\]]{0,%d}+" % SCAN_BYTES)
+_BRACKETS = re.compile(rb"[\[\]]")
+_COMMA = re.compile(rb",")
+_SPAN_KEY = "\x00aimass-span"
+
+
+class BodyTooLarge(SchemaError):
+    """A JSON body whose non-numeric part is too large to parse into Python objects (HTTP 413)."""
+
+    status_code = 413
+
+
+def _array_end(buf: Any, start: int, end: int) -> tuple[int, bool]:
+    """End (exclusive) of the array opening at ``start`` if it holds only number-like bytes, else -1,
+    and whether it nests arrays.
+
+    Runs of number-like bytes are matched in steps of SLICE_BYTES (each a bounded C call); the
+    bracket depth is tracked over the brackets of each step only.
+    """
+    depth, pos, nested = 0, start, False
+    while pos < end:
+        run = _NUMERIC_RUN.match(buf, pos, end)
+        stop = run.end() if run else pos
+        if stop == pos:
+            return -1, nested  # a string, object or stray byte inside: not a plain numeric array
+        text = bytes(buf[pos:stop])
+        opens, closes = text.count(b"["), text.count(b"]")
+        if depth - closes > 0 and depth + opens <= MAX_NESTING:  # cannot close or nest too deep here
+            depth, nested, pos = depth + opens - closes, nested or opens > 0, stop
+            continue
+        for m in _BRACKETS.finditer(buf, pos, stop):
+            depth += 1 if m.group() == b"[" else -1
+            if depth > 1:
+                nested = True
+                if depth > MAX_NESTING:
+                    raise SchemaError(f"malformed JSON request: an array is nested more than {MAX_NESTING} levels deep")
+            if depth == 0:
+                return m.end(), nested
+        pos = stop
+    return -1, nested
+
+
+def _cut_arrays(buf: Any, end: int, nonce: str) -> tuple[bytes, list[tuple[int, int, bool]]]:
+    """The document with each long numeric array replaced by a placeholder, and those arrays' spans."""
+    pieces: list[Any] = []
+    spans: list[tuple[int, int, bool]] = []
+    view = memoryview(buf)
+    pos = done = 0
+    while pos < end:
+        m = _SKIP.match(buf, pos, end)
+        nxt = m.end() if m else pos
+        if nxt > pos:
+            pos = nxt
+            continue
+        if buf[pos : pos + 1] == b'"':  # a string the bounded step did not finish: scan it alone
+            s = _STRING.match(buf, pos, end)
+            if s is None:
+                break  # unterminated: orjson will say so
+            pos = s.end()
+            continue
+        # buf[pos] is '[' outside any string
+        close, nested = _array_end(buf, pos, end)
+        if close - pos >= SPAN_BYTES:
+            pieces += [view[done:pos], b'{"\\u0000aimass-span":"%s","i":%d}' % (nonce.encode(), len(spans))]
+            spans.append((pos, close, nested))
+            pos = done = close
+        else:
+            pos += 1
+    pieces.append(view[done:end])
+    return b"".join(pieces), spans
+
+
+def _span_ref(value: Any, nonce: str) -> int | None:
+    if type(value) is dict and value.get(_SPAN_KEY) == nonce and type(value.get("i")) is int:
+        return int(value["i"])
+    return None
+
+
+def _decode_span(buf: Any, span: tuple[int, int, bool], dtype: DType, count: int, where: str, name: str) -> np.ndarray:
+    """A numeric array's text, parsed slice by slice into a new array of ``count`` elements."""
+    start, stop, nested = span
+    out = np.empty(count, dtype=dtype.numpy)
+    view = memoryview(buf)
+    filled, pos, last = 0, start, stop - 1  # buf[start] is '[' and buf[last] is ']'
+    while pos < last:
+        cut = min(pos + 1 + SLICE_BYTES, last)
+        if cut < last:  # end each slice after a comma, so no number is cut in two
+            comma = _COMMA.search(buf, cut, last)
+            cut = comma.start() if comma else last
+        text = bytes(view[pos + 1 : cut])
+        pos = cut
+        if nested:
+            # Nested rows are read in row-major order, their brackets dropped: the declared shape
+            # decides the tensor's shape (as on the plain path, where only the count must agree).
+            text = text.replace(b"[", b"").replace(b"]", b"")
+        if not text.strip():
+            continue
+        try:
+            values = orjson.loads(b"[" + text + b"]")
+        except orjson.JSONDecodeError as e:
+            raise SchemaError(f"malformed JSON request: {where} 'data' near byte {pos}: {e}", tensor=name) from None
+        if filled + len(values) > count:
+            raise SchemaError(f"{where}: shape needs {count} values, 'data' has more", tensor=name)
+        try:
+            out[filled : filled + len(values)] = _json_numbers(values, dtype, where, name).reshape(-1)
+        except SchemaError:
+            raise
+        except (ValueError, TypeError, OverflowError) as e:
+            raise SchemaError(f"{where}: 'data' does not convert to {dtype.value} ({e})", tensor=name) from None
+        filled += len(values)
+    if filled != count:
+        raise SchemaError(f"{where}: shape needs {count} values, 'data' has {filled}", tensor=name)
+    return out
+
+
 # -- messages -------------------------------------------------------------------------------------
 
 
-def _load_json(body: bytes | memoryview, header_length: int | None, what: str) -> tuple[dict[str, Any], memoryview]:
+@dataclasses.dataclass(slots=True)
+class _Cut:
+    """The long numeric arrays cut out of a large JSON document, for the tensors whose 'data' they are."""
+
+    buf: Any
+    spans: list[tuple[int, int, bool]]
+    nonce: str
+    used: set[int] = dataclasses.field(default_factory=set)
+
+
+def _load_json(
+    body: bytes | memoryview, header_length: int | None, what: str, max_json_tree: int | None = None
+) -> tuple[dict[str, Any], memoryview, _Cut | None]:
     view = memoryview(body)
     if header_length is None:
         header, rest = view, view[len(view) :]
@@ -279,13 +439,25 @@ def _load_json(body: bytes | memoryview, header_length: int | None, what: str) -
         if not 0 <= header_length <= len(view):
             raise SchemaError(f"Inference-Header-Content-Length is {header_length} but the body has {len(view)} bytes")
         header, rest = view[:header_length], view[header_length:]
+    cut = None
+    if max_json_tree is not None and len(header) > LEAN_BODY_SIZE:
+        cut = _Cut(header, [], os.urandom(8).hex())
+        tree, cut.spans = _cut_arrays(header, len(header), cut.nonce)
+        if len(tree) > max_json_tree:
+            raise BodyTooLarge(
+                f"the JSON {what} holds {len(tree)} bytes besides numeric tensor data, more than the limit of "
+                f"{max_json_tree}: send large BYTES tensors as binary tensor data (binary_data_size)"
+            )
+        header = memoryview(tree)
     try:
         doc = orjson.loads(header)
     except orjson.JSONDecodeError as e:
+        if "depth limit" in str(e):
+            raise SchemaError(f"malformed JSON {what}: nested more than 1024 levels deep ({e})") from None
         raise SchemaError(f"malformed JSON {what}: {e}") from None
     if not isinstance(doc, dict):
         raise SchemaError(f"the {what} must be a JSON object, got {type(doc).__name__}")
-    return doc, rest
+    return doc, rest, cut
 
 
 def _binary_size(t: Any) -> int | None:
@@ -307,7 +479,7 @@ def _binary_size(t: Any) -> int | None:
 
 
 def _decode_tensors(
-    items: Any, rest: memoryview, kind: str, max_elements: int = DEFAULT_MAX_ELEMENTS
+    items: Any, rest: memoryview, kind: str, max_elements: int = DEFAULT_MAX_ELEMENTS, cut: _Cut | None = None
 ) -> dict[str, np.ndarray]:
     if not isinstance(items, list):
         raise SchemaError(f"'{kind}s' must be a list of tensors, got {type(items).__name__}")
@@ -324,28 +496,64 @@ def _decode_tensors(
         if size is not None:
             chunk = rest[pos : pos + size]
             pos += size
-        name, arr = decode_tensor(t, chunk, kind=kind, max_elements=max_elements)
+        ref = _span_ref(t.get("data"), cut.nonce) if cut is not None and chunk is None and isinstance(t, dict) else None
+        if cut is not None and ref is not None:
+            name, arr = _decode_cut_tensor(t, cut, ref, kind, max_elements)
+        else:
+            name, arr = decode_tensor(t, chunk, kind=kind, max_elements=max_elements)
         if name in out:
             raise SchemaError(f"{kind} {name!r} appears twice", tensor=name)
         out[name] = arr
+    if cut is not None and len(cut.used) != len(cut.spans):
+        start, stop, _ = next(sp for i, sp in enumerate(cut.spans) if i not in cut.used)
+        raise SchemaError(
+            f"a numeric array of {stop - start} bytes (at byte {start}) is not an input's 'data': "
+            "large arrays are only accepted as tensor data"
+        )
     return out
 
 
+def _decode_cut_tensor(t: dict[str, Any], cut: _Cut, ref: int, kind: str, max_elements: int) -> tuple[str, np.ndarray]:
+    name, where, dtype, shape, count = _tensor_head(t, kind, max_elements)
+    if ref in cut.used or not 0 <= ref < len(cut.spans):
+        raise SchemaError(f"{where}: 'data' is not a JSON array", tensor=name)
+    cut.used.add(ref)
+    start, stop, _ = cut.spans[ref]
+    if dtype is DType.BYTES:
+        raise SchemaError(f"{where}: BYTES 'data' must hold strings, got numbers", tensor=name)
+    # Each element takes at least two bytes ("0,"): refuse a shape the text cannot fill before allocating.
+    if count > (stop - start) // 2:
+        raise SchemaError(
+            f"{where}: shape {shape} needs {count} values, 'data' of {stop - start} bytes holds at most "
+            f"{(stop - start) // 2}",
+            tensor=name,
+        )
+    return name, _decode_span(cut.buf, cut.spans[ref], dtype, count, where, name).reshape(shape)
+
+
 def decode_request(
-    body: bytes | memoryview, header_length: int | None = None, *, max_elements: int = DEFAULT_MAX_ELEMENTS
+    body: bytes | memoryview,
+    header_length: int | None = None,
+    *,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    max_json_tree: int = DEFAULT_MAX_JSON_TREE,
 ) -> InferRequest:
     """Parse a V2 inference request body (``header_length`` from ``Inference-Header-Content-Length``).
 
     ``max_elements`` bounds each input tensor's element count (checked on the shape, before allocating).
+    A JSON header over :data:`LEAN_BODY_SIZE` bytes has its long numeric arrays parsed slice by slice
+    into the tensors (peak memory: the body, the tensors and one slice; see the notes above
+    :data:`LEAN_BODY_SIZE`); the rest of it may be at most ``max_json_tree`` bytes
+    (:class:`BodyTooLarge`, HTTP 413, above).
 
     Example:
         >>> decode_request(b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}').inputs
         {'x': array([1.], dtype=float32)}
     """
-    doc, rest = _load_json(body, header_length, "request")
+    doc, rest, cut = _load_json(body, header_length, "request", max_json_tree)
     if "inputs" not in doc:
         raise SchemaError("the request has no 'inputs'")
-    inputs = _decode_tensors(doc["inputs"], rest, "input", max_elements)
+    inputs = _decode_tensors(doc["inputs"], rest, "input", max_elements, cut)
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise SchemaError("request 'parameters' must be an object")
@@ -457,7 +665,7 @@ def decode_response(body: bytes | memoryview, header_length: int | None = None) 
         >>> decode_response(body).outputs
         {'y': array([3])}
     """
-    doc, rest = _load_json(body, header_length, "response")
+    doc, rest, _ = _load_json(body, header_length, "response")
     outputs = _decode_tensors(doc.get("outputs", []), rest, "output")
     version = doc.get("model_version")
     rid = doc.get("id")

@@ -246,7 +246,15 @@ class App:
                             f"Inference-Header-Content-Length must be an integer, got {value!r}"
                         ) from None
             body = await _read_body(receive, self.max_body_size, content_length)
-            request = v2.decode_request(body, header_length, max_elements=self.max_elements)
+            if len(body) <= v2.LEAN_BODY_SIZE:
+                request = v2.decode_request(body, header_length, max_elements=self.max_elements)
+            else:
+                # A large body decodes in a worker thread, and v2 parses its big arrays in slices that
+                # each hold the GIL for a few ms, so the loop keeps answering (health checks included)
+                # meanwhile. Small bodies stay inline: a thread hop would cost them more than decoding.
+                request = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self._decode, body, header_length
+                )
             outputs = await served.infer(request.inputs)
             if request.outputs is not None:
                 try:
@@ -276,6 +284,9 @@ class App:
         else:
             headers = [(b"content-type", _BINARY_CT), (b"inference-header-content-length", str(json_length).encode())]
             await _send(send, 200, payload, headers)
+
+    def _decode(self, body: bytes, header_length: int | None) -> v2.InferRequest:
+        return v2.decode_request(body, header_length, max_elements=self.max_elements)
 
     # -- /v2/repository -------------------------------------------------------------------------
 
