@@ -33,6 +33,7 @@ import numpy as np
 
 from aimass.dependencies import require
 from aimass.errors import GateFailed, SchemaError, StoreError
+from aimass.training import looks_like_probabilities
 
 if TYPE_CHECKING:
     from aimass.model import Model
@@ -240,9 +241,8 @@ def _probabilities(scores: np.ndarray) -> np.ndarray:
     if scores.ndim == 1:  # one score per row: a binary probability when in [0, 1], else a logit
         p1 = scores if scores.min() >= 0 and scores.max() <= 1 else 1 / (1 + np.exp(-scores))
         return np.stack([1 - p1, p1], axis=1)
-    sums = scores.sum(axis=1)
-    if scores.min() >= 0 and np.allclose(sums, 1.0, atol=1e-3):
-        return scores / sums[:, None]  # float32 rounding: make rows sum to one exactly for log loss
+    if looks_like_probabilities(scores):
+        return scores / scores.sum(axis=1)[:, None]  # float32 rounding: make rows sum to one exactly for log loss
     shifted = np.exp(scores - scores.max(axis=1, keepdims=True))  # logits: softmax
     return shifted / shifted.sum(axis=1, keepdims=True)
 

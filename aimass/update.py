@@ -16,11 +16,11 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aimass.dependencies import import_target
 from aimass.errors import SchemaError, UnsupportedOperation
 
 if TYPE_CHECKING:
@@ -72,8 +72,7 @@ def update(
         raise UnsupportedOperation(
             f"update is implemented for {', '.join(TRAINERS)} models; this one runs on the {name!r} backend"
         )
-    module, _, attr = TRAINERS[name].partition(":")
-    backend = getattr(importlib.import_module(module), attr)(
+    backend = import_target(TRAINERS[name])(
         model.backend,
         inputs,
         y,

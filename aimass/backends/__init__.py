@@ -14,10 +14,10 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aimass.dependencies import import_target
 from aimass.errors import BackendNotFound
 
 if TYPE_CHECKING:
@@ -59,8 +59,7 @@ def get_backend(name: str) -> type[Backend]:
         target = BACKENDS[name]
     except KeyError:
         raise BackendNotFound(f"no backend named {name!r}; known backends: {sorted(BACKENDS)}") from None
-    module, _, cls = target.partition(":")
-    klass: type[Backend] = getattr(importlib.import_module(module), cls)
+    klass: type[Backend] = import_target(target)
     return klass
 
 

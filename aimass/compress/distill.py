@@ -26,6 +26,7 @@ import numpy as np
 from aimass.dependencies import require
 from aimass.errors import UnsupportedOperation
 from aimass.schema import DType, Schema, TensorSpec
+from aimass.training import looks_like_probabilities
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -131,7 +132,7 @@ def _target_kind(target: np.ndarray) -> str:
     """``probabilities``, ``logits`` (class scores) or ``mse`` (anything else)."""
     if target.ndim != 2 or target.shape[1] < 2:
         return "mse"
-    if target.min() >= 0 and np.allclose(target.sum(axis=1), 1.0, atol=1e-3):
+    if looks_like_probabilities(target):
         return "probabilities"
     return "logits"
 

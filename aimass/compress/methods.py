@@ -11,10 +11,10 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
+from aimass.dependencies import import_target
 from aimass.errors import UnsupportedOperation
 
 __all__ = ["COMPRESSORS", "METHODS", "compressor", "supported"]
@@ -62,6 +62,5 @@ def compressor(backend: str, method: str) -> Callable[..., Any]:
         raise UnsupportedOperation(
             f"compression {method!r} is not available for the {backend} backend; supported: {listed}"
         ) from None
-    module, _, name = target.partition(":")
-    fn: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    fn: Callable[..., Any] = import_target(target)
     return fn

@@ -15,9 +15,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from aimass.dependencies import import_target
 from aimass.errors import UnsupportedOperation
 
 if TYPE_CHECKING:
@@ -41,11 +41,6 @@ EXPORTERS: dict[tuple[str, str], str] = {
 IMPORTERS: dict[str, str] = {"onnx": "aimass.frameworks.onnx.graph:load_aligned"}
 # Why a target has no exporter from some sources, where the reason helps more than the list.
 _HINTS: dict[str, str] = {"tflite": " (no maintained torch/onnx -> TFLite converter installs beside torch here)"}
-
-
-def _target(path: str) -> Any:
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def convert(
@@ -82,9 +77,9 @@ def convert(
         raise UnsupportedOperation(
             f"cannot convert a {source.backend_name} model to {target}{_HINTS.get(target, '')}; supported: {pairs}"
         )
-    result = _target(EXPORTERS[key])(source.backend, **options)
+    result = import_target(EXPORTERS[key])(source.backend, **options)
     if not isinstance(result, Backend):
-        result = _target(IMPORTERS[target])(result, source.schema)
+        result = import_target(IMPORTERS[target])(result, source.schema)
     converted = Model(result, name=source.name)
     report = measured(source, converted, target=target, data=data, atol=atol, rtol=rtol, repeats=repeats)
     return Model(converted.backend, name=source.name, report=report)
