@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from aimass.measure import Drift, batch_of, compare_outputs, human_size
-from aimass.measure import sample_inputs as measure_inputs
+from aimass.measure import Drift, batch_of, compare_outputs, human_size, sample_inputs
 from aimass.package import verify
 
 if TYPE_CHECKING:
@@ -38,7 +37,6 @@ __all__ = [
     "Report",
     "measure",
     "model_size",
-    "sample_inputs",
 ]
 
 LATENCY_BATCHES = (1, 32)
@@ -185,11 +183,6 @@ def model_size(model: Model) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def sample_inputs(model: Model, data: Any = None, rows: int = 64) -> tuple[dict[str, np.ndarray], str]:
-    """The caller's data validated against ``model``'s schema, or generated rows; and which it was."""
-    return measure_inputs(model.schema, data, rows)
-
-
 def _metric(outputs: Mapping[str, np.ndarray], labels: np.ndarray) -> tuple[str, float, bool]:
     """(name, value, higher_is_better) of the first output that labels can score."""
     labels = np.asarray(labels)
@@ -264,7 +257,7 @@ def measure(
     Example:
         >>> measure(m, q, operation="compress", method="int8", data=rows).size_ratio   # doctest: +SKIP
     """
-    inputs, source = sample_inputs(before, data)
+    inputs, source = sample_inputs(before.schema, data)
     ref = before.predict(inputs)
     got = after.predict(inputs)
     drift = compare_outputs(ref, got, atol=atol, rtol=rtol)
