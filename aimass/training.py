@@ -14,11 +14,12 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["loss_kind", "looks_like_probabilities", "progress_bar"]
+__all__ = ["log_target", "loss_kind", "looks_like_probabilities", "progress_bar", "run_steps"]
 
 
 def progress_bar(total: int, desc: str, progress: bool | None) -> Any:
@@ -40,3 +41,27 @@ def loss_kind(loss: str | None, y: np.ndarray) -> str:
 def looks_like_probabilities(out: np.ndarray) -> bool:
     """Whether the last axis of ``out`` holds probabilities: non-negative rows that sum to 1."""
     return bool(out.size) and bool(out.min() >= 0) and bool(np.allclose(out.sum(axis=-1), 1.0, atol=1e-3))
+
+
+def log_target(target: np.ndarray, kind: str) -> np.ndarray:
+    """Probabilities as log-probabilities (what distillation's KL terms compare); other targets as they are."""
+    return np.log(np.clip(target, 1e-8, None)) if kind == "probabilities" else target
+
+
+def run_steps(n: int, hyper: dict[str, Any], seed: int, progress: bool, step: Callable[[np.ndarray], float]) -> None:
+    """Call ``step(row_indices) -> loss`` on shuffled minibatches for ``hyper["epochs"]`` epochs, with a progress bar.
+
+    Example: ``run_steps(len(x), {"epochs": 3, "batch_size": 32}, 0, False, lambda idx: train_on(x[idx]))``
+    """
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(seed)
+    batch_size = hyper["batch_size"]
+    steps = hyper["epochs"] * -(-n // batch_size)
+    with tqdm(total=steps, desc="distill", unit="step", disable=not progress) as bar:
+        for epoch in range(hyper["epochs"]):
+            order = rng.permutation(n)
+            for idx in (order[i : i + batch_size] for i in range(0, n, batch_size)):
+                loss = step(idx)
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")

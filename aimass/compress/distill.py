@@ -2,7 +2,8 @@
 
 The teacher is any Model (any backend, even remote): only its predictions are used. The student
 is an untrained (or pre-trained) torch ``nn.Module`` or Keras model taking the teacher's inputs
-and producing logits. Loss per batch, with ``T = temperature``::
+and producing logits; its framework's trainer (:data:`DISTILLERS`, in ``aimass/frameworks/<name>/train.py``)
+does the training. Loss per batch, with ``T = temperature``::
 
     alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels)
 
@@ -19,21 +20,29 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aimass.dependencies import require
-from aimass.errors import UnsupportedOperation
+from aimass.backends import detect
+from aimass.dependencies import import_target
+from aimass.errors import BackendNotFound, UnsupportedOperation
 from aimass.schema import DType, Schema, TensorSpec
 from aimass.training import looks_like_probabilities
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from aimass.model import Model
 
-__all__ = ["distill"]
+__all__ = ["DISTILLERS", "distill"]
+
+# The student's framework -> its distillation trainer, "module:function" (tf_keras students are
+# detected as "tensorflow"; they train through Keras too).
+DISTILLERS: dict[str, str] = {
+    "torch": "aimass.frameworks.torch.train:distill",
+    "keras": "aimass.frameworks.keras.train:distill",
+    "tensorflow": "aimass.frameworks.keras.train:distill",
+}
 
 
 def distill(
@@ -85,25 +94,14 @@ def distill(
         notes.append(f"no labels: alpha {alpha} -> 1.0 (soft targets only)")
         alpha = 1.0
     hyper = {"temperature": temperature, "alpha": alpha, "epochs": epochs, "batch_size": batch_size, "lr": lr}
-    if isinstance(student, Model):  # a wrapped student: train the framework object inside
-        student_obj = getattr(student.backend, "module", None) or getattr(student.backend, "model", None)
-    else:
-        student_obj = student
     spec = teacher.schema.output(target_name)
     out_schema = Schema(
         inputs=teacher.schema.inputs, outputs=[TensorSpec(name=target_name, dtype=DType.FP32, shape=spec.shape)]
     )
-    module = type(student_obj).__module__ or ""
-    if module.startswith("torch") or _is_torch_module(student_obj):
-        trained = _train_torch(student_obj, inputs, target, y, kind, hyper, seed, progress)
-        result = Model.load(trained, schema=out_schema, name=f"{teacher.name or 'model'}-student")
-    elif module.startswith(("keras", "tensorflow", "tf_keras")):
-        trained = _train_keras(student_obj, inputs, target, y, kind, hyper, seed, progress)
-        result = Model.load(trained, schema=out_schema, name=f"{teacher.name or 'model'}-student")
-    else:
-        raise UnsupportedOperation(
-            f"distill trains torch nn.Module or Keras students, got {type(student_obj).__name__}"
-        )
+    train = _distiller(student)
+    native = student.backend if isinstance(student, Model) else student
+    trained = train(native, inputs, target, y, kind, hyper, seed, progress)
+    result = Model.load(trained, schema=out_schema, name=f"{teacher.name or 'model'}-student")
     report = measure(
         teacher,
         result,
@@ -137,144 +135,17 @@ def _target_kind(target: np.ndarray) -> str:
     return "logits"
 
 
-def _is_torch_module(obj: Any) -> bool:
-    return any(k.__module__.startswith("torch.nn") for k in type(obj).__mro__)
+def _distiller(student: Any) -> Callable[..., Any]:
+    """The trainer for ``student``'s framework, found by the backend registry's detection (imports nothing)."""
+    from aimass.model import Model
 
-
-def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    order = rng.permutation(n)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def _log_target(target: np.ndarray, kind: str) -> np.ndarray:
-    """Probabilities as log-probabilities (what both trainers' KL terms compare); other targets as they are."""
-    return np.log(np.clip(target, 1e-8, None)) if kind == "probabilities" else target
-
-
-def _run_steps(n: int, hyper: dict[str, Any], seed: int, progress: bool, step: Callable[[np.ndarray], float]) -> None:
-    """Call ``step(row_indices) -> loss`` on shuffled minibatches for ``hyper["epochs"]`` epochs, with a progress bar.
-
-    Example: ``_run_steps(len(x), {"epochs": 3, "batch_size": 32}, 0, False, lambda idx: train_on(x[idx]))``
-    """
-    from tqdm.auto import tqdm
-
-    rng = np.random.default_rng(seed)
-    steps = hyper["epochs"] * -(-n // hyper["batch_size"])
-    with tqdm(total=steps, desc="distill", unit="step", disable=not progress) as bar:
-        for epoch in range(hyper["epochs"]):
-            for idx in _batches(n, hyper["batch_size"], rng):
-                loss = step(idx)
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
-
-
-# -- torch -------------------------------------------------------------------------------------------
-
-
-def _softmax_output(module: Any, args: Any, out: Any) -> Any:
-    torch = require("torch", feature="the torch backend", extra="torch")
-    return torch.softmax(out, dim=-1)
-
-
-def _train_torch(
-    student: Any,
-    inputs: dict[str, np.ndarray],
-    target: np.ndarray,
-    labels: np.ndarray | None,
-    kind: str,
-    hyper: dict[str, Any],
-    seed: int,
-    progress: bool,
-) -> Any:
-    import copy
-
-    torch = require("torch", feature="the torch backend", extra="torch")
-    fn = torch.nn.functional
-    torch.manual_seed(seed)
-    net = copy.deepcopy(student).train()
-    opt = torch.optim.Adam(net.parameters(), lr=hyper["lr"])
-    t, alpha = hyper["temperature"], hyper["alpha"]
-    xs = [torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()]
-    teacher = torch.from_numpy(_log_target(target, kind))
-    ys = torch.from_numpy(labels.astype(np.int64)) if labels is not None and kind != "mse" else None
-
-    def step(idx: np.ndarray) -> float:
-        i = torch.from_numpy(idx)
-        out = net(*(x[i] for x in xs))
-        if kind == "mse":
-            loss = fn.mse_loss(out.reshape(teacher[i].shape), teacher[i])
-        else:
-            soft = fn.kl_div(
-                fn.log_softmax(out / t, dim=-1), fn.log_softmax(teacher[i] / t, dim=-1), log_target=True,
-                reduction="batchmean",
-            )  # fmt: skip
-            loss = alpha * t * t * soft
-            if ys is not None and alpha < 1.0:
-                loss = loss + (1.0 - alpha) * fn.cross_entropy(out, ys[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return float(loss.item())
-
-    _run_steps(target.shape[0], hyper, seed, progress, step)
-    net.eval()
-    if kind == "probabilities":
-        # A hook, not a wrapper: forward() keeps its signature (input names) and torch.export traces it.
-        net.register_forward_hook(_softmax_output)
-    return net
-
-
-# -- keras -------------------------------------------------------------------------------------------
-
-
-def _train_keras(
-    student: Any,
-    inputs: dict[str, np.ndarray],
-    target: np.ndarray,
-    labels: np.ndarray | None,
-    kind: str,
-    hyper: dict[str, Any],
-    seed: int,
-    progress: bool,
-) -> Any:
-    tf = require("tensorflow", feature="the tensorflow backend", extra="tensorflow")
-    keras = require("keras", feature="the tensorflow backend", extra="tensorflow")
-    keras.utils.set_random_seed(seed)
-    net = keras.models.clone_model(student)
-    net.set_weights(student.get_weights())
-    opt = keras.optimizers.Adam(learning_rate=hyper["lr"])
-    t, alpha = hyper["temperature"], hyper["alpha"]
-    teacher = _log_target(target, kind)
-    names = list(inputs)
-
-    @tf.function
-    def step(xs: list[Any], teach: Any, ys: Any) -> Any:
-        with tf.GradientTape() as tape:
-            out = net(xs[0] if len(xs) == 1 else xs, training=True)
-            if kind == "mse":
-                loss = tf.reduce_mean(tf.square(tf.reshape(out, tf.shape(teach)) - teach))
-            else:
-                p_t = tf.nn.softmax(teach / t)
-                soft = tf.reduce_mean(
-                    tf.reduce_sum(p_t * (tf.nn.log_softmax(teach / t) - tf.nn.log_softmax(out / t)), axis=-1)
-                )
-                loss = alpha * t * t * soft
-                if ys is not None and alpha < 1.0:
-                    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ys, logits=out)
-                    loss = loss + (1.0 - alpha) * tf.reduce_mean(ce)
-        grads = tape.gradient(loss, net.trainable_variables)
-        opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
-        return loss
-
-    use_labels = labels is not None and kind != "mse"
-
-    def one_step(idx: np.ndarray) -> float:
-        ys = tf.constant(labels[idx].astype(np.int64)) if use_labels and labels is not None else None
-        return float(step([tf.constant(inputs[k][idx]) for k in names], tf.constant(teacher[idx]), ys))
-
-    _run_steps(target.shape[0], hyper, seed, progress, one_step)
-    if kind == "probabilities":
-        # Wrap with a softmax so that the student outputs what its teacher outputs.
-        ins = net.inputs
-        net = keras.Model(ins, keras.layers.Softmax()(net(ins[0] if len(ins) == 1 else ins)))
-    return net
+    try:
+        name = student.backend_name if isinstance(student, Model) else detect(student).name
+    except BackendNotFound:
+        name = ""
+    if name not in DISTILLERS:
+        raise UnsupportedOperation(
+            f"distill trains torch nn.Module or Keras students ({', '.join(DISTILLERS)}), got {type(student).__name__}"
+        )
+    fn: Callable[..., Any] = import_target(DISTILLERS[name])
+    return fn

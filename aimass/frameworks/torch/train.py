@@ -1,4 +1,4 @@
-"""Torch training for ``update()``: fine-tuning a copy of the module, with a progress bar."""
+"""Torch training: ``update()`` fine-tunes a copy of the module; ``distill()`` trains a student on a teacher."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from aimass.backends.base import Backend
 from aimass.dependencies import require
 from aimass.errors import UnsupportedOperation
 from aimass.frameworks.torch.backend import TorchBackend
-from aimass.training import loss_kind, progress_bar
+from aimass.training import log_target, loss_kind, progress_bar, run_steps
 
-__all__ = ["train"]
+__all__ = ["distill", "train"]
 
 
 def train(
@@ -82,3 +83,57 @@ def train(
     for p in params:
         p.requires_grad_(False)
     return TorchBackend.load(module, device=backend.device, schema=backend.schema)
+
+
+def distill(
+    student: Any,
+    inputs: dict[str, np.ndarray],
+    target: np.ndarray,
+    labels: np.ndarray | None,
+    kind: str,
+    hyper: dict[str, Any],
+    seed: int,
+    progress: bool,
+) -> Any:
+    """Train a copy of ``student`` (nn.Module or torch backend) on a teacher's ``target`` (see compress.distill)."""
+    torch = require("torch", feature="torch distillation", extra="torch")
+    if isinstance(student, Backend):
+        student = TorchBackend.of(student).module
+    fn = torch.nn.functional
+    torch.manual_seed(seed)
+    net = copy.deepcopy(student).train()
+    opt = torch.optim.Adam(net.parameters(), lr=hyper["lr"])
+    t, alpha = hyper["temperature"], hyper["alpha"]
+    xs = [torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()]
+    teacher = torch.from_numpy(log_target(target, kind))
+    ys = torch.from_numpy(labels.astype(np.int64)) if labels is not None and kind != "mse" else None
+
+    def step(idx: np.ndarray) -> float:
+        i = torch.from_numpy(idx)
+        out = net(*(x[i] for x in xs))
+        if kind == "mse":
+            loss = fn.mse_loss(out.reshape(teacher[i].shape), teacher[i])
+        else:
+            soft = fn.kl_div(
+                fn.log_softmax(out / t, dim=-1), fn.log_softmax(teacher[i] / t, dim=-1), log_target=True,
+                reduction="batchmean",
+            )  # fmt: skip
+            loss = alpha * t * t * soft
+            if ys is not None and alpha < 1.0:
+                loss = loss + (1.0 - alpha) * fn.cross_entropy(out, ys[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.item())
+
+    run_steps(target.shape[0], hyper, seed, progress, step)
+    net.eval()
+    if kind == "probabilities":
+        # A hook, not a wrapper: forward() keeps its signature (input names) and torch.export traces it.
+        net.register_forward_hook(_softmax_output)
+    return net
+
+
+def _softmax_output(module: Any, args: Any, out: Any) -> Any:
+    torch = require("torch", feature="torch distillation", extra="torch")
+    return torch.softmax(out, dim=-1)
