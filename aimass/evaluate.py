@@ -33,6 +33,7 @@ import numpy as np
 
 from aimass.dependencies import require
 from aimass.errors import GateFailed, SchemaError, StoreError
+from aimass.measure import time_calls
 from aimass.training import looks_like_probabilities
 
 if TYPE_CHECKING:
@@ -315,13 +316,5 @@ def _latency(model: Model, data: Any, calls: int, seconds: float) -> tuple[float
     named = model.schema.named(data)
     row = {k: np.asarray(v)[:1] for k, v in named.items()}
     model.predict(row)  # warm-up: first calls pay allocations and lazy initialisation
-    times = []
-    deadline = time.perf_counter() + seconds
-    for _ in range(max(calls, 1)):
-        t0 = time.perf_counter()
-        model.predict(row)
-        times.append(time.perf_counter() - t0)
-        if t0 > deadline and len(times) >= 10:
-            break
-    ms = np.asarray(times) * 1e3
+    ms = time_calls(lambda: model.predict(row), seconds=seconds, min_calls=10, max_calls=max(calls, 1)) * 1e3
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))

@@ -14,7 +14,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 
 from aimass.schema import Schema
 
-__all__ = ["Drift", "batch_of", "compare_outputs", "human_size", "sample_inputs"]
+__all__ = ["Drift", "batch_of", "compare_outputs", "human_size", "sample_inputs", "time_calls"]
 
 
 def human_size(n: float) -> str:
@@ -117,3 +118,23 @@ def compare_outputs(
                 d["tolerance"] = 0.0
         drifts.append(Drift(**d))
     return drifts
+
+
+def time_calls(call: Callable[[], Any], *, seconds: float, min_calls: int, max_calls: int | None = None) -> np.ndarray:
+    """Seconds taken by each of repeated ``call()``: at least ``min_calls``, then until ``seconds`` have
+    passed (or ``max_calls`` were made). The caller warms up first; this only times.
+
+    Example:
+        >>> len(time_calls(lambda: None, seconds=0.0, min_calls=3))
+        3
+    """
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while max_calls is None or len(times) < max_calls:
+        t0 = time.perf_counter()
+        call()
+        t1 = time.perf_counter()
+        times.append(t1 - t0)
+        if t1 > deadline and len(times) >= min_calls:
+            break
+    return np.asarray(times)

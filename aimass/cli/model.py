@@ -12,7 +12,6 @@ Example (shell)::
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -102,6 +101,7 @@ def bench(
     from tqdm.auto import tqdm
 
     from aimass import Model
+    from aimass.measure import time_calls
 
     try:
         sizes = [int(b) for b in batches.split(",") if b.strip()]
@@ -114,16 +114,8 @@ def bench(
     for size in tqdm(sizes, desc="bench", unit="batch size", disable=len(sizes) < 2 or as_json):
         x = m.schema.example(batch=size)
         m.predict(x)  # warm-up
-        times = []
-        deadline = time.perf_counter() + seconds
-        while True:
-            t0 = time.perf_counter()
-            m.predict(x)
-            t1 = time.perf_counter()
-            times.append(t1 - t0)
-            if t1 > deadline and len(times) >= 3:
-                break
-        ms = np.asarray(times) * 1e3
+        times = time_calls(lambda: m.predict(x), seconds=seconds, min_calls=3)  # noqa: B023 (called at once)
+        ms = times * 1e3
         total = float(np.sum(times))
         results.append(
             {
