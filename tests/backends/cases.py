@@ -1,20 +1,21 @@
 """The backend cases the conformance suite runs against.
 
 A case builds a real model and returns it as a :class:`aimass.Model`. Adding a backend means
-adding cases here; the suite in ``test_conformance.py`` has no per-backend branches.
-``tolerance`` is the absolute error allowed between batch-1 and batch-N results (float kernels
-may pick different blockings for different batch sizes), and between aimass and the raw framework.
+adding cases here; the suite (:class:`aimass.testing.BackendConformance`, run over these cases by
+``test_conformance.py``) has no per-backend branches. ``tolerance`` is the absolute error allowed
+between batch-1 and batch-N results (float kernels may pick different blockings for different
+batch sizes), and between aimass and the raw framework.
 
 ``reference(tmp, inputs)`` runs the raw framework (onnxruntime, ``torch`` forward, xgboost's
 ``predict_proba``/``predict``, ``keras`` call, ...) on the same model ``build(tmp)`` loaded, from the
 files build left in ``tmp`` or from the object it kept with :func:`_keep`, and returns outputs keyed
-like the Model's. A remote case's reference runs the model it serves locally, through its framework.
+like the Model's. A remote case's reference runs the model it serves locally, through its framework;
+a composed case's runs its parts through onnxruntime and combines them by hand.
 A case with no reference must say why in ``no_reference``: the conformance suite fails it otherwise.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,18 +26,9 @@ import numpy as np
 import pytest
 
 from aimass import Model
+from aimass.testing import Case
 
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    id: str
-    build: Callable[[Path], Model]
-    framework: str  # module that must be importable, or the case is skipped
-    tolerance: float = 1e-5
-    marks: tuple[pytest.MarkDecorator, ...] = ()
-    reference: Callable[[Path, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
-    no_reference: str = ""  # why this case has no reference (its test is then skipped with this reason)
-
+__all__ = ["CASES", "Case"]
 
 # The framework object each build loaded, by its tmp directory: its reference calls that very object.
 _NATIVE: dict[Path, Any] = {}
@@ -343,4 +335,63 @@ CASES += [
     Case("sklearn-pipeline-strings", _sklearn_object("pipeline-strings"), "sklearn", reference=_sklearn_object_ref),
     Case("sklearn-linearsvc", _sklearn_object("linearsvc"), "sklearn", reference=_sklearn_object_ref),
     Case("sklearn-skops-file", _sklearn_skops_file, "sklearn", reference=_sklearn_skops_ref),
+]
+
+
+# --- compose (aimass/compose.py): pipelines and ensembles of ONNX models; references run the parts ----
+# through onnxruntime and combine them by hand.
+
+_ENSEMBLE_WEIGHTS = (0.25, 0.75)
+
+
+def _compose_pipeline(tmp: Path) -> Model:
+    from aimass import compose
+
+    first = Model.load(models.onnx_mlp(tmp / "first.onnx", outputs=4))  # x -> y, FP32 [-1, 4]
+    second = Model.load(models.onnx_mlp(tmp / "second.onnx", seed=1))  # x -> y, FP32 [-1, 3]
+    # The second step's 'x' is also the pipeline's input: connect it to the first step's output.
+    return compose.pipeline(first, second, connect=[{}, {"x": "y"}], name="onnx-pipeline")
+
+
+def _compose_pipeline_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    hidden = _onnxruntime("first.onnx")(tmp, inputs)["y"]
+    return _onnxruntime("second.onnx")(tmp, {"x": hidden})
+
+
+def _compose_ensemble(tmp: Path) -> Model:
+    from aimass import compose
+
+    a = Model.load(models.onnx_mlp(tmp / "a.onnx"))
+    b = Model.load(models.onnx_mlp(tmp / "b.onnx", hidden=16, seed=1))
+    return compose.ensemble(a, b, method="weighted", weights=_ENSEMBLE_WEIGHTS, name="onnx-ensemble")
+
+
+def _compose_ensemble_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    a = _onnxruntime("a.onnx")(tmp, inputs)["y"]
+    b = _onnxruntime("b.onnx")(tmp, inputs)["y"]
+    wa, wb = _ENSEMBLE_WEIGHTS
+    return {"y": (wa * a + wb * b).astype(np.float32)}
+
+
+# --- tensorrt (aimass/frameworks/tensorrt): an engine built from the ONNX MLP, on a CUDA GPU only ------
+
+
+def _tensorrt_from_onnx(tmp: Path) -> Model:
+    # Profile up to batch 32: the suite predicts batches of up to 23 rows.
+    onnx_path = models.onnx_mlp(tmp / "mlp.onnx", hidden=32)
+    return Model.load(onnx_path, backend="tensorrt", device="cuda", options={"batch": (1, 8, 32)})
+
+
+CASES += [
+    Case("compose-onnx-pipeline", _compose_pipeline, "onnxruntime", reference=_compose_pipeline_ref),
+    Case("compose-onnx-ensemble", _compose_ensemble, "onnxruntime", reference=_compose_ensemble_ref),
+    Case(
+        "tensorrt-from-onnx",
+        _tensorrt_from_onnx,
+        "tensorrt",
+        tolerance=1e-3,  # TensorRT picks its own kernels (TF32 on recent GPUs): 1e-3 as in its own tests
+        marks=(pytest.mark.gpu,),
+        # The raw framework here is onnxruntime on the ONNX file the engine was built from.
+        reference=_onnxruntime("mlp.onnx"),
+    ),
 ]
