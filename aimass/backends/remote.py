@@ -63,7 +63,8 @@ from aimass.errors import (
     SchemaError,
     UnsupportedOperation,
 )
-from aimass.schema import Schema, TensorSpec
+from aimass.protocol import documents
+from aimass.schema import Schema
 
 __all__ = ["InProcessTransport", "RemoteBackend", "SharedTransport", "mount", "raise_for_status", "unmount"]
 
@@ -327,13 +328,14 @@ class RemoteBackend(Backend):
         self._aclients: dict[int, Any] = {}
         self._infer_path = f"{self.url}/infer"
 
-        server = self._get_json(f"{self.base_url}/v2", missing_ok=True) or {}
-        extensions = server.get("extensions") or []
-        self.binary_supported = "binary_tensor_data" in extensions
+        server_url = f"{self.base_url}/v2"
+        server = self._get_json(server_url, missing_ok=True)
+        info = documents.ServerMetadata() if server is None else documents.parse_server_metadata(server, server_url)
+        self.binary_supported = info.supports(documents.BINARY_TENSOR_DATA)
         flag = options.get("binary_output")
         self._binary_output = self.binary_supported if flag is None else bool(flag) and self.binary_supported
         self.metadata: dict[str, Any] = self._get_json(self.url) or {}
-        self.schema = schema or self._schema_from_metadata(self.metadata)
+        self.schema = schema or documents.schema_from_metadata(self.metadata, self.url)
         self._output_names = self.schema.output_names
 
     # -- construction ---------------------------------------------------------------------------
@@ -363,21 +365,6 @@ class RemoteBackend(Backend):
             # The server owns the hardware; the client side has nothing to move.
             backend.device = device
         return backend
-
-    def _schema_from_metadata(self, meta: Mapping[str, Any]) -> Schema:
-        try:
-            inputs = [TensorSpec(name=t["name"], dtype=t["datatype"], shape=t["shape"]) for t in meta.get("inputs", [])]
-            outputs = [
-                TensorSpec(name=t["name"], dtype=t["datatype"], shape=t["shape"]) for t in meta.get("outputs", [])
-            ]
-        except (KeyError, TypeError, ValueError) as e:
-            raise ModelLoadError(f"{self.url}: model metadata has malformed tensors ({e})") from None
-        if not inputs:
-            raise ModelLoadError(
-                f"{self.url}: the server's metadata lists no inputs (MLServer needs them in model-settings.json); "
-                "pass schema=Schema(...) to Model.load"
-            )
-        return Schema(inputs=inputs, outputs=outputs)
 
     # -- HTTP -----------------------------------------------------------------------------------
 

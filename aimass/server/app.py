@@ -39,7 +39,7 @@ from aimass import __version__
 from aimass.errors import AimassError, SchemaError, ServiceUnavailable
 from aimass.metrics import Metrics
 from aimass.model import Model
-from aimass.protocol import v2
+from aimass.protocol import documents, v2
 from aimass.server.repository import BatchingConfig, Limits, Repository, ServedModel
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "App", "HTTPError", "create_app", "error_response"]
@@ -52,7 +52,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
-EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration"]
+EXTENSIONS = list(documents.EXTENSIONS)  # what GET /v2 announces
 
 _JSON = [(b"content-type", b"application/json")]
 _BINARY_CT = v2.BINARY_CONTENT_TYPE.encode()
@@ -109,7 +109,7 @@ class App:
         self.max_elements = max_elements
         self._token = auth_token or None
         self._auth = f"Bearer {auth_token}".encode() if auth_token else None
-        self._server_meta = orjson.dumps({"name": "aimass", "version": __version__, "extensions": EXTENSIONS})
+        self._server_meta = orjson.dumps(documents.server_metadata("aimass", __version__, EXTENSIONS))
 
     # -- ASGI ---------------------------------------------------------------------------------
 
@@ -299,7 +299,7 @@ class App:
                 options = orjson.loads(body) if body.strip() else {}
             except orjson.JSONDecodeError as e:
                 raise SchemaError(f"malformed JSON request: {e}") from None
-            ready = bool(options.get("ready", False)) if isinstance(options, dict) else False
+            ready = documents.parse_index_request(options)
             # Load-failure reasons come from backends and may name files: redacted like errors.
             return await _send(send, 200, self.redact(orjson.dumps(self.repository.index(ready_only=ready))), _JSON)
         if len(parts) == 5 and parts[2] == "models" and parts[4] in ("load", "unload"):

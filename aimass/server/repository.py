@@ -32,7 +32,7 @@ from aimass.errors import ModelLoadError, ModelNotFound, ServiceUnavailable
 from aimass.metrics import Metrics, ModelMetrics
 from aimass.model import Model
 from aimass.package import is_package
-from aimass.schema import DType, TensorSpec
+from aimass.protocol import documents
 
 __all__ = ["BatchingConfig", "Limits", "Repository", "ServedModel", "version_key"]
 
@@ -84,16 +84,6 @@ class Limits:
 def _batchable(model: Model) -> bool:
     s = model.schema
     return all(t.shape[:1] == [-1] for t in s.inputs) and all(t.shape[:1] == [-1] for t in s.outputs)
-
-
-def _tensor_meta(t: TensorSpec) -> dict[str, Any]:
-    return {"name": t.name, "datatype": t.dtype.value, "shape": t.shape}
-
-
-def _config_tensor(t: TensorSpec, batched: bool) -> dict[str, Any]:
-    # Triton's model config: dims exclude the batch dimension when max_batch_size > 0.
-    data_type = "TYPE_STRING" if t.dtype is DType.BYTES else f"TYPE_{t.dtype.value}"
-    return {"name": t.name, "data_type": data_type, "dims": t.shape[1:] if batched else t.shape}
 
 
 def _inside(path: Path, real_root: Path) -> bool:
@@ -152,6 +142,7 @@ class ServedModel:
         self.placement = Placement(executor, inline_below)
         self.max_batch_size = self.batcher.max_batch_size if self.batcher else 0
         self.max_queue_delay = batching.max_queue_delay if self.batcher else 0.0
+        self.platform = f"aimass_{model.backend_name}"
 
     async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate (SchemaError names the tensor) and run, batched when batching is on.
@@ -209,33 +200,21 @@ class ServedModel:
         return out
 
     def metadata(self, versions: list[str]) -> dict[str, Any]:
-        """The V2 model metadata document."""
-        s = self.model.schema
-        return {
-            "name": self.name,
-            "versions": versions,
-            "platform": f"aimass_{self.model.backend_name}",
-            "inputs": [_tensor_meta(t) for t in s.inputs],
-            "outputs": [_tensor_meta(t) for t in s.outputs],
-        }
+        """The V2 model metadata document (:func:`aimass.protocol.documents.model_metadata`)."""
+        return documents.model_metadata(self.name, versions, self.model.schema, platform=self.platform)
 
     def config(self) -> dict[str, Any]:
         """A Triton-style model configuration (what tritonclient and perf_analyzer read)."""
-        s = self.model.schema
-        batched = self.max_batch_size > 0
-        doc: dict[str, Any] = {
-            "name": self.name,
-            "platform": f"aimass_{self.model.backend_name}",
-            "backend": self.model.backend_name,
-            "version_policy": {"specific": {"versions": [int(self.version)]}} if self.version.isdigit() else {},
-            "max_batch_size": self.max_batch_size,
-            "input": [_config_tensor(t, batched) for t in s.inputs],
-            "output": [_config_tensor(t, batched) for t in s.outputs],
-            "instance_group": [{"kind": "KIND_CPU" if self.model.device == "cpu" else "KIND_GPU", "count": 1}],
-        }
-        if batched:
-            doc["dynamic_batching"] = {"max_queue_delay_microseconds": round(self.max_queue_delay * 1e6)}
-        return doc
+        return documents.model_config(
+            self.name,
+            self.model.schema,
+            version=self.version,
+            platform=self.platform,
+            backend=self.model.backend_name,
+            device=self.model.device,
+            max_batch_size=self.max_batch_size,
+            max_queue_delay=self.max_queue_delay,
+        )
 
 
 class Repository:
@@ -411,9 +390,8 @@ class Repository:
             loaded = self._loaded.get(name, {})
             for version in sorted(versions, key=version_key):
                 if version in loaded:
-                    out.append({"name": name, "version": version, "state": "READY"})
+                    out.append(documents.index_entry(name, version))
                 elif not ready_only:
-                    entry = {"name": name, "version": version, "state": "UNAVAILABLE"}
-                    entry["reason"] = self._errors.get(name, "unloaded")
-                    out.append(entry)
+                    reason = self._errors.get(name, "unloaded")
+                    out.append(documents.index_entry(name, version, documents.UNAVAILABLE, reason))
         return out
