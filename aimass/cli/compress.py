@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from aimass.cli.output import echo_json, handle_errors, read_input
+from aimass.cli.output import echo_json, read_input
 
 __all__ = ["register"]
 
@@ -41,7 +41,6 @@ def _finish(result: Any, out: Path, overwrite: bool, as_json: bool) -> None:
     typer.echo(f"wrote {path}")
 
 
-@handle_errors
 def compress(
     model: Annotated[str, typer.Argument(help="model file, package directory, URL or store reference")],
     out: OutOption,
@@ -61,7 +60,6 @@ def compress(
     _finish(m.compress(method, data=rows, labels=y, max_drop=max_drop), out, overwrite, as_json)
 
 
-@handle_errors
 def convert(
     model: Annotated[str, typer.Argument(help="model file, package directory, URL or store reference")],
     out: OutOption,

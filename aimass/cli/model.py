@@ -18,12 +18,11 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from aimass.cli.output import echo_json, handle_errors, read_input, table
+from aimass.cli.output import echo_json, read_input, table
 
 __all__ = ["register"]
 
 
-@handle_errors
 def info(
     model: str = typer.Argument(..., help="model file, package directory, URL or store reference"),
     as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
@@ -41,7 +40,6 @@ def info(
             typer.echo(f"{kind}   {t.name:<20} {t.describe()}")
 
 
-@handle_errors
 def predict(
     model: Annotated[str, typer.Argument(help="model file, package directory, URL or store reference")],
     input_file: Annotated[Path, typer.Option("--input", "-i", help="rows as .json, .npy, .npz or .csv")],
@@ -90,7 +88,6 @@ def _short(value: Any) -> str:
     return "[" + ", ".join(flat) + (", ...]" if a.size > 6 else "]")
 
 
-@handle_errors
 def bench(
     model: str = typer.Argument(..., help="model file, package directory, URL or store reference"),
     batches: str = typer.Option("1,8,64", "--batch", help="comma-separated batch sizes"),

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 2 user error (bad arguments, unknown model, invalid input, failed gate: any
 :class:`~aimass.errors.AimassError` with a 4xx status, and typer's own usage errors), 1 failure
-(anything else).
+(anything else). :func:`handle_errors` keeps this contract for every command: ``aimass.cli.app``
+applies it to each one it registers, so no command can skip it.
 
 Example:
     >>> print(table([{"name": "fraud", "version": 3}]))
@@ -30,9 +31,18 @@ FAILURE = 1
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# typer.BadParameter and the other usage errors derive from click's ClickException, or from typer's
+# own copy of it (recent typer vendors click): the class is found the same way in both.
+_USAGE_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
 
 def handle_errors(fn: F) -> F:
-    """Turn exceptions into one line on stderr and the exit code that tells user error from failure."""
+    """Turn exceptions into one line on stderr and the exit code that tells user error from failure.
+
+    Applied once per command (again on a wrapped command, it returns it as it is).
+    """
+    if getattr(fn, "__aimass_handles_errors__", False):
+        return fn
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -40,16 +50,18 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except _USAGE_ERROR as e:  # a bad value found in the command's body (typer.BadParameter ...)
+            code, line = USER_ERROR, f"error: {e.format_message()}"  # type: ignore[attr-defined]
         except AimassError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(USER_ERROR if 400 <= e.status_code < 500 else FAILURE) from None
+            code, line = (USER_ERROR if 400 <= e.status_code < 500 else FAILURE), f"error: {e}"
         except (FileNotFoundError, ValueError, KeyError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(USER_ERROR) from None
+            code, line = USER_ERROR, f"error: {e}"
         except Exception as e:  # a failure, not the user's fault: say what it was
-            typer.echo(f"failed: {type(e).__name__}: {e}", err=True)
-            raise typer.Exit(FAILURE) from None
+            code, line = FAILURE, f"failed: {type(e).__name__}: {e}"
+        typer.echo(" ".join(part.strip() for part in line.splitlines() if part.strip()), err=True)
+        raise typer.Exit(code)
 
+    wrapper.__aimass_handles_errors__ = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 
 

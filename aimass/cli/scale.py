@@ -1,11 +1,15 @@
-"""``aimass scale``: serve models on Ray Serve replicas, and batch-predict datasets on Ray Data.
+"""``aimass scale``: deploy models to Ray Serve replicas, and predict datasets on Ray Data.
+
+One verb each: ``aimass serve`` runs a server here, ``aimass scale deploy`` deploys the same server
+(the same options, :class:`aimass.cli.options.ServerOptions`, plus replicas and autoscaling) to Ray
+Serve, ``aimass scale predict`` predicts a dataset on Ray Data (``aimass.scale.batch_predict``).
 
 Example (shell)::
 
-    aimass scale serve mlp.onnx fraud=pkg/fraud --replicas 2 --port 8000
-    aimass scale serve mlp.onnx --min-replicas 1 --max-replicas 4 --target-ongoing-requests 8
+    aimass scale deploy mlp.onnx fraud=pkg/fraud --replicas 2 --port 8000
+    aimass scale deploy mlp.onnx --min-replicas 1 --max-replicas 4 --target-ongoing-requests 8
     aimass scale predict mlp.onnx rows.parquet predictions/ --batch-size 1024 --actors 2
-    RAY_ADDRESS=ray://head:10001 aimass scale serve mlp.onnx --replicas 8   # an existing cluster
+    RAY_ADDRESS=ray://head:10001 aimass scale deploy mlp.onnx --replicas 8   # an existing cluster
 """
 
 from __future__ import annotations
@@ -17,12 +21,12 @@ from typing import Annotated, Any
 
 import typer
 
-from aimass.cli.serve import parse_duration, parse_options, server_token
+from aimass.cli.options import DeployOptions, ServerOptions, with_options
 
-__all__ = ["model_sources", "register", "run_on_ray", "scale_app"]
+__all__ = ["deploy", "deploy_until_stopped", "model_sources", "predict", "register", "scale_app"]
 
 scale_app = typer.Typer(
-    help="Scale out on Ray: Ray Serve replicas and Ray Data batch prediction.", no_args_is_help=True
+    help="On Ray: deploy models to Ray Serve replicas, predict datasets with Ray Data.", no_args_is_help=True
 )
 
 
@@ -44,61 +48,37 @@ def model_sources(sources: list[str]) -> dict[str, str]:
     return out
 
 
-@scale_app.command("serve")
-def serve(
+@scale_app.command("deploy")
+@with_options
+def deploy(
     sources: Annotated[list[str], typer.Argument(help="models: file, package, or NAME=PATH")],
-    replicas: Annotated[int, typer.Option(help="fixed number of replicas (without --max-replicas)")] = 1,
-    min_replicas: Annotated[int, typer.Option(help="autoscaling: fewest replicas")] = 1,
-    max_replicas: Annotated[int, typer.Option(help="autoscaling: most replicas; > 0 turns autoscaling on")] = 0,
-    target_ongoing_requests: Annotated[
-        float, typer.Option(help="autoscaling: requests in flight per replica that Ray Serve aims for")
-    ] = 2.0,
-    upscale_delay: Annotated[str, typer.Option(help="autoscaling: load must last this long before scaling up")] = "30s",
-    downscale_delay: Annotated[
-        str, typer.Option(help="autoscaling: idleness must last this long before scaling down")
-    ] = "600s",
-    host: Annotated[str, typer.Option(help="Ray Serve HTTP proxy interface")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Ray Serve HTTP proxy port")] = 8000,
-    max_batch_size: Annotated[int, typer.Option(help="rows per merged model call in each replica; 0: off")] = 64,
-    max_queue_delay: Annotated[str, typer.Option(help="how long a request may wait for a batch: 500us, 2ms")] = "0",
-    max_ongoing_requests: Annotated[int, typer.Option(help="requests Ray Serve sends one replica at once")] = 64,
-    num_cpus: Annotated[float, typer.Option(help="CPUs each replica reserves on the cluster")] = 1.0,
-    auth_token: Annotated[
-        str,
-        typer.Option(envvar="AIMASS_SERVER_TOKEN", callback=server_token, help="require 'Authorization: Bearer TOKEN'"),
-    ] = "",
-    option: Annotated[list[str] | None, typer.Option(help="backend option KEY=JSON, dotted keys nest")] = None,
+    server: ServerOptions,
+    ray: DeployOptions,
 ) -> None:
-    """Serve models on Ray Serve replicas with the V2 API of ``aimass serve`` (RAY_ADDRESS picks a cluster)."""
-    autoscaling: dict[str, Any] | None = None
-    if max_replicas > 0:
-        autoscaling = {
-            "min_replicas": min_replicas,
-            "max_replicas": max_replicas,
-            "target_ongoing_requests": target_ongoing_requests,
-            "upscale_delay_s": parse_duration(upscale_delay),
-            "downscale_delay_s": parse_duration(downscale_delay),
-        }
-    run_on_ray(
+    """Deploy models to Ray Serve replicas with the V2 API of ``aimass serve`` (RAY_ADDRESS picks a cluster)."""
+    app_options = server.app_options()
+    deploy_until_stopped(
         model_sources(sources),
-        num_replicas=1 if autoscaling else replicas,
-        autoscaling=autoscaling,
-        host=host,
-        port=port,
-        max_batch_size=max_batch_size,
-        max_queue_delay=parse_duration(max_queue_delay),
-        max_ongoing_requests=max_ongoing_requests,
-        num_cpus=num_cpus,
-        auth_token=auth_token or None,
-        model_options=parse_options(option or []),
+        **ray.scaling(),
+        host=server.host,
+        port=server.port,
+        max_batch_size=app_options.pop("max_batch_size"),
+        max_queue_delay=app_options.pop("max_queue_delay"),
+        max_concurrency=app_options.pop("max_concurrency"),
+        auth_token=app_options.pop("auth_token"),
+        model_options=server.model_options(),
+        app_options=app_options,
     )
 
 
-def run_on_ray(models: dict[str, str], **options: Any) -> None:
-    """Deploy with :func:`aimass.scale.serve`, print the URL, block until Ctrl-C/SIGTERM, then delete the app.
+@scale_app.command("serve", hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def serve_moved() -> None:
+    """The former ``aimass scale serve``: it is ``aimass scale deploy`` now."""
+    raise ValueError("`aimass scale serve` is now `aimass scale deploy` (same arguments)")
 
-    Shared by ``aimass scale serve`` and ``aimass serve --ray``.
-    """
+
+def deploy_until_stopped(models: dict[str, str], **options: Any) -> None:
+    """Deploy with :func:`aimass.scale.serve`, print the URL, block until Ctrl-C/SIGTERM, then delete the app."""
     from aimass.scale import serve as scale_serve
 
     svc = scale_serve(models, **options)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from aimass.cli.output import echo_json, handle_errors, table
+from aimass.cli.output import echo_json, table
 
 if TYPE_CHECKING:
     from aimass.store import Ref
@@ -52,7 +52,6 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
 
 
 @store_app.command("list")
-@handle_errors
 def list_(
     name: str | None = typer.Argument(None, help="only this model"), root: str | None = ROOT, as_json: bool = JSON
 ) -> None:
@@ -76,7 +75,6 @@ def _metric_summary(metrics: dict[str, float]) -> dict[str, float]:
 
 
 @store_app.command("show")
-@handle_errors
 def show(
     ref: str = typer.Argument(..., help="fraud, fraud@production or fraud:3 (default: latest)"),
     root: str | None = ROOT,
@@ -105,7 +103,6 @@ def show(
 
 
 @store_app.command("publish")
-@handle_errors
 def publish(
     model: str = typer.Argument(..., help="model file, package directory or store reference to publish"),
     name: str = typer.Argument(..., help="model name in the library"),
@@ -133,7 +130,6 @@ def publish(
 
 
 @store_app.command("alias")
-@handle_errors
 def alias(
     name: str = typer.Argument(..., help="model name"),
     alias_name: str = typer.Argument(..., metavar="ALIAS", help="alias, e.g. production"),
@@ -172,7 +168,6 @@ def alias(
 
 
 @store_app.command("rm")
-@handle_errors
 def rm(
     ref: str = typer.Argument(..., help="fraud:3 (one version) or fraud (every version)"),
     force: bool = typer.Option(False, "--force", help="also when aliases point at it"),
@@ -189,7 +184,6 @@ def rm(
 
 
 @store_app.command("pull")
-@handle_errors
 def pull(
     ref: str = typer.Argument(..., help="fraud, fraud@production or fraud:3"),
     root: str | None = ROOT,

@@ -19,7 +19,7 @@ pytest.importorskip("onnxruntime")
 
 
 def cli(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app(), list(args))  # type: ignore[arg-type]
+    result = runner.invoke(app(), list(args))
     return result.exit_code, result.stdout, result.stderr
 
 

@@ -17,7 +17,7 @@ runner = CliRunner()
 
 
 def cli(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app(), list(args))  # type: ignore[arg-type]
+    result = runner.invoke(app(), list(args))
     return result.exit_code, result.stdout, result.stderr
 
 

@@ -1,4 +1,5 @@
-"""``aimass scale`` registration and argument parsing (the Ray paths run in tests/scale/test_ray_cli.py)."""
+"""``aimass scale`` registration and argument parsing (exit codes and options: test_cli_contract.py; the Ray
+paths run in tests/scale/test_ray_cli.py)."""
 
 from __future__ import annotations
 

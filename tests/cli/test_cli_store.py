@@ -32,7 +32,7 @@ def env(tmp_path: Path, clf_file: Path, monkeypatch: pytest.MonkeyPatch) -> Path
 
 
 def cli(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app(), list(args))  # type: ignore[arg-type]
+    result = runner.invoke(app(), list(args))
     return result.exit_code, result.stdout, result.stderr
 
 

@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from aimass.cli import COMMANDS
-from aimass.cli.serve import parse_duration, parse_size
+from aimass.cli.options import parse_duration, parse_size
 
 
 def test_serve_is_registered() -> None:
@@ -54,7 +54,7 @@ def test_limits_reach_the_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setattr(server, "serve", lambda *a, **k: None)  # parse and build, do not listen
     model = models.onnx_mlp(tmp_path / "mlp.onnx")
     args = ["serve", str(model), "--max-queue-size", "8", "--request-timeout", "250ms", "--max-elements", "1000"]
-    result = CliRunner().invoke(app(), args)  # type: ignore[arg-type]
+    result = CliRunner().invoke(app(), args)
     assert result.exit_code == 0, result.output
     assert captured["max_queue_size"] == 8
     assert captured["request_timeout"] == pytest.approx(0.25)

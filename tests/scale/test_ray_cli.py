@@ -1,4 +1,4 @@
-"""``aimass scale predict``, ``aimass scale serve`` and ``aimass serve --ray`` against the session's Ray cluster."""
+"""``aimass scale predict`` and ``aimass scale deploy`` against the session's Ray cluster."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_scale_predict_writes_parquet(ray_cluster: Any, mlp: Model, scale_tmp: P
     )
     package = mlp.save(scale_tmp / "cli-pkg")
     result = CliRunner().invoke(
-        app(),  # type: ignore[arg-type]
+        app(),
         [
             "scale", "predict", str(package), str(scale_tmp / "cli.csv"), str(scale_tmp / "cli-out"),
             "--batch-size", "400", "--num-cpus", "0.5", "--column", "x=a,b,c,d", "--keep", "id", "--no-progress",
@@ -42,14 +42,14 @@ def test_scale_predict_writes_parquet(ray_cluster: Any, mlp: Model, scale_tmp: P
     np.testing.assert_allclose(np.stack(table["y"].to_numpy()), mlp.predict(rows)["y"], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("command", [["serve", "--ray"], ["scale", "serve"]], ids=["serve --ray", "scale serve"])
-def test_serve_on_ray_joins_the_cluster_and_stops_its_app(
-    ray_cluster: Any, serve_port: int, mlp: Model, scale_tmp: Path, command: list[str]
+def test_scale_deploy_joins_the_cluster_and_stops_its_app(
+    ray_cluster: Any, serve_port: int, mlp: Model, scale_tmp: Path
 ) -> None:
     package = mlp.save(scale_tmp / "serve-pkg", overwrite=True)
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
     aimass = str(Path(sys.executable).parent / "aimass")
-    cmd = [aimass, *command, f"mlp={package}", "--port", str(serve_port)]
+    # Server options are those of `aimass serve` (aimass.cli.options.ServerOptions).
+    cmd = [aimass, "scale", "deploy", f"mlp={package}", "--port", str(serve_port), "--max-queue-size", "64"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = None

@@ -1,0 +1,262 @@
+"""Options that several commands share, declared once: the server's and a Ray deployment's.
+
+A group is a frozen dataclass whose fields are typer options (``Annotated[type, typer.Option()]``
+with a default). A command names a group as one parameter (``server: ServerOptions``);
+:func:`with_options` spreads the group's fields into the command's options and hands the command
+one instance, so the commands built from a group cannot drift apart in names, defaults or help:
+
+- :class:`ServerOptions`: the V2 app (batching, limits, auth, backend options, address), for
+  ``aimass serve`` (here, on uvicorn) and ``aimass scale deploy`` (on Ray Serve replicas);
+- :class:`DeployOptions`: replicas and autoscaling on Ray Serve, for ``aimass scale deploy``.
+
+Example:
+    >>> parse_duration("500us"), parse_size("64MiB")
+    (0.0005, 67108864)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import os
+import re
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+__all__ = [
+    "DeployOptions",
+    "ServerOptions",
+    "option_groups",
+    "parse_duration",
+    "parse_options",
+    "parse_size",
+    "server_token",
+    "with_options",
+]
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(us|µs|ms|s)?\s*$")
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_duration(text: str) -> float:
+    """``"500us"``, ``"2ms"``, ``"0.01"``/``"0.01s"`` -> seconds.
+
+    Example:
+        >>> parse_duration("500us")
+        0.0005
+    """
+    m = _DURATION.match(text)
+    if m is None:
+        raise typer.BadParameter(f"{text!r} is not a duration: use e.g. 500us, 2ms or 0.01 (seconds)")
+    value, unit = float(m[1]), m[2] or "s"
+    return value / {"us": 1e6, "µs": 1e6, "ms": 1e3, "s": 1.0}[unit]
+
+
+def parse_size(text: str) -> int:
+    """``"64MiB"``, ``"10mb"``, ``"1048576"`` -> bytes.
+
+    Example:
+        >>> parse_size("64MiB")
+        67108864
+    """
+    m = _SIZE.match(text)
+    if m is None:
+        raise typer.BadParameter(f"{text!r} is not a size: use e.g. 64MiB, 10MB or a number of bytes")
+    return int(float(m[1]) * _SIZE_UNITS[(m[2] or "b").lower()])
+
+
+def server_token(value: str) -> str:
+    """``--auth-token`` check: never start an open server because only the retired ``AIMASS_AUTH_TOKEN`` is set.
+
+    The server's token is ``AIMASS_SERVER_TOKEN``; ``AIMASS_AUTH_TOKEN`` was shared with clients,
+    which sent it to any URL a package named.
+    """
+    if not value and os.environ.get("AIMASS_AUTH_TOKEN"):
+        raise typer.BadParameter(
+            "AIMASS_AUTH_TOKEN is no longer read: set AIMASS_SERVER_TOKEN for the server's token "
+            "(clients use AIMASS_CLIENT_TOKEN), or unset AIMASS_AUTH_TOKEN to serve without one"
+        )
+    return value
+
+
+def parse_options(items: list[str]) -> dict[str, Any] | None:
+    """``["session_options.intra_op_num_threads=1"]`` -> ``{"session_options": {"intra_op_num_threads": 1}}``.
+
+    Example:
+        >>> parse_options(["session_options.intra_op_num_threads=1", "allow_pickle=true"])
+        {'session_options': {'intra_op_num_threads': 1}, 'allow_pickle': True}
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: use KEY=VALUE, e.g. session_options.intra_op_num_threads=1")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare string
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out or None
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+    """The V2 app's options: the same for a server here (``aimass serve``) and on Ray replicas (``scale deploy``)."""
+
+    host: Annotated[str, typer.Option(help="interface to listen on (0.0.0.0 for all); on Ray: Serve's proxy")] = (
+        "127.0.0.1"
+    )
+    port: Annotated[int, typer.Option(help="TCP port (on Ray: Serve's HTTP proxy)")] = 8000
+    max_batch_size: Annotated[
+        int, typer.Option(help="rows per merged model call (per replica on Ray); 0 turns dynamic batching off")
+    ] = 64
+    max_queue_delay: Annotated[
+        str, typer.Option(help="how long a request may wait for a batch: 500us, 2ms, 0.01 (seconds)")
+    ] = "0"
+    instances: Annotated[
+        int, typer.Option(help="model calls (merged batches) that may run at once per model, like Triton's count")
+    ] = 2
+    auth_token: Annotated[
+        str,
+        typer.Option(
+            envvar="AIMASS_SERVER_TOKEN",
+            callback=server_token,
+            help="require 'Authorization: Bearer TOKEN' (all but health endpoints)",
+        ),
+    ] = ""
+    max_body_size: Annotated[str, typer.Option(help="largest request body accepted (413 above)")] = "64MiB"
+    workers: Annotated[int, typer.Option(help="model worker threads (0: CPU count + 2, at most 8)")] = 0
+    option: Annotated[
+        list[str] | None,
+        typer.Option(help="backend option KEY=JSON for models loaded from paths, dotted keys nest; repeatable"),
+    ] = None
+    max_queue_size: Annotated[
+        int, typer.Option(help="requests queued or running per model before 503 + Retry-After (0: no limit)")
+    ] = 0
+    request_timeout: Annotated[
+        str, typer.Option(help="answer 504 when a request takes longer: 30s, 500ms (0: no timeout)")
+    ] = "0"
+    max_elements: Annotated[
+        int, typer.Option(help="largest element count of one tensor, refused with 400 before allocating (0: default)")
+    ] = 0
+
+    def app_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`aimass.server.create_app` (bad durations/sizes raise ``BadParameter``)."""
+        return {
+            "max_batch_size": self.max_batch_size,
+            "max_queue_delay": parse_duration(self.max_queue_delay),
+            "max_concurrency": self.instances,
+            "auth_token": self.auth_token or None,
+            "max_body_size": parse_size(self.max_body_size),
+            "workers": self.workers or None,
+            "max_queue_size": self.max_queue_size,
+            "request_timeout": parse_duration(self.request_timeout) or None,
+            **({"max_elements": self.max_elements} if self.max_elements else {}),
+        }
+
+    def model_options(self) -> dict[str, Any] | None:
+        """``--option`` items as nested backend options."""
+        return parse_options(self.option or [])
+
+
+@dataclasses.dataclass(frozen=True)
+class DeployOptions:
+    """Replicas and autoscaling of a Ray Serve deployment (``aimass scale deploy``)."""
+
+    replicas: Annotated[int, typer.Option(help="fixed number of replicas (without --max-replicas)")] = 1
+    min_replicas: Annotated[int, typer.Option(help="autoscaling: fewest replicas")] = 1
+    max_replicas: Annotated[int, typer.Option(help="autoscaling: most replicas; > 0 turns autoscaling on")] = 0
+    target_ongoing_requests: Annotated[
+        float, typer.Option(help="autoscaling: requests in flight per replica that Ray Serve aims for")
+    ] = 2.0
+    upscale_delay: Annotated[str, typer.Option(help="autoscaling: load must last this long before scaling up")] = "30s"
+    downscale_delay: Annotated[
+        str, typer.Option(help="autoscaling: idleness must last this long before scaling down")
+    ] = "600s"
+    max_ongoing_requests: Annotated[int, typer.Option(help="requests Ray Serve sends one replica at once")] = 64
+    num_cpus: Annotated[float, typer.Option(help="CPUs each replica reserves on the cluster")] = 1.0
+
+    def scaling(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`aimass.scale.serve`: replicas or autoscaling, and what each replica gets."""
+        autoscaling: dict[str, Any] | None = None
+        if self.max_replicas > 0:
+            if self.replicas != 1:
+                raise typer.BadParameter(
+                    "give it (a fixed count) or --max-replicas (autoscaling), not both", param_hint="'--replicas'"
+                )
+            if not 0 <= self.min_replicas <= self.max_replicas:
+                raise typer.BadParameter(
+                    f"must be between 0 and --max-replicas {self.max_replicas}", param_hint="'--min-replicas'"
+                )
+            autoscaling = {
+                "min_replicas": self.min_replicas,
+                "max_replicas": self.max_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests,
+                "upscale_delay_s": parse_duration(self.upscale_delay),
+                "downscale_delay_s": parse_duration(self.downscale_delay),
+            }
+        elif self.replicas < 1:
+            raise typer.BadParameter(f"must be >= 1, got {self.replicas}", param_hint="'--replicas'")
+        return {
+            "num_replicas": 1 if autoscaling else self.replicas,
+            "autoscaling": autoscaling,
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "num_cpus": self.num_cpus,
+        }
+
+
+F = typing.TypeVar("F", bound=Callable[..., Any])
+
+
+def option_groups(fn: Callable[..., Any]) -> dict[str, type]:
+    """The parameters of ``fn`` whose annotation is an option group (a dataclass): name -> class."""
+    hints = typing.get_type_hints(fn)
+    return {
+        name: hint
+        for name, hint in hints.items()
+        if name != "return" and isinstance(hint, type) and dataclasses.is_dataclass(hint)
+    }
+
+
+def with_options(fn: F) -> F:
+    """Spread each option-group parameter of ``fn`` into its fields, one typer option each.
+
+    The command that typer sees takes the fields as keyword options (in the group's order, where
+    the group parameter stood); ``fn`` receives one instance of the group instead.
+    """
+    groups = option_groups(fn)
+    signature = inspect.signature(fn, eval_str=True)
+    params: list[inspect.Parameter] = []
+    for p in signature.parameters.values():
+        cls = groups.get(p.name)
+        if cls is None:
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+            continue
+        hints = typing.get_type_hints(cls, include_extras=True)
+        params.extend(
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+            for f in dataclasses.fields(cls)
+        )
+    names = [p.name for p in params]
+    if clash := sorted({n for n in names if names.count(n) > 1}):
+        raise TypeError(f"{fn.__qualname__}: option groups and parameters share the names {clash}")
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        for name, cls in groups.items():
+            kwargs[name] = cls(**{f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls)})
+        return fn(**kwargs)
+
+    command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command  # type: ignore[return-value]
