@@ -7,7 +7,7 @@ bash scripts/setup.sh
 .venv/bin/ruff check aimass tests benchmarks examples
 .venv/bin/ruff format --check aimass tests benchmarks examples
 .venv/bin/mypy
-.venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache   # layers and framework independence (pyproject.toml)
+.venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache   # layers, framework independence, no cycles (pyproject.toml)
 # Peer servers (MLServer, Triton) for the compatibility tests live in their own environments under
 # benchmarks/.peers/. CI (and AIMASS_PEERS=1) creates them; elsewhere those tests skip.
 if [ "${CI:-}" = "true" ] || [ "${AIMASS_PEERS:-0}" = "1" ]; then

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aimass.backends.remote import SharedTransport
+from aimass.backends.transport import SharedTransport
 from aimass.dependencies import require
 
 __all__ = ["Balancer", "BalancingTransport", "EndpointState", "http_probe"]

@@ -49,11 +49,12 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 
 from aimass.backends.base import Backend
+from aimass.backends.transport import SharedTransport
 from aimass.dependencies import require
 from aimass.errors import (
     IntegrityError,
@@ -66,7 +67,7 @@ from aimass.errors import (
 from aimass.protocol import documents
 from aimass.schema import Schema
 
-__all__ = ["InProcessTransport", "RemoteBackend", "SharedTransport", "mount", "raise_for_status", "unmount"]
+__all__ = ["InProcessTransport", "RemoteBackend", "mount", "raise_for_status", "unmount"]
 
 _URL = re.compile(
     r"^(?P<base>https?://[^/?#]+(?:/[^?#]*?)?)/v2/models/(?P<name>[^/?#]+)(?:/versions/(?P<version>[^/?#]+))?/?$"
@@ -103,33 +104,6 @@ def unmount(base_url: str) -> None:
     transport = _MOUNTS.pop(base_url.rstrip("/"), None)
     if transport is not None:
         transport.shutdown()
-
-
-class SharedTransport:
-    """The httpx transport protocol's lifecycle for transports that outlive the clients using them.
-
-    Duck-typed (subclassing httpx's base classes would import httpx at backend detection). An httpx
-    client closes its transport when it closes; a shared transport serves several clients (and
-    Models), so ``close``/``aclose`` do nothing and ``shutdown`` releases its resources.
-    """
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    def close(self) -> None:
-        """Clients close their transports; a shared one lives until ``shutdown``."""
-
-    async def aclose(self) -> None:
-        """See :meth:`close`."""
 
 
 class InProcessTransport(SharedTransport):

@@ -14,6 +14,8 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from aimass.measure import human_size
+
 __all__ = ["Listing", "VersionInfo"]
 
 
@@ -51,18 +53,10 @@ def _cell(key: str, value: Any) -> str:
     if key == "tags" and isinstance(value, Mapping):
         return " ".join(f"{k}={v}" for k, v in value.items())
     if key == "size" and isinstance(value, int):
-        return _human_size(value)
+        return human_size(value)
     if key == "created" and isinstance(value, str):
         return value[:19].replace("T", " ")
     return "" if value is None else str(value)
-
-
-def _human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 class Listing:
