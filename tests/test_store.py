@@ -9,11 +9,11 @@ import models
 import numpy as np
 import pytest
 from publishers import kill_when, start_publisher
-from threads import run_in_threads
 
 from aimass import Model, store
 from aimass.errors import GateFailed, IntegrityError, ModelNotFound, StoreError, UnsupportedOperation
 from aimass.store import Driver, FsspecDriver, LocalDriver, Ref, Store, parse_ref, pick_version, to_ref
+from aimass.testing import run_in_threads
 
 
 @pytest.fixture(scope="module")

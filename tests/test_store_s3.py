@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import serving
 from publishers import kill_when, start_publisher
-from threads import run_in_threads
 
 from aimass import Model
 from aimass.errors import GateFailed, IntegrityError, ModelNotFound
 from aimass.store import FsspecDriver, Store
+from aimass.testing import run_in_threads
 
 pytestmark = pytest.mark.slow
 

@@ -157,6 +157,6 @@ def test_import_aimass_imports_neither_aimass_testing_nor_pytest() -> None:
 def test_public_names() -> None:
     import aimass.testing
 
-    assert aimass.testing.__all__ == ["Arrays", "BackendConformance", "Case"]
+    assert aimass.testing.__all__ == ["Arrays", "BackendConformance", "Case", "run_in_threads"]
     # The base class is not collected by itself: only subclasses named Test... run.
     assert not BackendConformance.__name__.startswith("Test")

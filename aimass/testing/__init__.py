@@ -23,6 +23,6 @@ try:
 except ImportError as e:  # pragma: no cover - pytest is installed wherever tests run
     raise ImportError("aimass.testing needs pytest: pip install pytest") from e
 
-from aimass.testing.conformance import Arrays, BackendConformance, Case
+from aimass.testing.conformance import Arrays, BackendConformance, Case, run_in_threads
 
-__all__ = ["Arrays", "BackendConformance", "Case"]
+__all__ = ["Arrays", "BackendConformance", "Case", "run_in_threads"]

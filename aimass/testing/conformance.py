@@ -40,7 +40,7 @@ from aimass.model import Model
 from aimass.package import read_manifest
 from aimass.schema import DType
 
-__all__ = ["Arrays", "BackendConformance", "Case"]
+__all__ = ["Arrays", "BackendConformance", "Case", "run_in_threads"]
 
 Arrays = dict[str, np.ndarray]
 
@@ -84,7 +84,7 @@ def _assert_same(a: Arrays, b: Arrays, tol: float = 0.0) -> None:
             np.testing.assert_allclose(a[k], b[k], atol=tol, rtol=tol, err_msg=k)
 
 
-def _run_in_threads(worker: Callable[[int], object], n: int) -> None:
+def run_in_threads(worker: Callable[[int], object], n: int) -> None:
     """Call ``worker(i)`` for i in 0..n-1, each in its own thread started together; re-raise the first error."""
     errors: list[BaseException] = []
 
@@ -309,4 +309,4 @@ class BackendConformance:
             for _ in range(25):
                 _assert_same(model.predict(batches[i]), expected[i], case.tolerance)
 
-        _run_in_threads(worker, 8)
+        run_in_threads(worker, 8)

@@ -10,10 +10,10 @@ from typing import Any
 import models
 import numpy as np
 import pytest
-from threads import run_in_threads
 
 from aimass import DeviceError, Model, ModelLoadError, PredictionError
 from aimass.frameworks.keras.tflite import TFLiteBackend
+from aimass.testing import run_in_threads
 
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
