@@ -16,10 +16,10 @@ from typing import Annotated
 
 import typer
 
-from aimass.cli.options import ServerOptions, parse_duration, parse_options, parse_size, server_token, with_options
+from aimass.cli.options import ServerOptions, with_options
 
 # The parsers live in aimass.cli.options; they stay importable from here.
-__all__ = ["parse_duration", "parse_options", "parse_size", "register", "serve", "server_token"]
+__all__ = ["register", "serve"]
 
 
 @with_options

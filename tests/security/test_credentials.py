@@ -207,7 +207,7 @@ def test_the_server_reads_only_its_own_token(tmp_path: Path, env: pytest.MonkeyP
 
 
 def test_the_cli_refuses_to_start_open_on_the_retired_variable(env: pytest.MonkeyPatch) -> None:
-    from aimass.cli.serve import server_token
+    from aimass.cli.options import server_token
 
     with pytest.raises(typer.BadParameter, match="AIMASS_SERVER_TOKEN"):
         server_token("")
