@@ -48,17 +48,25 @@ def log_target(target: np.ndarray, kind: str) -> np.ndarray:
     return np.log(np.clip(target, 1e-8, None)) if kind == "probabilities" else target
 
 
-def run_steps(n: int, hyper: dict[str, Any], seed: int, progress: bool, step: Callable[[np.ndarray], float]) -> None:
+def run_steps(
+    n: int,
+    hyper: dict[str, Any],
+    seed: int,
+    progress: bool | None,
+    step: Callable[[np.ndarray], float],
+    *,
+    desc: str = "distill",
+) -> None:
     """Call ``step(row_indices) -> loss`` on shuffled minibatches for ``hyper["epochs"]`` epochs, with a progress bar.
 
-    Example: ``run_steps(len(x), {"epochs": 3, "batch_size": 32}, 0, False, lambda idx: train_on(x[idx]))``
+    The one minibatch loop of the framework trainers that write their own (torch's update and
+    distill, Keras's distill). Example:
+    ``run_steps(len(x), {"epochs": 3, "batch_size": 32}, 0, False, lambda idx: train_on(x[idx]))``
     """
-    from tqdm.auto import tqdm
-
     rng = np.random.default_rng(seed)
     batch_size = hyper["batch_size"]
     steps = hyper["epochs"] * -(-n // batch_size)
-    with tqdm(total=steps, desc="distill", unit="step", disable=not progress) as bar:
+    with progress_bar(steps, desc, progress) as bar:
         for epoch in range(hyper["epochs"]):
             order = rng.permutation(n)
             for idx in (order[i : i + batch_size] for i in range(0, n, batch_size)):

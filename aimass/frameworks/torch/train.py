@@ -12,7 +12,7 @@ from aimass.backends.base import Backend
 from aimass.dependencies import require
 from aimass.errors import UnsupportedOperation
 from aimass.frameworks.torch.backend import TorchBackend
-from aimass.training import log_target, loss_kind, progress_bar, run_steps
+from aimass.training import log_target, loss_kind, run_steps
 
 __all__ = ["distill", "train"]
 
@@ -46,37 +46,31 @@ def train(
     kind = loss_kind(loss, y)
     names = backend.schema.input_names
     device = torch.device(backend.device)
-    generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(params, lr=learning_rate or 1e-3)
     target = torch.from_numpy(y.astype(np.int64) if kind == "cross_entropy" else y.astype(np.float32)).to(device)
     tensors = [torch.from_numpy(np.ascontiguousarray(inputs[n])).to(device) for n in names]
-    rows = target.shape[0]
-    steps = -(-rows // batch_size)
     if hasattr(module, "train"):
         with contextlib.suppress(NotImplementedError):  # exported-program modules refuse train()/eval()
             module.train()
-    with progress_bar(epochs * steps, desc, progress) as bar:
-        for epoch in range(epochs):
-            order = torch.randperm(rows, generator=generator).to(device)
-            total = 0.0
-            for start in range(0, rows, batch_size):
-                idx = order[start : start + batch_size]
-                out = module(*(t[idx] for t in tensors))
-                if isinstance(out, (tuple, list)):
-                    out = out[0]
-                elif isinstance(out, dict):
-                    out = next(iter(out.values()))
-                batch_target = target[idx]
-                if kind == "cross_entropy":
-                    value = torch.nn.functional.cross_entropy(out, batch_target)
-                else:
-                    value = torch.nn.functional.mse_loss(out.reshape(batch_target.shape), batch_target)
-                optimiser.zero_grad()
-                value.backward()
-                optimiser.step()
-                total += float(value.detach()) * idx.shape[0]
-                bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{total / rows:.4f}")
+
+    def step(rows: np.ndarray) -> float:
+        idx = torch.from_numpy(rows).to(device)
+        out = module(*(t[idx] for t in tensors))
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        elif isinstance(out, dict):
+            out = next(iter(out.values()))
+        batch_target = target[idx]
+        if kind == "cross_entropy":
+            value = torch.nn.functional.cross_entropy(out, batch_target)
+        else:
+            value = torch.nn.functional.mse_loss(out.reshape(batch_target.shape), batch_target)
+        optimiser.zero_grad()
+        value.backward()
+        optimiser.step()
+        return float(value.detach())
+
+    run_steps(target.shape[0], {"epochs": epochs, "batch_size": batch_size}, seed, progress, step, desc=desc)
     if hasattr(module, "eval"):
         with contextlib.suppress(NotImplementedError):
             module.eval()
