@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from aimass.schema import Schema
 
-__all__ = ["Drift", "batch_of", "compare_outputs", "human_size", "sample_inputs", "time_calls"]
+__all__ = ["Drift", "batch_of", "compare_outputs", "human_size", "sample_inputs", "score_outputs", "time_calls"]
 
 
 def human_size(n: float) -> str:
@@ -138,3 +138,24 @@ def time_calls(call: Callable[[], Any], *, seconds: float, min_calls: int, max_c
         if t1 > deadline and len(times) >= min_calls:
             break
     return np.asarray(times)
+
+
+def score_outputs(outputs: Mapping[str, np.ndarray], labels: np.ndarray) -> tuple[str, float, bool]:
+    """(name, value, higher_is_better) of the first output that ``labels`` can score: accuracy or mse.
+
+    Example:
+        >>> score_outputs({"y": np.array([[0.1, 0.9], [0.8, 0.2]])}, np.array([1, 1]))
+        ('accuracy', 0.5, True)
+    """
+    labels = np.asarray(labels)
+    for value in outputs.values():
+        if value.shape[:1] != labels.shape[:1]:
+            continue
+        if labels.dtype.kind in "iub":
+            if value.dtype.kind == "f" and value.ndim == 2 and value.shape[1] > 1:
+                return "accuracy", float((value.argmax(axis=1) == labels.reshape(-1)).mean()), True
+            if value.dtype.kind in "iub" and value.size == labels.size:
+                return "accuracy", float((value.reshape(-1) == labels.reshape(-1)).mean()), True
+        elif value.dtype.kind == "f" and value.size == labels.size:
+            return "mse", float(np.mean((value.reshape(-1) - labels.reshape(-1).astype(np.float64)) ** 2)), False
+    raise ValueError(f"labels of shape {list(labels.shape)} match no output's rows to score")

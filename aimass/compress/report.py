@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from aimass.measure import Drift, batch_of, compare_outputs, human_size, sample_inputs
+from aimass.measure import Drift, batch_of, compare_outputs, human_size, sample_inputs, score_outputs
 from aimass.package import verify
 
 if TYPE_CHECKING:
@@ -183,22 +183,6 @@ def model_size(model: Model) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _metric(outputs: Mapping[str, np.ndarray], labels: np.ndarray) -> tuple[str, float, bool]:
-    """(name, value, higher_is_better) of the first output that labels can score."""
-    labels = np.asarray(labels)
-    for value in outputs.values():
-        if value.shape[:1] != labels.shape[:1]:
-            continue
-        if labels.dtype.kind in "iub":
-            if value.dtype.kind == "f" and value.ndim == 2 and value.shape[1] > 1:
-                return "accuracy", float((value.argmax(axis=1) == labels.reshape(-1)).mean()), True
-            if value.dtype.kind in "iub" and value.size == labels.size:
-                return "accuracy", float((value.reshape(-1) == labels.reshape(-1)).mean()), True
-        elif value.dtype.kind == "f" and value.size == labels.size:
-            return "mse", float(np.mean((value.reshape(-1) - labels.reshape(-1).astype(np.float64)) ** 2)), False
-    raise ValueError(f"labels of shape {list(labels.shape)} match no output's rows to score")
-
-
 def _time_call(model: Model, inputs: dict[str, np.ndarray]) -> float:
     t = time.perf_counter()
     model.predict(inputs)
@@ -267,8 +251,8 @@ def measure(
         notes.append(f"outputs {missing} exist only before; drift covers {[n for n in ref if n in got]}")
     fields: dict[str, Any] = {}
     if labels is not None:
-        name, value_before, higher = _metric(ref, labels)
-        _, value_after, _ = _metric(got, labels)
+        name, value_before, higher = score_outputs(ref, labels)
+        _, value_after, _ = score_outputs(got, labels)
         fields = {
             "metric": name,
             "metric_before": value_before,
