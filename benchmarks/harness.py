@@ -22,8 +22,17 @@ def free_port(span: int = 1) -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-        if port + span < 65000:
+        if port + span < 65000 and all(_free(port + i) for i in range(1, span + 1)):
             return port
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def deep_mlp_onnx(

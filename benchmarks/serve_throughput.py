@@ -178,14 +178,18 @@ class Server:
         ready = f"http://127.0.0.1:{self.port}/v2/models/{self.model}/ready"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited; see {self.log.name}:\n{Path(self.log.name).read_text()[-3000:]}"
-                )
+                raise RuntimeError(f"{self.name} exited; the end of {self.log.name}:\n{self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(ready, timeout=1).status_code == 200:
                     return
             time.sleep(0.25)
-        raise TimeoutError(f"{self.name} not ready; see {self.log.name}")
+        raise TimeoutError(
+            f"{self.name} not ready after {timeout:.0f} s; the end of {self.log.name}:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, chars: int = 3000) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")[-chars:]
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -210,7 +214,9 @@ def aimass_variant(name: str, repo: Path, model: str, variant: str) -> Server:
     return Server(name, cmd, port, model)
 
 
-def mlserver_server(work: Path) -> Server:
+def mlserver_server(work: Path, parallel_workers: int | None = None) -> Server:
+    """MLServer on the logistic regression; ``parallel_workers=0`` runs inference in its main process
+    (fewer processes to start: what the compatibility test uses), ``None`` keeps MLServer's default."""
     python = peer_python("mlserver")
     model_dir = work / "mlserver" / "logreg"
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -227,9 +233,10 @@ def mlserver_server(work: Path) -> Server:
         )
     )
     port = free_port(2)
-    (work / "mlserver" / "settings.json").write_text(
-        json.dumps({"http_port": port, "grpc_port": port + 1, "metrics_port": port + 2, "host": "127.0.0.1"})
-    )
+    settings: dict[str, Any] = {"http_port": port, "grpc_port": port + 1, "metrics_port": port + 2, "host": "127.0.0.1"}
+    if parallel_workers is not None:
+        settings["parallel_workers"] = parallel_workers
+    (work / "mlserver" / "settings.json").write_text(json.dumps(settings))
     cmd = [str(python.parent / "mlserver"), "start", str(work / "mlserver")]
     return Server("mlserver", cmd, port, "logreg")
 

@@ -44,7 +44,7 @@ def _rows() -> np.ndarray:
 def test_against_mlserver(reference: tuple[Model, dict[str, Any], Path]) -> None:
     _peer("mlserver")
     local, _, work = reference
-    server = bench.mlserver_server(work)
+    server = bench.mlserver_server(work, parallel_workers=0)
     try:
         server.wait()
         base = f"http://127.0.0.1:{server.port}/v2/models"
