@@ -30,6 +30,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFound",
     "PredictionError",
+    "PythonModel",
     "RemoteError",
     "Schema",
     "SchemaError",
@@ -37,12 +38,14 @@ __all__ = [
     "StoreError",
     "TensorSpec",
     "UnsupportedOperation",
+    "UntrustedCode",
     "__version__",
 ]
 
 # Public name -> module that defines it. Resolved lazily (PEP 562) so `import aimass` stays cheap.
 _LAZY: dict[str, str] = {
     "Model": "aimass.model",
+    "PythonModel": "aimass.python_model",
     "DType": "aimass.schema",
     "Schema": "aimass.schema",
     "TensorSpec": "aimass.schema",
@@ -66,6 +69,7 @@ _LAZY: dict[str, str] = {
             "ServiceUnavailable",
             "StoreError",
             "UnsupportedOperation",
+            "UntrustedCode",
         )
     },
 }
@@ -89,8 +93,10 @@ if TYPE_CHECKING:
         ServiceUnavailable,
         StoreError,
         UnsupportedOperation,
+        UntrustedCode,
     )
     from aimass.model import Model
+    from aimass.python_model import PythonModel
     from aimass.schema import DType, Schema, TensorSpec
 
 

@@ -29,7 +29,8 @@ import numpy as np
 
 from aimass.backends import get_backend
 from aimass.backends.base import Backend
-from aimass.errors import IntegrityError, ModelLoadError, SchemaError
+from aimass.errors import BackendNotFound, IntegrityError, SchemaError
+from aimass.files import read_json
 from aimass.model import Model
 from aimass.package import is_package, member, read_manifest
 from aimass.schema import DType, Schema, TensorSpec
@@ -167,19 +168,22 @@ class ComposedBackend(Backend):
         path = Path(source)
         if path.is_dir():
             path = path / SPEC_FILE
-        try:
-            spec = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ModelLoadError(f"cannot read composed model {path.name!r}: {e}") from e
         root = path.parent
+        spec = read_json(path, IntegrityError, where=f"composed model {root.name!r}: {path.name}")
         checked = _checksummed_names(root)
-        parts = []
+        where = f"composed model {root.name!r}: {SPEC_FILE}"
         if not (isinstance(spec, dict) and isinstance(spec.get("parts"), list) and spec["parts"]):
-            raise ModelLoadError(f"composed model {root.name!r}: {SPEC_FILE} has no list of parts")
+            raise IntegrityError(f"{where} has no list of parts")
+        steps: list[tuple[str, list[str], Schema, Any, Any]] = []
         for i, p in enumerate(spec["parts"]):
             if not (isinstance(p, dict) and isinstance(p.get("artifacts"), list) and p["artifacts"]):
-                raise ModelLoadError(f"composed model {root.name!r}: part {i} lists no artifacts")
-            klass = get_backend(p["backend"])
+                raise IntegrityError(f"{where}: part {i} lists no artifacts")
+            if not (isinstance(p.get("backend"), str) and all(isinstance(a, str) for a in p["artifacts"])):
+                raise IntegrityError(f"{where}: part {i} needs a backend name and artifact file names")
+            try:
+                part_schema = Schema.model_validate(p.get("schema"))
+            except ValueError as e:  # pydantic's ValidationError
+                raise IntegrityError(f"{where}: part {i} has an invalid schema: {e}") from None
             names = [f"parts/{i}/{a}" for a in p["artifacts"]]
             for rel in names:
                 member(root, rel, f"composed model {root.name!r}")  # relative, inside, no links
@@ -187,18 +191,29 @@ class ComposedBackend(Backend):
                     raise IntegrityError(
                         f"composed model {root.name!r}: part {i} file {rel!r} is not covered by the package's checksums"
                     )
-            main = root / names[0]
-            loaded = klass.load(main, device=device, schema=Schema.model_validate(p["schema"]), options=options)
-            parts.append(Model(loaded, name=p.get("name"), metadata=p.get("metadata") or {}))
-        backend = cls(
-            spec["kind"],
-            parts,
-            connect=spec.get("connect"),
-            method=spec.get("method") or "mean",
-            weights=spec.get("weights"),
-        )
+            steps.append((p["backend"], names, part_schema, p.get("name"), p.get("metadata")))
+        parts = []
+        for backend_name, names, part_schema, name, metadata in steps:
+            try:
+                klass = get_backend(backend_name)
+            except BackendNotFound as e:
+                raise BackendNotFound(f"{where}: {e}") from None
+            loaded = klass.load(root / names[0], device=device, schema=part_schema, options=options)
+            if not (name is None or isinstance(name, str)) or not isinstance(metadata or {}, dict):
+                raise IntegrityError(f"{where}: a part's 'name' must be a string and its 'metadata' an object")
+            parts.append(Model(loaded, name=name, metadata=metadata or {}))
+        try:
+            backend = cls(
+                spec.get("kind", ""),
+                parts,
+                connect=spec.get("connect"),
+                method=spec.get("method") or "mean",
+                weights=spec.get("weights"),
+            )
+        except (ValueError, TypeError, KeyError, IndexError) as e:  # SchemaError included: the spec is at fault
+            raise IntegrityError(f"{where}: {e}") from None
         if schema is not None and schema != backend.schema:
-            raise ModelLoadError(f"composed model schema {backend.schema} does not match its manifest {schema}")
+            raise IntegrityError(f"{where}: the parts make schema {backend.schema}, the manifest says {schema}")
         return backend
 
 

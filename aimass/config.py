@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aimass.errors import ModelLoadError, ModelNotFound
+from aimass.files import read_text
 
 if TYPE_CHECKING:
     from aimass.model import Model
@@ -99,25 +100,24 @@ def _from_env(prefix: str, env: Mapping[str, str]) -> dict[str, Any]:
     return {f: env[f"{prefix}_{f.upper()}"] for f in _FIELDS if f"{prefix}_{f.upper()}" in env}
 
 
+def _config_file(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    if path is not None:
+        return Path(path)
+    if env.get("AIMASS_CONFIG"):
+        return Path(env["AIMASS_CONFIG"])
+    return next((Path(p) for p in CONFIG_FILES if Path(p).is_file()), None)
+
+
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The parsed config file (``{}`` when there is none): explicit ``path``, ``AIMASS_CONFIG``, or ./aimass.toml|yaml.
 
     Example:
         >>> load_config("aimass.toml")["models"]["fraud"]["uri"]   # doctest: +SKIP
     """
-    env = os.environ if env is None else env
-    if path is None:
-        if env.get("AIMASS_CONFIG"):
-            path = env["AIMASS_CONFIG"]
-        else:
-            path = next((p for p in CONFIG_FILES if Path(p).is_file()), None)
-            if path is None:
-                return {}
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ModelLoadError(f"cannot read config file {str(file)!r}: {e.strerror}") from None
+    file = _config_file(path, os.environ if env is None else env)
+    if file is None:
+        return {}
+    text = read_text(file, ModelLoadError, where=f"config file {str(file)!r}")
     try:
         if file.suffix in (".yaml", ".yml"):
             import yaml  # only YAML users need PyYAML
@@ -144,25 +144,35 @@ def model_config(
     env = os.environ if env is None else env
     fields: dict[str, Any] = {}
     source = "AIMASS_MODEL_*"
+    origin = ""  # the config file, when the fields came from it
+    where = ""
     if name is not None:
-        entry = (load_config(path, env).get("models") or {}).get(name)
+        file = _config_file(path, env)
+        where = f"config file {file.name!r}" if file is not None else "config file"
+        table = load_config(path, env).get("models") or {}
+        if not isinstance(table, dict):
+            raise ModelLoadError(f"{where}: 'models' must be a table, got {type(table).__name__}")
+        entry = table.get(name)
         if entry is not None:
             if not isinstance(entry, dict):
-                raise ModelLoadError(f"config entry models.{name} must be a table, got {type(entry).__name__}")
+                raise ModelLoadError(f"{where}: entry models.{name} must be a table, got {type(entry).__name__}")
             fields, source = dict(entry), f"[models.{name}]"
+            origin = f" ({where})"
         named = _from_env(f"AIMASS_{_env_key(name)}", env)
         if named:
             fields.update(named)
-            source = f"AIMASS_{_env_key(name)}_*"
+            source, origin = f"AIMASS_{_env_key(name)}_*", ""
     if "uri" not in fields:
         fields = {**_from_env("AIMASS_MODEL", env), **fields}
     if "uri" not in fields:
         what = f"model {name!r}" if name else "the default model"
         hint = f"AIMASS_{_env_key(name)}_URI, a [models.{name}] table in aimass.toml, or " if name else ""
-        raise ModelNotFound(f"no configuration for {what}: set {hint}AIMASS_MODEL_URI")
+        seen = f" ({where} has none)" if where.startswith("config file '") else ""
+        raise ModelNotFound(f"no configuration for {what}: set {hint}AIMASS_MODEL_URI{seen}")
     try:
         return ModelConfig.model_validate(fields)
     except ValidationError as e:
         err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ModelLoadError(f"config for {name or 'the default model'} ({source}): {where}: {err['msg']}") from None
+        loc = ".".join(str(p) for p in err["loc"])
+        what = f"config for {name or 'the default model'} ({source})"
+        raise ModelLoadError(f"{what}: {loc}: {err['msg']}{origin}") from None

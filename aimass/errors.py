@@ -2,7 +2,8 @@
 
 Every error raised on purpose by aimass derives from :class:`AimassError`. Each class carries the
 HTTP status a server answers with, so the mapping from exception to response lives in one place
-(``status_code``) rather than in every endpoint.
+(``status_code``) rather than in every endpoint; :data:`GRPC_CODES` gives the gRPC status code
+beside each HTTP status (``exc.grpc_code``), for the same errors answered over gRPC.
 
 Example:
     >>> from aimass.errors import SchemaError
@@ -11,6 +12,8 @@ Example:
     ... except SchemaError as e:
     ...     e.tensor, e.status_code
     ('x', 400)
+    >>> SchemaError("bad").grpc_code
+    'INVALID_ARGUMENT'
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ __all__ = [
     "CompressionRejected",
     "ConversionError",
     "DeviceError",
+    "GRPC_CODES",
     "GateFailed",
     "IntegrityError",
     "MissingDependency",
@@ -33,13 +37,40 @@ __all__ = [
     "ServiceUnavailable",
     "StoreError",
     "UnsupportedOperation",
+    "UntrustedCode",
 ]
+
+
+#: The gRPC status code (a ``grpc.StatusCode`` member name) answered for each HTTP status, so both
+#: transports refuse the same request the same way (Triton's choices where it has one).
+GRPC_CODES: dict[int, str] = {
+    400: "INVALID_ARGUMENT",  # SchemaError, ModelLoadError, BackendNotFound, DeviceError, StoreError ...
+    401: "UNAUTHENTICATED",  # missing or wrong bearer token
+    404: "NOT_FOUND",  # ModelNotFound
+    405: "UNIMPLEMENTED",
+    409: "FAILED_PRECONDITION",  # GateFailed
+    413: "RESOURCE_EXHAUSTED",  # a request over the size limit
+    422: "INVALID_ARGUMENT",  # CompressionRejected
+    499: "CANCELLED",  # the client went away
+    500: "INTERNAL",  # PredictionError, ConversionError, MissingDependency
+    502: "UNAVAILABLE",  # RemoteError: the upstream server failed
+    503: "UNAVAILABLE",  # ServiceUnavailable: queue full (retry later)
+    504: "DEADLINE_EXCEEDED",  # ServiceUnavailable: request_timeout passed
+}
 
 
 class AimassError(Exception):
     """Base class of every error aimass raises on purpose."""
 
     status_code: int = 500
+
+    @property
+    def grpc_code(self) -> str:
+        """The gRPC status code name matching ``status_code`` (:data:`GRPC_CODES`; other 4xx: INVALID_ARGUMENT)."""
+        code = GRPC_CODES.get(self.status_code)
+        if code is None:
+            code = "INVALID_ARGUMENT" if 400 <= self.status_code < 500 else "INTERNAL"
+        return code
 
 
 class SchemaError(AimassError, ValueError):
@@ -92,6 +123,20 @@ class ModelLoadError(AimassError):
 
 class IntegrityError(ModelLoadError):
     """A saved package is tampered with, truncated or half-written (checksum or manifest failure)."""
+
+
+class UntrustedCode(ModelLoadError):
+    """A package holds Python code, which runs when it is loaded, and the caller did not opt in.
+
+    ``files`` lists the package's code files. Opt in with ``Model.load(path, trust_code=True)``,
+    ``aimass serve --trust-code`` or the backend option ``trust_code=true``.
+    """
+
+    status_code = 403
+
+    def __init__(self, message: str, *, files: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.files = list(files or [])
 
 
 class ModelNotFound(AimassError, LookupError):

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aimass import charts
 from aimass.dependencies import require
 from aimass.errors import GateFailed, SchemaError, StoreError
 from aimass.measure import time_calls
@@ -87,6 +88,15 @@ class Evaluation:
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "rows": self.rows, "metrics": dict(self.metrics)}
 
+    def svg(self) -> str:
+        """The metrics as an SVG bar chart (the same chart the dashboard shows for a version).
+
+        Example:
+            >>> Evaluation(task="regression", rows=3, metrics={"mse": 0.5}).svg().startswith("<svg")
+            True
+        """
+        return charts.bars(self.metrics, title=f"{self.task} metrics on {self.rows} rows")
+
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><td>{html.escape(k)}</td><td style='text-align:right'>{_fmt(v)}</td></tr>"
@@ -94,7 +104,7 @@ class Evaluation:
         )
         return (
             f"<div><b>Evaluation</b> &middot; {html.escape(self.task)} &middot; {self.rows} rows"
-            f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table></div>"
+            f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>{self.svg()}</div>"
         )
 
     def __str__(self) -> str:

@@ -22,9 +22,18 @@ from aimass import __version__
 from aimass.backends import detect, get_backend
 from aimass.backends.base import Backend
 from aimass.device import check_device, input_validator
-from aimass.errors import ModelLoadError, SchemaError
-from aimass.package import is_package, verify, write_package
-from aimass.schema import Schema
+from aimass.errors import BackendNotFound, ModelLoadError, SchemaError
+from aimass.package import (
+    EXAMPLE_FILE,
+    MANIFEST,
+    example_is_saveable,
+    is_package,
+    read_example,
+    verify,
+    write_example,
+    write_package,
+)
+from aimass.schema import DType, Schema, text_or_bytes
 
 __all__ = ["Model"]
 
@@ -45,7 +54,7 @@ class Model:
         ['label', 'probabilities']
     """
 
-    __slots__ = ("_backend", "_coerce", "_monitor", "_run", "metadata", "name", "report")
+    __slots__ = ("_backend", "_coerce", "_monitor", "_run", "_text", "example", "metadata", "name", "report")
 
     def __init__(
         self,
@@ -54,9 +63,13 @@ class Model:
         name: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         report: Any = None,
+        example: Mapping[str, np.ndarray] | None = None,
     ):
         self._backend = backend
         self.name = name
+        # The inputs the model was loaded with (example_input=), kept so that checks without data=
+        # (convert, compress) run on inputs the user recognises; saved in the package.
+        self.example: dict[str, np.ndarray] | None = dict(example) if example else None
         self.metadata: dict[str, Any] = dict(metadata or {})
         # What compress/convert/distill measured on their way to this Model (None for loaded models).
         self.report: Any = report
@@ -64,7 +77,9 @@ class Model:
         # Bound once: predict() is two calls, validation and the backend.
         # On a CUDA device, torch/CuPy tensors are validated and kept there (aimass.device).
         self._coerce = input_validator(backend)
-        self._run = backend.run
+        # BYTES outputs read as str when they are UTF-8 (labels), here and through a remote model alike.
+        self._text = tuple(t.name for t in backend.schema.outputs if t.dtype is DType.BYTES)
+        self._run = _text_outputs(backend.run, self._text) if self._text else backend.run
 
     # -- construction ------------------------------------------------------------------------
 
@@ -79,6 +94,9 @@ class Model:
         example_input: Any = None,
         options: Mapping[str, Any] | None = None,
         name: str | None = None,
+        artifacts: Mapping[str, Any] | None = None,
+        trust_code: bool = False,
+        tokenizer: Any = None,
     ) -> Model:
         """Load or wrap a model: a framework object, a model file, a saved package directory.
 
@@ -86,12 +104,23 @@ class Model:
         inferred schema; ``example_input`` lets backends that cannot read input shapes from the
         object (torch modules) infer them; ``options`` go to the backend (e.g.
         ``{"session_options": {...}}`` for onnx, ``{"allow_pickle": True}`` for torch).
+        ``artifacts`` are the files, directories and Models a :class:`aimass.PythonModel` gets in
+        ``setup``; ``trust_code=True`` allows loading a package that holds Python code, which runs
+        (see :mod:`aimass.python_model`); both travel to the backend as options.
+        ``tokenizer`` is a transformers model's fast tokenizer (:mod:`aimass.frameworks.transformers`),
+        passed to the backend as an option too.
 
         Example:
             >>> m = Model.load("model.onnx", device="cpu")   # doctest: +SKIP
         """
         if isinstance(source, Model):
             return source.to(device) if device != source.device else source
+        if tokenizer is not None:
+            options = {**(options or {}), "tokenizer": tokenizer}
+        if trust_code or artifacts is not None:
+            options = {**(options or {}), **({"trust_code": True} if trust_code else {})}
+            if artifacts is not None:
+                options["artifacts"] = artifacts
         if isinstance(source, str) and ":" in source and not source.startswith(("http://", "https://")):
             from aimass.store import load as load_from_store
             from aimass.store import parse_ref
@@ -113,7 +142,7 @@ class Model:
         loaded = klass.load(source, device=device, schema=parsed, example_input=example_input, options=options)
         if name is None and isinstance(source, (str, os.PathLike)):
             name = getattr(loaded, "model_name", None) or Path(source).stem  # remote: the served name
-        return cls(loaded, name=name)
+        return cls(loaded, name=name, example=_example_arrays(example_input, loaded.schema))
 
     @classmethod
     def from_config(cls, name: str | None = None, *, path: str | os.PathLike[str] | None = None) -> Model:
@@ -129,10 +158,22 @@ class Model:
     @classmethod
     def _load_package(cls, path: Path, *, device: str, options: Mapping[str, Any] | None) -> Model:
         manifest = verify(path)
-        klass = get_backend(manifest.backend)
+        try:
+            klass = get_backend(manifest.backend)
+        except BackendNotFound as e:  # the manifest names it: say which package
+            raise BackendNotFound(f"package {path.name!r} ({MANIFEST}): {e}") from None
         main = path / manifest.artifacts[0].path
         loaded = klass.load(main, device=device, schema=manifest.model_schema, options=options)
-        return cls(loaded, name=manifest.name or path.name, metadata=manifest.metadata)
+        example = read_example(path, manifest)
+        report: Any = None
+        if manifest.report is not None:
+            from aimass.compress import Report  # pydantic only: no framework is imported
+
+            try:
+                report = Report.model_validate(manifest.report)
+            except ValueError:  # a report is information, never a reason to refuse a verified model
+                report = None
+        return cls(loaded, name=manifest.name or path.name, metadata=manifest.metadata, example=example, report=report)
 
     # -- properties --------------------------------------------------------------------------
 
@@ -173,7 +214,8 @@ class Model:
         """
         arun = getattr(self._backend, "arun", None)
         if arun is not None:  # backends with native async I/O (remote) need no thread
-            return await arun(self._coerce(inputs))
+            out: dict[str, np.ndarray] = await arun(self._coerce(inputs))
+            return {k: text_or_bytes(v) if k in self._text else v for k, v in out.items()}
         import asyncio  # asyncio costs ~30 ms to import; only async callers pay it
 
         return await asyncio.to_thread(self.predict, inputs)
@@ -237,7 +279,7 @@ class Model:
             return self
         if self._backend.name != "remote":  # a remote model's device is its server's business
             check_device(device)
-        return Model(self._backend.to(device), name=self.name, metadata=self.metadata)
+        return Model(self._backend.to(device), name=self.name, metadata=self.metadata, example=self.example)
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write a package (artifacts + manifest with checksums) atomically; returns its path.
@@ -246,9 +288,16 @@ class Model:
             >>> m.save("packages/mlp")   # doctest: +SKIP
         """
         b = self._backend
+        example = self.example
+
+        def artifacts(directory: Path) -> list[str]:
+            names = b.save(directory)
+            kept = write_example(directory, example, taken=names) if example else None
+            return [*names, kept] if kept else names
+
         return write_package(
             path,
-            b.save,
+            artifacts,
             {
                 "name": self.name,
                 "backend": b.name,
@@ -257,6 +306,8 @@ class Model:
                 "aimass_version": __version__,
                 "model_schema": self.schema,
                 "metadata": self.metadata,
+                "example": EXAMPLE_FILE if example and example_is_saveable(example) else None,
+                "report": _report_document(self.report),
             },
             overwrite=overwrite,
         )
@@ -314,6 +365,37 @@ class Model:
     def _repr_html_(self) -> str:
         title = f"<b>Model</b> {self.name or ''} &middot; {self.backend_name} &middot; {self.device}"
         return f"<div>{title}{self.schema._repr_html_()}</div>"
+
+
+def _example_arrays(example_input: Any, schema: Schema) -> dict[str, np.ndarray] | None:
+    """``example_input`` as validated arrays (torch tensors read through numpy), or None if it does not fit."""
+    if example_input is None:
+        return None
+    if not isinstance(example_input, Mapping):
+        example_input = {schema.input_names[0]: example_input} if len(schema.inputs) == 1 else example_input
+    try:
+        arrays = {
+            k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v) for k, v in example_input.items()
+        }
+        return schema.coerce(arrays)
+    except (SchemaError, TypeError, ValueError, AttributeError):
+        return None  # the backend took it for its own use; checks fall back to generated rows
+
+
+def _report_document(report: Any) -> dict[str, Any] | None:
+    """A compress/convert report as JSON for the manifest (None when there is none)."""
+    dump = getattr(report, "model_dump", None)  # aimass.compress.Report, a pydantic model
+    return dump(mode="json") if callable(dump) else None
+
+
+def _text_outputs(run: Any, names: tuple[str, ...]) -> Any:
+    """``run`` whose BYTES outputs ``names`` come back as ``str`` where UTF-8 (:func:`aimass.schema.text_or_bytes`)."""
+
+    def decoded(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = run(inputs)
+        return {k: text_or_bytes(v) if k in names else v for k, v in out.items()}
+
+    return decoded
 
 
 def _batch_length(raw: Mapping[str, Any]) -> int:

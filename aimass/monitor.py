@@ -30,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from aimass import charts
 from aimass.dependencies import require
 from aimass.errors import SchemaError
 from aimass.schema import DType, Schema
 
-__all__ = ["DriftReport", "FeatureDrift", "Monitor", "MonitorCollector", "Profile", "feature_matrix"]
+__all__ = ["DriftReport", "FeatureDrift", "Monitor", "MonitorCollector", "Profile", "drift_charts", "feature_matrix"]
 
 PERCENTILES = np.linspace(0.0, 100.0, 101)
 MAX_FEATURES = 64  # per input; wider inputs (images, embeddings) are profiled on their first columns
@@ -223,6 +224,15 @@ class DriftReport:
         ]
         return "\n".join(lines)
 
+    def svg(self) -> list[str]:
+        """PSI and KS per feature as SVG bar charts, drift thresholds dashed (what the dashboard shows).
+
+        Example:
+            >>> model.monitor.report().svg()[0].startswith("<svg")   # doctest: +SKIP
+            True
+        """
+        return drift_charts({f.feature: (f.psi, f.ks) for f in self.features}, self.window_rows)
+
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr{_RED if f.drifted else ''}><td>{html.escape(f.feature)}</td>"
@@ -237,8 +247,22 @@ class DriftReport:
         return (
             f"<div><b>Monitor</b> {html.escape(self.model or '')} v{html.escape(self.version or '?')} &middot; "
             f"{self.requests} calls &middot; {self.errors} errors{lat} &middot; window {self.window_rows} rows"
-            f"<table><tr><th>feature</th><th>PSI</th><th>KS</th><th>drift</th></tr>{rows}</table></div>"
+            f"<table><tr><th>feature</th><th>PSI</th><th>KS</th><th>drift</th></tr>{rows}</table>"
+            f"{''.join(self.svg()) if self.features else ''}</div>"
         )
+
+
+def drift_charts(features: Mapping[str, tuple[float, float]], window_rows: int) -> list[str]:
+    """SVG bars of PSI and KS per feature (``{feature: (psi, ks)}``), with the default drift thresholds.
+
+    Example:
+        >>> len(drift_charts({"x[0]": (0.05, 0.1)}, 500))
+        2
+    """
+    return [
+        charts.bars({k: v[0] for k, v in features.items()}, title=f"PSI over {window_rows} rows", threshold=PSI_DRIFT),
+        charts.bars({k: v[1] for k, v in features.items()}, title=f"KS over {window_rows} rows", threshold=KS_DRIFT),
+    ]
 
 
 # -- the monitor ----------------------------------------------------------------------------------
@@ -304,6 +328,32 @@ class Monitor:
     def record_error(self) -> None:
         with self._lock:
             self.errors += 1
+
+    def observe_many(self, inputs: Mapping[str, np.ndarray], seconds: Any, rows: int | None = None) -> None:
+        """Record ``len(seconds)`` successful calls at once, their validated inputs concatenated along rows.
+
+        What a server does with requests it collected: one ring update for many calls. ``rows`` is
+        the calls' total row count when ``inputs`` hold only the last of them (the window keeps no more).
+
+        Example:
+            >>> mon.observe_many({"x": np.vstack([a, b])}, seconds=[0.002, 0.003])   # doctest: +SKIP
+        """
+        lat = np.asarray(seconds, dtype=np.float64).reshape(-1)
+        n = lat.size
+        if n == 0:
+            return
+        mats = {t.name: feature_matrix(inputs[t.name]) for t in self.schema.inputs if t.dtype is not DType.BYTES}
+        kept = max((m.shape[0] for m in mats.values()), default=0)
+        counts = np.bincount(np.searchsorted(LATENCY_BUCKETS, lat, side="left"), minlength=len(LATENCY_BUCKETS) + 1)
+        keep = lat[-self.window :]
+        with self._lock:
+            first = self.requests + n - keep.size  # call number of the first latency kept
+            self.requests += n
+            self.rows_seen += kept if rows is None else rows
+            self.seconds_total += float(lat.sum())
+            self.bucket_counts = [a + int(b) for a, b in zip(self.bucket_counts, counts, strict=True)]
+            self._latencies[(first + np.arange(keep.size)) % self.window] = keep
+            self._append(mats, kept)
 
     def _append(self, mats: dict[str, np.ndarray], rows: int) -> None:
         if rows == 0:

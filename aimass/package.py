@@ -25,10 +25,11 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aimass.errors import IntegrityError, ModelLoadError
@@ -37,19 +38,25 @@ from aimass.schema import Schema
 __all__ = [
     "MANIFEST",
     "MAX_MANIFEST_BYTES",
+    "EXAMPLE_FILE",
     "Artifact",
     "Manifest",
     "check_member_name",
+    "example_is_saveable",
+    "checksummed_names",
     "is_package",
     "member",
     "parse_manifest",
+    "read_example",
     "read_manifest",
     "sha256_file",
     "verify",
+    "write_example",
     "write_package",
 ]
 
 MANIFEST = "aimass.json"
+EXAMPLE_FILE = "example.npz"
 FORMAT_VERSION = 1
 # A manifest lists files and metadata: a few KiB. Anything near this size is hostile or broken, and
 # reading it whole (then parsing it) would let a package or a store cost the reader that much memory.
@@ -81,6 +88,10 @@ class Manifest(BaseModel):
     artifacts: list[Artifact]
     created: dt.datetime
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # The artifact holding the model's load-time example inputs (numeric arrays, .npz without pickle).
+    example: str | None = None
+    # What compress/convert/distill measured on the way to this model (aimass.compress.Report as JSON).
+    report: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, by_alias=True)
@@ -185,7 +196,7 @@ def parse_manifest(raw: bytes | str, where: str) -> Manifest:
     try:
         manifest = Manifest.model_validate_json(raw)
     except ValidationError as e:
-        raise IntegrityError(f"package {where!r}: manifest is invalid: {e.errors()[0]['msg']}") from None
+        raise IntegrityError(f"package {where!r}: manifest is invalid ({MANIFEST}): {e.errors()[0]['msg']}") from None
     if manifest.format_version > FORMAT_VERSION:
         raise ModelLoadError(
             f"package {where!r} has format {manifest.format_version}; this aimass reads up to {FORMAT_VERSION}"
@@ -276,3 +287,62 @@ def verify(path: str | os.PathLike[str]) -> Manifest:
                 f"(sha256 {digest[:12]}..., manifest {art.sha256[:12]}...): the file was modified or corrupted"
             )
     return manifest
+
+
+def checksummed_names(root: Path, depth: int = 8) -> tuple[str, set[str]]:
+    """``(prefix, names)``: the files under ``root`` that the enclosing package's manifest checksums.
+
+    A backend loaded from a package (or from a part nested ``depth`` levels deep in one) walks up to
+    that package's manifest, which :func:`verify` has just checked, so a spec file cannot name a
+    file the checksums do not cover. ``names`` are relative to ``root``; ``prefix`` is ``root``'s
+    place inside the package (``""`` at its top, ``"parts/0/"`` below). Outside any package both are
+    empty: nothing is covered.
+
+    Example:
+        >>> checksummed_names(Path("pkg"))   # doctest: +SKIP
+        ('', {'python.json', 'code/clf.py'})
+    """
+    prefix = ""
+    for directory in (root, *root.parents[:depth]):
+        if is_package(directory):
+            names = {a.path for a in read_manifest(directory).artifacts}
+            return prefix, {n[len(prefix) :] for n in names if n.startswith(prefix)}
+        prefix = f"{directory.name}/{prefix}"
+    return "", set()
+
+
+def example_is_saveable(example: Mapping[str, np.ndarray]) -> bool:
+    """Whether ``example`` can be kept in a package: numeric or boolean arrays (read back without pickle)."""
+    return all(np.asarray(v).dtype.kind in "biuf" for v in example.values())
+
+
+def write_example(directory: Path, example: Mapping[str, np.ndarray], *, taken: Sequence[str] = ()) -> str | None:
+    """Write ``example`` as :data:`EXAMPLE_FILE` into ``directory``; its name, or None when it cannot be kept.
+
+    Example:
+        >>> write_example(Path("pkg-tmp"), {"x": np.zeros((2, 4), np.float32)})   # doctest: +SKIP
+        'example.npz'
+    """
+    if not example or not example_is_saveable(example) or EXAMPLE_FILE in taken:
+        return None
+    with (directory / EXAMPLE_FILE).open("wb") as fh:
+        np.savez(fh, **{k: np.asarray(v) for k, v in example.items()})
+    return EXAMPLE_FILE
+
+
+def read_example(root: Path, manifest: Manifest) -> dict[str, np.ndarray] | None:
+    """The example inputs a verified package keeps, or None; read without pickle.
+
+    Example:
+        >>> read_example(Path("pkg"), verify("pkg"))["x"].shape   # doctest: +SKIP
+        (2, 4)
+    """
+    if manifest.example is None:
+        return None
+    if manifest.example not in {a.path for a in manifest.artifacts}:
+        raise IntegrityError(f"package {root.name!r}: example {manifest.example!r} is not a checksummed artifact")
+    try:
+        with np.load(member(root, manifest.example), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except Exception as e:  # zipfile and numpy raise BadZipFile, NotImplementedError, EOFError ... on damage
+        raise IntegrityError(f"package {root.name!r}: example {manifest.example!r} does not read: {e}") from e

@@ -14,7 +14,11 @@ Casting rules (documented, never silent data loss):
 * int/bool -> float, bool -> int, int -> wider int: allowed;
 * int -> narrower int or signed <-> unsigned: allowed only when every value fits, checked;
 * float -> int or bool, anything -> BOOL from non-bool, numbers <-> BYTES: refused with
-  :class:`~aimass.errors.SchemaError`.
+  :class:`~aimass.errors.SchemaError`;
+* BYTES (text and encoded files): a ``list[str]``, or a numpy array of ``str``/``bytes``/objects,
+  becomes an object array of ``bytes`` (``str`` encoded as UTF-8), whatever the caller sent; an
+  element that is neither ``str`` nor ``bytes`` is refused. :func:`as_text` decodes them for models
+  that need text, and :func:`text_or_bytes` is how ``Model.predict`` returns BYTES outputs.
 
 Example:
     >>> import numpy as np
@@ -36,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from aimass.errors import SchemaError
 
-__all__ = ["DType", "Schema", "TensorSpec"]
+__all__ = ["DType", "Schema", "TensorSpec", "as_text", "text_or_bytes"]
 
 
 class DType(enum.StrEnum):
@@ -363,9 +367,85 @@ def _check(c: _Check, value: Any) -> np.ndarray:
         if shape[i] != d:
             raise SchemaError(_mismatch(spec, arr), tensor=name)
     dtype = arr.dtype
+    if want is _OBJECT:  # BYTES: every element becomes bytes (str as UTF-8); numbers are refused
+        return _bytes_elements(arr if dtype is _OBJECT else _cast(arr, spec), spec)
     if dtype is not want and dtype != want:  # builtin dtypes are singletons: `is` settles the usual case
         return _cast(arr, spec)
     return arr
+
+
+_OBJECT = np.dtype(object)
+
+
+def _bytes_elements(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """A BYTES input as an object array of ``bytes``: ``str`` elements encoded as UTF-8, others refused."""
+    flat = arr.reshape(-1)
+    if all(type(v) is bytes for v in flat):
+        return arr
+    out = np.empty(flat.shape, dtype=object)
+    for i, v in enumerate(flat):
+        if isinstance(v, bytes):
+            out[i] = bytes(v)
+        elif isinstance(v, str):
+            out[i] = v.encode("utf-8")
+        else:
+            where = f" at index {i}" if flat.size > 1 else ""
+            raise SchemaError(
+                _mismatch(spec, arr, f": BYTES elements must be str or bytes, got {type(v).__name__}{where}"),
+                tensor=spec.name,
+            )
+    return out.reshape(arr.shape)
+
+
+def as_text(values: np.ndarray, name: str, kind: str = "input") -> np.ndarray:
+    """BYTES elements as ``str`` (same shape); SchemaError naming the tensor and element for invalid UTF-8.
+
+    For models that need text (tokenizers): raw bytes sent over the wire may be anything.
+
+    Example:
+        >>> as_text(np.array([b"caf\\xc3\\xa9", "ok"], dtype=object), "text").tolist()
+        ['café', 'ok']
+    """
+    flat = np.asarray(values, dtype=object).reshape(-1)
+    out = np.empty(flat.shape, dtype=object)
+    for i, v in enumerate(flat):
+        if isinstance(v, str):
+            out[i] = v
+            continue
+        if not isinstance(v, bytes):
+            raise SchemaError(f"{kind} {name!r}: element {i} is {type(v).__name__}, not text", tensor=name)
+        try:
+            out[i] = v.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise SchemaError(
+                f"{kind} {name!r}: element {i} is not UTF-8 text (byte 0x{v[e.start]:02x} at offset {e.start}); "
+                "this tensor takes text",
+                tensor=name,
+            ) from None
+    return out.reshape(np.shape(values))
+
+
+def text_or_bytes(values: np.ndarray) -> np.ndarray:
+    """A BYTES output as ``str`` elements when every element is UTF-8, else unchanged (encoded files stay bytes).
+
+    ``Model.predict`` applies it to BYTES outputs, so labels read as ``str`` locally and remotely alike.
+
+    Example:
+        >>> text_or_bytes(np.array([b"cat", b"dog"], dtype=object)).tolist()
+        ['cat', 'dog']
+        >>> text_or_bytes(np.array([b"\\x89PNG"], dtype=object)).tolist()
+        [b'\\x89PNG']
+    """
+    if values.dtype != _OBJECT:
+        return values
+    flat = values.reshape(-1)
+    out = np.empty(flat.shape, dtype=object)
+    try:
+        for i, v in enumerate(flat):
+            out[i] = v.decode("utf-8") if isinstance(v, bytes) else v
+    except UnicodeDecodeError:
+        return values
+    return out.reshape(values.shape)
 
 
 def _mismatch(spec: TensorSpec, arr: np.ndarray, why: str = "") -> str:

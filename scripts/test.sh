@@ -18,4 +18,12 @@ if [ "${CI:-}" = "true" ] || [ "${AIMASS_PEERS:-0}" = "1" ]; then
             || echo "libb64 could not be installed: the perf_analyzer test will skip"
     fi
 fi
+# The dashboard's browser tests drive the system Chromium (Debian package `chromium`) with Playwright;
+# without a browser they skip and say so.
+if [ "${CI:-}" = "true" ] || [ "${AIMASS_BROWSER:-0}" = "1" ]; then
+    if command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
+        { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } >/dev/null 2>&1 \
+            || echo "chromium could not be installed: the dashboard browser tests will skip"
+    fi
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -62,3 +62,44 @@ def test_quickstart(tmp_path: Path) -> None:
         assert float(accuracy) > 0.8, rows[name]  # a trained model, not noise
     assert rows, out
     assert f"packages written under {tmp_path}" in out
+
+
+def test_text_moderation(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("tritonclient.http")
+    out = _run("text_moderation.py", tmp_path, timeout=120)
+    lines = {line.split(maxsplit=1)[0]: line.split(maxsplit=1)[1] for line in out.splitlines() if line.strip()}
+    assert lines["schema"] == "(text: BYTES [-1]) -> (label: BYTES [-1], probabilities: FP32 [-1, 2])", out
+    assert lines["held-out"] == "accuracy 1.00", out  # trained, not noise: unseen posts labelled right
+    assert lines["local"].split()[:4] == ["friendly", "toxic", "friendly", "toxic"], out
+    # the same labels and probabilities through every client: aimass remote, tritonclient JSON and binary
+    for way in ("remote", "triton-json", "triton-binary"):
+        assert lines[way] == lines["local"], (way, out)
+    assert lines["concurrent"] == "64/64 own answers True", out
+    assert "input 'text': expected BYTES shape [-1], got float64 shape [2]: numbers are not BYTES" in out
+
+
+def test_image_classifier(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("PIL")
+    pytest.importorskip("tritonclient.http")
+    out = _run("image_classifier.py", tmp_path, timeout=180)
+    lines = {line.split(maxsplit=1)[0]: line.split(maxsplit=1)[1] for line in out.splitlines() if line.strip()}
+    assert float(lines["accuracy"]) >= 0.9, out  # a trained CNN on fresh drawings, not chance (0.33)
+    assert lines["local"] == "circle square triangle", out  # the first three drawings, in that order
+    assert lines["refused"] == "UntrustedCode code/image_classifier.py", out
+    assert lines["loaded"] == lines["local"], out
+    assert lines["remote"] == "circle square triangle same", out  # every label of every image, served
+    assert lines["triton"] == lines["local"], out  # stock tritonclient, binary BYTES
+    assert "input 'image': element 0 is not a JPEG or PNG image (UnidentifiedImageError)" in lines["bad"], out
+
+
+def test_serve_log_update(tmp_path: Path) -> None:
+    pytest.importorskip("xgboost")
+    pytest.importorskip("pyarrow")
+    out = _run("serve_log_update.py", tmp_path, timeout=180)
+    assert "served 150 requests with fraud:1" in out, out
+    assert "logged 1500 rows from 150 requests" in out, out  # every request and every row, read back
+    served, updated = map(float, re.findall(r"served model ([\d.]+), updated ([\d.]+)", out)[0])
+    assert updated > served + 0.1, out  # the update learned the new world from the logged traffic
+    assert "production is fraud:2" in out and "the server answers production with fraud:2" in out, out

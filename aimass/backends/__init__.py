@@ -27,7 +27,11 @@ __all__ = ["BACKENDS", "detect", "get_backend", "register"]
 
 # Order matters for detection: the first backend that accepts a source wins.
 BACKENDS: dict[str, str] = {
+    # First: a PythonModel subclass may also derive from a framework's class (a torch Module, say).
+    "python": "aimass.python_model:PythonBackend",
     "onnx": "aimass.frameworks.onnx.backend:OnnxBackend",
+    # Before torch: transformers models are torch Modules too; also save_pretrained directories.
+    "transformers": "aimass.frameworks.transformers.backend:TextBackend",
     "torch": "aimass.frameworks.torch.backend:TorchBackend",
     "xgboost": "aimass.frameworks.xgboost.backend:XGBoostBackend",
     "compose": "aimass.compose:ComposedBackend",  # pipelines/ensembles: loaded from packages, never detected
@@ -38,6 +42,7 @@ BACKENDS: dict[str, str] = {
     "mxnet": "aimass.frameworks.mxnet.backend:MXNetBackend",
     "sklearn": "aimass.frameworks.sklearn.backend:SklearnBackend",  # after xgboost: XGBClassifier has sklearn mixins
     "remote": "aimass.backends.remote:RemoteBackend",
+    "grpc": "aimass.backends.remote_grpc:GrpcRemoteBackend",  # grpc:// and grpcs:// model URLs
     "tensorrt": "aimass.frameworks.tensorrt.backend:TensorRTBackend",
 }
 

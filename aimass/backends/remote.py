@@ -407,10 +407,14 @@ class RemoteBackend(Backend):
     def _encode(self, inputs: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
         from aimass.protocol import v2
 
+        # BYTES go binary whenever the server takes it: encoded files need not be UTF-8, which JSON needs.
         binary = (
             self.binary_supported
             and self._threshold is not None
-            and sum(a.nbytes for a in inputs.values()) >= self._threshold
+            and (
+                sum(a.nbytes for a in inputs.values()) >= self._threshold
+                or any(a.dtype.kind == "O" for a in inputs.values())
+            )
         )
         return v2.encode_request(inputs, binary=binary, binary_output=self._binary_output)
 

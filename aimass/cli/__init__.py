@@ -33,6 +33,7 @@ COMMANDS: tuple[str, ...] = (
     "aimass.cli.store",
     "aimass.cli.compress",
     "aimass.cli.scale",
+    "aimass.cli.ui",
 )
 
 

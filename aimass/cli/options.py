@@ -135,7 +135,7 @@ class ServerOptions:
         ),
     ] = ""
     max_body_size: Annotated[str, typer.Option(help="largest request body accepted (413 above)")] = "64MiB"
-    workers: Annotated[int, typer.Option(help="model worker threads (0: CPU count + 2, at most 8)")] = 0
+    threads: Annotated[int, typer.Option(help="model threads per server process (0: CPU count + 2, at most 8)")] = 0
     option: Annotated[
         list[str] | None,
         typer.Option(help="backend option KEY=JSON for models loaded from paths, dotted keys nest; repeatable"),
@@ -149,6 +149,29 @@ class ServerOptions:
     max_elements: Annotated[
         int, typer.Option(help="largest element count of one tensor, refused with 400 before allocating (0: default)")
     ] = 0
+    max_loaded_models: Annotated[
+        int, typer.Option(help="model versions loaded at once; > 0 loads on demand and unloads the least recently used")
+    ] = 0
+    memory_budget: Annotated[
+        str, typer.Option(help="memory for loaded models, e.g. 8GiB; models load on demand within it (0: no cap)")
+    ] = "0"
+    pin: Annotated[
+        list[str] | None, typer.Option(help="under a budget: a model loaded at start and never unloaded; repeatable")
+    ] = None
+    warmup: Annotated[
+        bool, typer.Option(help="run one warm-up call per model version as it loads (package sample or generated)")
+    ] = True
+    monitor: Annotated[
+        str, typer.Option(help="drift monitoring of served traffic: auto (packages with a profile), all, off")
+    ] = "auto"
+    log_payloads: Annotated[
+        str, typer.Option(help="record requests and answers as Parquet files in this directory or fsspec URL")
+    ] = ""
+    log_sample_rate: Annotated[float, typer.Option(help="share of requests --log-payloads records (0 to 1)")] = 1.0
+    trust_code: Annotated[
+        bool,
+        typer.Option(help="load packages that hold Python code (PythonModel), which runs: only from sources you trust"),
+    ] = False
 
     def app_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`aimass.server.create_app` (bad durations/sizes raise ``BadParameter``)."""
@@ -158,15 +181,25 @@ class ServerOptions:
             "max_concurrency": self.instances,
             "auth_token": self.auth_token or None,
             "max_body_size": parse_size(self.max_body_size),
-            "workers": self.workers or None,
+            "workers": self.threads or None,  # create_app's thread pool
             "max_queue_size": self.max_queue_size,
             "request_timeout": parse_duration(self.request_timeout) or None,
             **({"max_elements": self.max_elements} if self.max_elements else {}),
+            "max_loaded_models": self.max_loaded_models,
+            "memory_budget": parse_size(self.memory_budget),
+            "pinned": tuple(self.pin or ()),
+            "warmup": self.warmup,
+            "monitor": self.monitor,
+            "payload_log": self.log_payloads or None,
+            "payload_sample_rate": self.log_sample_rate,
         }
 
     def model_options(self) -> dict[str, Any] | None:
-        """``--option`` items as nested backend options."""
-        return parse_options(self.option or [])
+        """``--option`` items as nested backend options (``--trust-code`` is ``trust_code=true``)."""
+        options = parse_options(self.option or [])
+        if self.trust_code:
+            options = {**(options or {}), "trust_code": True}
+        return options
 
 
 @dataclasses.dataclass(frozen=True)

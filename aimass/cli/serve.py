@@ -7,6 +7,7 @@ Example (shell)::
 
     aimass serve models/                              # <models>/<name>/<version>/ packages
     aimass serve fraud=pkg/fraud mlp.onnx --port 8000 --max-batch-size 64 --max-queue-delay 500us
+    aimass serve models/ --grpc-port 8001             # V2 over gRPC too, beside HTTP
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ def serve(
     ],
     server: ServerOptions,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+    grpc_port: Annotated[
+        int,
+        typer.Option(help="also serve V2 over gRPC on this port, same process and models (0: off); limits as HTTP"),
+    ] = 0,
+    workers: Annotated[
+        int,
+        typer.Option(help="server processes sharing the port(s), each with its own models; a crashed one is restarted"),
+    ] = 1,
     ray: Annotated[bool, typer.Option(hidden=True, help="moved: aimass scale deploy")] = False,
 ) -> None:
     """Serve models over the Open Inference Protocol (KServe V2 / Triton HTTP) in this process."""
@@ -55,13 +64,38 @@ def serve(
             repository = p
         else:
             models[p.stem if p.is_file() else p.name] = src
+    if workers > 1:
+        from aimass.server.workers import serve_workers
+
+        typer.echo(
+            f"aimass serving {sorted(models) or str(repository)} on http://{server.host}:{server.port}/v2"
+            + (f" and grpc://{server.host}:{grpc_port}" if grpc_port else "")
+            + f" from {workers} worker processes (batching: max_batch_size={server.max_batch_size})"
+        )
+        serve_workers(
+            models or None,
+            repository=repository,
+            workers=workers,
+            host=server.host,
+            port=server.port,
+            grpc_port=grpc_port or None,
+            log_level=log_level,
+            model_options=server.model_options(),
+            threads=options.pop("workers"),
+            **options,
+        )
+        return
     app = create_app(models or None, repository=repository, model_options=server.model_options(), **options)
-    names = sorted({m.name for m in app.repository.loaded()})
+    repo = app.repository
+    names = sorted(repo.sources()) if repo.lazy else sorted({m.name for m in repo.loaded()})
+    if repo.lazy:  # under a budget: models load on their first request
+        typer.echo(f"models load on demand within {repo.budget.describe()}; {len(repo.loaded())} loaded at start")
+    grpc_note = f" and grpc://{server.host}:{grpc_port}" if grpc_port else ""
     typer.echo(
-        f"aimass serving {names} on http://{server.host}:{server.port}/v2 "
+        f"aimass serving {names} on http://{server.host}:{server.port}/v2{grpc_note} "
         f"(batching: max_batch_size={server.max_batch_size})"
     )
-    run(app, host=server.host, port=server.port, log_level=log_level)
+    run(app, host=server.host, port=server.port, log_level=log_level, grpc_port=grpc_port or None)
 
 
 def register(app: typer.Typer) -> None:

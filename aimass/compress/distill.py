@@ -34,7 +34,7 @@ from aimass.training import looks_like_probabilities
 if TYPE_CHECKING:
     from aimass.model import Model
 
-__all__ = ["DISTILLERS", "distill"]
+__all__ = ["DISTILLERS", "SHRINKERS", "distill", "distill_layers"]
 
 # The student's framework -> its distillation trainer, "module:function" (tf_keras students are
 # detected as "tensorflow"; they train through Keras too).
@@ -43,6 +43,9 @@ DISTILLERS: dict[str, str] = {
     "keras": "aimass.frameworks.keras.train:distill",
     "tensorflow": "aimass.frameworks.keras.train:distill",
 }
+# The teacher's backend -> "module:function" building a shallower student from the teacher's own
+# layers (``compress(m, "distill", layers=3, data=...)``).
+SHRINKERS: dict[str, str] = {"torch": "aimass.frameworks.torch.student:fewer_layers"}
 
 
 def distill(
@@ -149,3 +152,58 @@ def _distiller(student: Any) -> Callable[..., Any]:
         )
     fn: Callable[..., Any] = import_target(DISTILLERS[name])
     return fn
+
+
+def distill_layers(
+    teacher: Model,
+    *,
+    layers: int,
+    data: Any,
+    output: str | None = None,
+    labels: Any = None,
+    metric: str | None = None,
+    max_drop: float | None = None,
+    repeats: int = 20,
+    **options: Any,
+) -> Model:
+    """A student with ``layers`` of the teacher's transformer blocks, trained on ``data`` to match its output.
+
+    What ``compress(m, "distill", layers=3, data=tokens)`` does. ``data`` are unlabelled inputs
+    (token batches, as for ``predict``); the student starts from every other teacher layer. Options
+    (``epochs``, ``batch_size``, ``lr``, ``seed``, ``progress``) go to the framework's shrinker.
+    The report compares teacher (before) and student (after) on ``data``.
+
+    Example:
+        >>> small = distill_layers(m, layers=3, data=tokens, epochs=3)   # doctest: +SKIP
+    """
+    from aimass.compress import enforce_max_drop
+    from aimass.compress.report import measure
+    from aimass.model import Model
+
+    if data is None:
+        raise ValueError("distill needs data=: unlabelled inputs (token batches) to train the student on")
+    if teacher.backend_name not in SHRINKERS:
+        raise UnsupportedOperation(
+            f"distill with layers= builds students for {', '.join(SHRINKERS)} models, not {teacher.backend_name}"
+        )
+    inputs = teacher.schema.coerce(data)
+    name = output or _target_output(teacher.schema)
+    target = teacher.predict_batch(inputs, batch_size=64, progress=False)[name]
+    shrink = import_target(SHRINKERS[teacher.backend_name])
+    result = shrink(teacher.backend, layers=layers, inputs=inputs, target=target, output=name, **options)
+    student = Model(result.backend, name=f"{teacher.name or 'model'}-student", example=teacher.example)
+    report = measure(
+        teacher,
+        student,
+        operation="distill",
+        method=f"distill ({result.settings.get('layers', layers)} layers)",
+        data=inputs,
+        labels=labels,
+        metric=metric,
+        repeats=repeats,
+        settings=result.settings,
+        notes=result.notes,
+    )
+    if max_drop is not None:
+        enforce_max_drop(report, max_drop)
+    return Model(student.backend, name=student.name, report=report, example=teacher.example)

@@ -11,13 +11,14 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from aimass.dependencies import import_target
 from aimass.errors import UnsupportedOperation
 
-__all__ = ["COMPRESSORS", "METHODS", "compressor", "supported"]
+__all__ = ["COMPRESSORS", "METHODS", "WRAPPED", "compressor", "supported"]
 
 METHODS = ("int8", "int8-static", "fp16", "bf16", "prune", "prune-structured")
 
@@ -36,6 +37,14 @@ COMPRESSORS: dict[tuple[str, str], str] = {
     ("tensorflow", "fp16"): "aimass.frameworks.keras.export_tflite:fp16",
 }
 
+# Backends that hold a network on another backend (a text model: tokenizer, network, head) compress
+# that network with its own backend's tool from COMPRESSORS for the same method:
+# backend -> "module:function(backend, tool_for, *, data, **options) -> Derived", where
+# tool_for(network_backend) returns that tool.
+WRAPPED: dict[str, str] = {
+    "transformers": "aimass.frameworks.transformers.compress:compress_network",
+}
+
 # Why a backend has no compressor at all, where the reason helps more than the list of what exists.
 HINTS: dict[str, str] = {
     "xgboost": "xgboost trees have no numeric quantization (their thresholds are exact float splits); "
@@ -50,6 +59,9 @@ def supported(backend: str) -> list[str]:
 
 def compressor(backend: str, method: str) -> Callable[..., Any]:
     """The function that applies ``method`` to a ``backend`` model, or UnsupportedOperation saying what exists."""
+    if (backend, method) not in COMPRESSORS and backend in WRAPPED:
+        wrapped = import_target(WRAPPED[backend])
+        return functools.partial(wrapped, tool_for=lambda network: compressor(network.name, method))
     try:
         target = COMPRESSORS[(backend, method)]
     except KeyError:

@@ -3,7 +3,10 @@
 :func:`measure` compares a model before and after on the same inputs, in the same process run:
 sizes come from the files of a saved package, latency at batch 1 and 32 from interleaved calls of
 both models (so machine noise hits both sides alike), drift from both models' outputs on user
-data (or on :meth:`~aimass.schema.Schema.example` data when none is given).
+data, else on the example the model was loaded with, else on rows generated from the schema
+(:func:`aimass.measure.sample_inputs`; ``Report.data`` and ``data_detail`` say which). Compressors
+that choose between recipes leave them in ``Report.recipes`` (drawn as latency vs quality in
+Jupyter) and their per-layer measurements in ``Report.layers``.
 
 Example:
     >>> q = m.compress("int8", data=rows)   # doctest: +SKIP
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from aimass import charts
 from aimass.measure import Drift, batch_of, compare_outputs, human_size, sample_inputs, score_outputs
 from aimass.package import verify
 
@@ -33,10 +37,14 @@ if TYPE_CHECKING:
     from aimass.model import Model
 
 __all__ = [
+    "LayerChoice",
     "Latency",
+    "Recipe",
     "Report",
+    "describe_data",
     "measure",
     "model_size",
+    "recipes_svg",
 ]
 
 LATENCY_BATCHES = (1, 32)
@@ -56,6 +64,25 @@ class Latency(BaseModel):
         return self.before_ms / self.after_ms if self.after_ms > 0 else float("inf")
 
 
+class Recipe(BaseModel):
+    """One recipe a compressor tried: its latency on the check inputs and its worst-row cosine to the original."""
+
+    recipe: str
+    latency_ms: float  # the whole check batch
+    min_cosine: float
+    chosen: bool = False
+    single_ms: float | None = None  # one row of it
+
+
+class LayerChoice(BaseModel):
+    """One weight layer: the worst-row cosine when it alone is quantized, and what it was kept as."""
+
+    layer: str
+    op: str
+    cosine_alone: float
+    kept: str  # "int8" or "float"
+
+
 class Report(BaseModel):
     """The measured outcome of a compression or conversion (``print`` it, or show it in Jupyter)."""
 
@@ -69,7 +96,8 @@ class Report(BaseModel):
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, description="CPU cores visible to the run")
     drift: list[Drift] = Field(default_factory=list)
     samples: int = 0
-    data: str = "generated"  # "user" when drift was measured on the caller's data
+    data: str = "generated"  # "user": the caller's data=; "example": the load-time example; "generated"
+    data_detail: str = ""  # what the check data was, in words
     metric: str | None = None
     metric_before: float | None = None
     metric_after: float | None = None
@@ -78,6 +106,8 @@ class Report(BaseModel):
     rtol: float | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+    recipes: list[Recipe] = Field(default_factory=list, description="what the compressor tried, measured")
+    layers: list[LayerChoice] = Field(default_factory=list, description="per-layer sensitivity, most sensitive first")
 
     # -- derived figures -----------------------------------------------------------------------
 
@@ -131,7 +161,7 @@ class Report(BaseModel):
                 parts.append(f"tolerance {d.tolerance:.3g} {'ok' if d.passed else 'EXCEEDED'}")
             rows.append((f"drift {d.output!r}", ", ".join(parts)))
         if self.drift:
-            rows.append(("drift data", f"{self.samples} {self.data} rows"))
+            rows.append(("drift data", self.data_detail or f"{self.samples} {self.data} rows"))
         if self.metric is not None and self.metric_drop is not None:
             rows.append(
                 (
@@ -143,22 +173,147 @@ class Report(BaseModel):
             rows.append(("tolerance", f"max abs error <= {self.atol:g} + {self.rtol:g} * max |reference|"))
         if self.settings:
             rows.append(("settings", ", ".join(f"{k}={v}" for k, v in self.settings.items())))
+        for r in self.recipes:
+            mark = "  <- chosen" if r.chosen else ""
+            one = (
+                f" ({r.single_ms:.2f} ms for one row)" if r.single_ms is not None and r.single_ms == r.single_ms else ""
+            )
+            rows.append(
+                (
+                    "recipe",
+                    f"{r.recipe}: {r.latency_ms:.2f} ms on the check data{one}, min cosine {r.min_cosine:.5f}{mark}",
+                )
+            )
         rows.extend(("note", n) for n in self.notes)
         return rows
+
+    def layer_table(self, limit: int = 12) -> str:
+        """The per-layer table: each layer quantized alone, its worst-row cosine, and what it was kept as.
+
+        Example:
+            >>> print(q.report.layer_table())   # doctest: +SKIP
+        """
+        if not self.layers:
+            return ""
+        width = max(len(c.layer) for c in self.layers[:limit])
+        lines = [f"  {'layer'.ljust(width)}  {'op':<9} cosine alone  kept as"]
+        lines += [f"  {c.layer.ljust(width)}  {c.op:<9} {c.cosine_alone:12.5f}  {c.kept}" for c in self.layers[:limit]]
+        if len(self.layers) > limit:
+            rest = self.layers[limit:]
+            lines.append(
+                f"  ... {len(rest)} more, least sensitive (kept as {', '.join(sorted({c.kept for c in rest}))})"
+            )
+        return "\n".join(lines)
 
     def text(self) -> str:
         """A plain-text table of the report."""
         head = f"{self.operation} {self.method}: {self.backend_before} -> {self.backend_after}"
         width = max((len(k) for k, _ in self._rows()), default=0)
-        return "\n".join([head, *(f"  {k.ljust(width)}  {v}" for k, v in self._rows())])
+        lines = [head, *(f"  {k.ljust(width)}  {v}" for k, v in self._rows())]
+        if self.layers:
+            lines += ["  layers, most sensitive first (each quantized alone):", self.layer_table()]
+        return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.text()
 
+    def svg(self) -> list[str]:
+        """Charts of the report as SVG (size, latency, drift per output): what notebooks and the dashboard show.
+
+        Example:
+            >>> q.report.svg()[0].startswith("<svg")   # doctest: +SKIP
+            True
+        """
+        out = [
+            charts.grouped_bars(
+                ["artifacts"],
+                {"before": [self.size_before / 1024], "after": [self.size_after / 1024]},
+                title="size",
+                unit="KiB",
+            )
+        ]
+        if self.latency:
+            out.append(
+                charts.grouped_bars(
+                    [f"batch {lat.batch}" for lat in self.latency],
+                    {
+                        "before": [lat.before_ms for lat in self.latency],
+                        "after": [lat.after_ms for lat in self.latency],
+                    },
+                    title=f"latency per call (median of interleaved calls, {self.threads} cores)",
+                    unit="ms",
+                )
+            )
+        if self.drift:
+            out.append(charts.bars({d.output: d.max_abs_error for d in self.drift}, title="max abs error per output"))
+        if self.recipes:
+            out.append(recipes_svg(self.recipes, target=self.settings.get("min_cosine")))
+        return out
+
     def _repr_html_(self) -> str:
         head = html.escape(f"{self.operation} {self.method}: {self.backend_before} -> {self.backend_after}")
         rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in self._rows())
-        return f"<div><b>{head}</b><table>{rows}</table></div>"
+        layers = f"<pre>{html.escape(self.layer_table())}</pre>" if self.layers else ""
+        return f"<div><b>{head}</b><table>{rows}</table>{''.join(self.svg())}{layers}</div>"
+
+
+def recipes_svg(recipes: Sequence[Recipe], *, target: float | None = None, width: int = 480, height: int = 300) -> str:
+    """An SVG scatter of ``recipes``: latency (x) against worst-row cosine (y), the chosen one in red.
+
+    Hand-written SVG (no plotting library); the dashed line is the quality target. Notebooks show
+    it inside the report (:meth:`Report.svg`).
+
+    Example:
+        >>> svg = recipes_svg([Recipe(recipe="fp32", latency_ms=10.0, min_cosine=1.0),
+        ...                    Recipe(recipe="int8", latency_ms=4.0, min_cosine=0.995, chosen=True)], target=0.99)
+        >>> svg.startswith("<svg") and "int8 (chosen)" in svg
+        True
+    """
+    shown = [r for r in recipes if np.isfinite(r.latency_ms) and r.min_cosine >= 0]
+    if not shown:
+        return ""
+    left, right, top, bottom = 60, 20, 24, 45
+    x1 = max(r.latency_ms for r in shown) * 1.15 or 1.0
+    ys = [r.min_cosine for r in shown] + ([target] if target is not None else [])
+    pad = max((1.0 - min(ys)) * 0.1, 1e-4)
+    y0, y1 = min(ys) - pad, 1.0 + pad
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def px(x: float) -> float:
+        return left + x / x1 * plot_w
+
+    def py(y: float) -> float:
+        return top + (y1 - y) / (y1 - y0) * plot_h
+
+    mid_y = top + plot_h / 2
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        'font-size="11">',
+        f'<text x="{left}" y="14" font-weight="bold">recipes tried: latency vs quality</text>',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#888"/>',
+        f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">latency on the check data (ms)</text>',
+        f'<text x="14" y="{mid_y}" text-anchor="middle" transform="rotate(-90 14 {mid_y})">worst-row cosine</text>',
+        f'<text x="{left}" y="{top + plot_h + 14}" text-anchor="middle">0</text>',
+        f'<text x="{left + plot_w}" y="{top + plot_h + 14}" text-anchor="end">{x1:.3g}</text>',
+        f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{y1:.4f}</text>',
+        f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end">{y0:.4f}</text>',
+    ]
+    if target is not None:
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{py(target):.1f}" y2="{py(target):.1f}" '
+            f'stroke="#c60" stroke-dasharray="4 3"/><text x="{left + plot_w - 4}" y="{py(target) - 4:.1f}" '
+            f'text-anchor="end" fill="#c60">target {target:g}</text>'
+        )
+    for r in shown:
+        color, size = ("#d00", 6) if r.chosen else ("#36c", 4)
+        label = html.escape(r.recipe + (" (chosen)" if r.chosen else ""))
+        parts.append(
+            f'<circle cx="{px(r.latency_ms):.1f}" cy="{py(r.min_cosine):.1f}" r="{size}" fill="{color}">'
+            f"<title>{label}: {r.latency_ms:.2f} ms, cosine {r.min_cosine:.5f}</title></circle>"
+            f'<text x="{px(r.latency_ms) + 7:.1f}" y="{py(r.min_cosine) + 4:.1f}" fill="{color}">{label}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
 
 
 def _ratio(r: float, better: str, worse: str) -> str:
@@ -233,6 +388,7 @@ def measure(
     settings: Mapping[str, Any] | None = None,
     notes: Sequence[str] = (),
     size_before: int | None = None,
+    metric: str | None = None,
 ) -> Report:
     """Measure ``after`` against ``before`` on the same inputs and return the :class:`Report`.
 
@@ -241,7 +397,7 @@ def measure(
     Example:
         >>> measure(m, q, operation="compress", method="int8", data=rows).size_ratio   # doctest: +SKIP
     """
-    inputs, source = sample_inputs(before.schema, data)
+    inputs, source = sample_inputs(before.schema, data, example=before.example)
     ref = before.predict(inputs)
     got = after.predict(inputs)
     drift = compare_outputs(ref, got, atol=atol, rtol=rtol)
@@ -251,8 +407,8 @@ def measure(
         notes.append(f"outputs {missing} exist only before; drift covers {[n for n in ref if n in got]}")
     fields: dict[str, Any] = {}
     if labels is not None:
-        name, value_before, higher = score_outputs(ref, labels)
-        _, value_after, _ = score_outputs(got, labels)
+        name, value_before, higher = score_outputs(ref, labels, metric=metric)
+        _, value_after, _ = score_outputs(got, labels, metric=metric)
         fields = {
             "metric": name,
             "metric_before": value_before,
@@ -260,6 +416,10 @@ def measure(
             "higher_is_better": higher,
         }
     latency = time_interleaved(before, after, inputs, batches=LATENCY_BATCHES, repeats=repeats) if repeats else []
+    settings = dict(settings or {})
+    recipes = [Recipe(**r) for r in settings.pop("recipes", [])]
+    layers = [LayerChoice(**c) for c in settings.pop("per_layer", [])]
+    samples = next(iter(inputs.values())).shape[0] if inputs else 0
     return Report(
         operation=operation,
         method=method,
@@ -269,11 +429,29 @@ def measure(
         size_after=model_size(after),
         latency=latency,
         drift=drift,
-        samples=next(iter(inputs.values())).shape[0] if inputs else 0,
+        samples=samples,
         data=source,
+        data_detail=describe_data(source, samples, before.example),
         atol=atol,
         rtol=rtol if atol is not None else None,
-        settings=dict(settings or {}),
+        settings=settings,
         notes=notes,
+        recipes=recipes,
+        layers=layers,
         **fields,
     )
+
+
+def describe_data(source: str, rows: int, example: Mapping[str, np.ndarray] | None = None) -> str:
+    """What a check ran on, in words, for the report.
+
+    Example:
+        >>> describe_data("user", 64)
+        "64 rows of the caller's data="
+    """
+    if source == "user":
+        return f"{rows} rows of the caller's data="
+    if source == "example":
+        given = next(iter(example.values())).shape[0] if example else rows // 2
+        return f"{rows} rows from the load-time example ({given} given, then a copy with float inputs varied by 1%)"
+    return f"{rows} rows generated from the schema (no data= and no load-time example)"

@@ -5,6 +5,10 @@ onnx, xgboost -> onnx, keras or tensorflow (SavedModel) -> tflite. The returned 
 the source's input and output names (a drop-in swap) and carries ``.report``: the measured error
 per output against the tolerance, file sizes and latency of both. Outputs further apart than
 ``atol + rtol * max |source|`` raise :class:`~aimass.errors.ConversionError` with the report.
+Without ``data=`` the check runs on the example the model was loaded with (see
+:mod:`aimass.convert.check` for what happens when there is none). ``optimize=True`` also fuses
+the graph where the target has an optimizer (:data:`OPTIMIZERS`; ONNX: transformer attention,
+LayerNorm, GELU), and the report gives the plain export's latency beside the fused one's.
 
 Example:
     >>> from aimass import Model
@@ -34,11 +38,16 @@ EXPORTERS: dict[tuple[str, str], str] = {
     ("tensorflow", "onnx"): "aimass.frameworks.keras.export_onnx:keras_to_onnx",
     ("xgboost", "onnx"): "aimass.frameworks.xgboost.export_onnx:xgboost_to_onnx",
     ("sklearn", "onnx"): "aimass.frameworks.sklearn.export:to_onnx",
+    # A text model stays a text model: its network moves to onnxruntime, the tokenizer stays.
+    ("transformers", "onnx"): "aimass.frameworks.transformers.export_onnx:text_to_onnx",
     ("keras", "tflite"): "aimass.frameworks.keras.export_tflite:keras_to_tflite",
     ("tensorflow", "tflite"): "aimass.frameworks.keras.export_tflite:keras_to_tflite",
 }
 # target format -> "module:function(artifact, source_schema) -> Backend", for exporters that return files.
 IMPORTERS: dict[str, str] = {"onnx": "aimass.frameworks.onnx.graph:load_aligned"}
+# target format -> "module:function(backend) -> Derived | None": graph fusion for optimize=True
+# (None when nothing in the graph could be fused).
+OPTIMIZERS: dict[str, str] = {"onnx": "aimass.frameworks.onnx.optimize:fused_backend"}
 # Why a target has no exporter from some sources, where the reason helps more than the list.
 _HINTS: dict[str, str] = {"tflite": " (no maintained torch/onnx -> TFLite converter installs beside torch here)"}
 
@@ -51,12 +60,14 @@ def convert(
     atol: float | None = None,
     rtol: float | None = None,
     repeats: int = 20,
+    optimize: bool = False,
     **options: Any,
 ) -> Model:
-    """A new Model in ``target`` format, checked against ``model`` on ``data`` (or generated rows).
+    """A new Model in ``target`` format, checked against ``model`` on ``data`` (else its load-time example).
 
     ``atol``/``rtol`` set the tolerance (default 1e-4 + 1e-3 * max |source output|); ``repeats``
     is the number of interleaved timed calls per batch size in the report (0 skips timing).
+    ``optimize=True`` fuses the converted graph (the fast fp32 baseline; see :data:`OPTIMIZERS`).
     Other ``options`` go to the converter (``opset=``; torch: ``dynamo=False`` for the legacy
     exporter).
 
@@ -66,6 +77,9 @@ def convert(
     from aimass.backends.base import Backend
     from aimass.convert.check import measured
     from aimass.model import Model
+
+    if optimize and target.lower() not in OPTIMIZERS:
+        raise UnsupportedOperation(f"optimize=True is available for {', '.join(OPTIMIZERS)} targets, not {target}")
 
     source = model if isinstance(model, Model) else Model.load(model)
     target = target.lower()
@@ -80,6 +94,40 @@ def convert(
     result = import_target(EXPORTERS[key])(source.backend, **options)
     if not isinstance(result, Backend):
         result = import_target(IMPORTERS[target])(result, source.schema)
-    converted = Model(result, name=source.name)
-    report = measured(source, converted, target=target, data=data, atol=atol, rtol=rtol, repeats=repeats)
-    return Model(converted.backend, name=source.name, report=report)
+    converted = Model(result, name=source.name, example=source.example)
+    notes: list[str] = []
+    settings: dict[str, Any] = {}
+    plain = None
+    if optimize:
+        derived = import_target(OPTIMIZERS[target])(converted.backend)
+        if derived is None:
+            notes.append("optimize=True: nothing in this graph could be fused; the plain export is kept")
+        else:
+            plain, converted = converted, Model(derived.backend, name=source.name, example=source.example)
+            settings.update(derived.settings)
+            notes.extend(derived.notes)
+    report = measured(
+        source,
+        converted,
+        target=target,
+        data=data,
+        atol=atol,
+        rtol=rtol,
+        repeats=repeats,
+        notes=notes,
+        settings=settings,
+    )
+    if plain is not None and repeats:
+        report.notes.append(_both_baselines(plain, converted, data, repeats))
+    return Model(converted.backend, name=source.name, report=report, example=source.example)
+
+
+def _both_baselines(plain: Model, fused: Model, data: Any, repeats: int) -> str:
+    """The plain export's latency against the fused graph's, interleaved: the two fp32 baselines."""
+    from aimass.compress.report import time_interleaved
+    from aimass.measure import sample_inputs
+
+    inputs, _ = sample_inputs(plain.schema, data, example=plain.example)
+    lats = time_interleaved(plain, fused, inputs, batches=(1, 32), repeats=repeats)
+    parts = [f"b={lat.batch} {lat.before_ms:.2f} ms -> {lat.after_ms:.2f} ms ({lat.speedup:.2f}x)" for lat in lats]
+    return "fp32 baselines, plain export -> fused: " + ", ".join(parts)

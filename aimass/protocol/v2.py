@@ -35,7 +35,7 @@ import numpy as np
 import orjson
 
 from aimass.errors import SchemaError
-from aimass.schema import DType
+from aimass.schema import DType, Schema
 
 __all__ = [
     "BINARY_CONTENT_TYPE",
@@ -48,6 +48,7 @@ __all__ = [
     "InferRequest",
     "InferResponse",
     "RequestedOutput",
+    "check_datatypes",
     "decode_request",
     "decode_response",
     "decode_tensor",
@@ -64,6 +65,7 @@ BINARY_CONTENT_TYPE = "application/octet-stream"
 DEFAULT_MAX_ELEMENTS = 1 << 26
 
 _DTYPES: dict[str, DType] = {d.value: d for d in DType}
+_V2_NAMES: dict[np.dtype[Any], str] = {d.numpy: d.value for d in DType if d is not DType.BYTES}
 _NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
 _U32 = struct.Struct("<I")
 
@@ -575,6 +577,40 @@ def decode_request(
         parameters=params,
         binary_output=bool(params.get("binary_data_output", False)),
     )
+
+
+def check_datatypes(inputs: Mapping[str, np.ndarray], schema: Schema) -> None:
+    """Refuse inputs whose declared datatype is not the model's: the wire is strict, as in Triton.
+
+    ``inputs`` are decoded tensors (:func:`decode_request`, or the gRPC server's decoder), whose numpy
+    dtype is exactly the declared V2 datatype. Local ``predict`` keeps the casts documented in
+    :mod:`aimass.schema`; a V2 client states its datatype, so a different one is a client bug
+    (SchemaError, HTTP 400 / gRPC INVALID_ARGUMENT) rather than something to guess at. Inputs the
+    model does not have are left to :meth:`~aimass.schema.Schema.coerce`, which names them.
+
+    Example:
+        >>> from aimass.schema import Schema
+        >>> s = Schema(inputs=[{"name": "x", "dtype": "FP32", "shape": [-1]}], outputs=[])
+        >>> check_datatypes({"x": np.zeros(2, np.int32)}, s)
+        Traceback (most recent call last):
+        aimass.errors.SchemaError: input 'x': expected FP32 shape [-1], got int32 shape [2]: the request \
+declares INT32, the model takes FP32 (V2 requests are not cast)
+    """
+    for spec in schema.inputs:
+        arr = inputs.get(spec.name)
+        if arr is None:
+            continue
+        want = spec.dtype.numpy
+        got = arr.dtype
+        if got is want or got == want:
+            continue
+        declared = DType.BYTES.value if got.kind in "OSU" else _V2_NAMES.get(got, str(got))
+        raise SchemaError(
+            f"input {spec.name!r}: expected {spec.dtype.value} shape {list(spec.shape)}, got {got} shape "
+            f"{list(arr.shape)}: the request declares {declared}, the model takes {spec.dtype.value} "
+            "(V2 requests are not cast)",
+            tensor=spec.name,
+        )
 
 
 def _assemble(doc: dict[str, Any], chunks: list[Any]) -> tuple[bytes, int | None]:

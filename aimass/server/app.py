@@ -28,10 +28,10 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -40,7 +40,11 @@ from aimass.errors import AimassError, SchemaError, ServiceUnavailable
 from aimass.metrics import Metrics
 from aimass.model import Model
 from aimass.protocol import documents, v2
-from aimass.server.repository import BatchingConfig, Limits, Repository, ServedModel
+from aimass.server.payload_log import PayloadLog, new_request_id
+from aimass.server.repository import BatchingConfig, Budget, Limits, Repository, ServedModel
+
+if TYPE_CHECKING:
+    from aimass.server.dashboard import Dashboard
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "App", "HTTPError", "create_app", "error_response"]
 
@@ -110,6 +114,10 @@ class App:
         self._token = auth_token or None
         self._auth = f"Bearer {auth_token}".encode() if auth_token else None
         self._server_meta = orjson.dumps(documents.server_metadata("aimass", __version__, EXTENSIONS))
+        # The read-only pages at / (aimass.server.dashboard), set by create_app; None: no dashboard.
+        self.dashboard: Dashboard | None = None
+        # Request/response records (aimass.server.payload_log), set by create_app; None: not logged.
+        self.payload_log: PayloadLog | None = None
 
     # -- ASGI ---------------------------------------------------------------------------------
 
@@ -124,8 +132,12 @@ class App:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.dashboard is not None:
+                    self.dashboard.start()  # samples the metrics every few seconds, never per request
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.payload_log is not None:  # complete the open log files
+                    await asyncio.get_running_loop().run_in_executor(None, self.payload_log.close)
                 self.executor.shutdown(wait=False, cancel_futures=True)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -140,13 +152,17 @@ class App:
                     self._check_auth(scope)
                     body, content_type = self.metrics.render()
                     return await _send(send, 200, body, [(b"content-type", content_type.encode())])
+                if self.dashboard is not None:  # only paths outside /v2 and /metrics reach it
+                    page = await self.dashboard.handle(method, path, scope)
+                    if page is not None:
+                        return await _send(send, *page)
                 raise HTTPError(f"no route {method} {path}", 404)
             n = len(parts)
             if n >= 3 and parts[1] == "models":
                 return await self._models(parts, method, scope, receive, send)
             if n == 3 and parts[1] == "health" and parts[2] in ("live", "ready"):
                 _allow(method, "GET", path)
-                ok = parts[2] == "live" or bool(self.repository.loaded())
+                ok = parts[2] == "live" or self.repository.ready()
                 return await _send(send, 200 if ok else 503, b"")
             self._check_auth(scope)
             if n == 1:
@@ -188,6 +204,18 @@ class App:
             text = _ABS_PATH.sub(_redact_path, text)
         return text.encode()
 
+    def check_token(self, authorization: bytes | None) -> None:
+        """Refuse (HTTPError 401) an ``Authorization`` value that is not ``Bearer <token>``, when a token is set.
+
+        The one check of the server's token for every transport: HTTP headers, gRPC metadata.
+
+        Example:
+            >>> app.check_token(b"Bearer s3cret")   # doctest: +SKIP
+        """
+        if self._auth is None or (authorization is not None and hmac.compare_digest(authorization, self._auth)):
+            return
+        raise HTTPError("missing or wrong bearer token (Authorization: Bearer <token>)", 401)
+
     def _check_auth(self, scope: Scope) -> None:
         if self._auth is None:
             return
@@ -208,20 +236,34 @@ class App:
         path = scope["path"]
         if action == "infer":
             _allow(method, "POST", path)
-            return await self._infer(self.repository.get(name, version), scope, receive, send)
+            served = await self.repository.acquire(name, version)  # loads it on demand under a budget
+            try:
+                return await self._infer(served, scope, receive, send)
+            finally:
+                self.repository.release(served)
         if action == "":
             _allow(method, "GET", path)
-            served = self.repository.get(name, version)
+            served = await self._served(name, version)
             doc = served.metadata(self.repository.versions(name))
             return await _send(send, 200, orjson.dumps(doc), _JSON)
         if action == "ready":
             _allow(method, "GET", path)
-            self.repository.get(name, version)
+            self.repository.servable(name, version)
             return await _send(send, 200, b"")
         if action == "config":
             _allow(method, "GET", path)
-            return await _send(send, 200, orjson.dumps(self.repository.get(name, version).config()), _JSON)
+            return await _send(send, 200, orjson.dumps((await self._served(name, version)).config()), _JSON)
+        if action == "monitor":  # served-traffic monitoring (aimass.server.monitoring), computed off the loop
+            _allow(method, "GET", path)
+            loop = asyncio.get_running_loop()
+            doc = await loop.run_in_executor(self.executor, self.repository.monitor_report, name, version)
+            return await _send(send, 200, orjson.dumps(doc), _JSON)
         raise HTTPError(f"no route {method} {path}", 404)
+
+    async def _served(self, name: str, version: str | None) -> ServedModel:
+        served = await self.repository.acquire(name, version)
+        self.repository.release(served)
+        return served
 
     async def _infer(self, served: ServedModel, scope: Scope, receive: Receive, send: Send) -> None:
         mm = served.metrics
@@ -255,6 +297,7 @@ class App:
                 request = await asyncio.get_running_loop().run_in_executor(
                     self.executor, self._decode, body, header_length
                 )
+            v2.check_datatypes(request.inputs, served.model.schema)  # strict wire; gRPC calls it too
             outputs = await served.infer(request.inputs)
             if request.outputs is not None:
                 try:
@@ -264,11 +307,16 @@ class App:
                     raise SchemaError(
                         f"model {served.name!r} has no output {name!r}; outputs are {served.output_names}", tensor=name
                     ) from None
+            request_id = request.id
+            plog = self.payload_log
+            if plog is not None and plog.sampled():  # queued for a background writer; never waits
+                request_id = request_id or new_request_id()  # the client gets it back to join labels on
+                plog.log(served.name, served.version, request_id, request.inputs, outputs, time.perf_counter() - start)
             payload, json_length = v2.encode_response(
                 outputs,
                 model_name=served.name,
                 model_version=served.version,
-                request_id=request.id,
+                request_id=request_id,
                 binary=request.binary_outputs(list(outputs)),
             )
         except Exception as e:
@@ -305,8 +353,7 @@ class App:
         if len(parts) == 5 and parts[2] == "models" and parts[4] in ("load", "unload"):
             name = parts[3]
             if parts[4] == "load":
-                # Loading reads files and builds sessions: keep it off the event loop.
-                await asyncio.get_running_loop().run_in_executor(self.executor, self.repository.load, name)
+                await self.repository.aload(name)  # in a worker thread; under a budget, within it
             else:
                 self.repository.unload(name)
             return await _send(send, 200, b"{}", _JSON)
@@ -374,6 +421,14 @@ def create_app(
     max_queue_size: int = 0,
     request_timeout: float | None = None,
     max_elements: int = v2.DEFAULT_MAX_ELEMENTS,
+    max_loaded_models: int = 0,
+    memory_budget: int = 0,
+    pinned: Collection[str] = (),
+    warmup: bool = True,
+    monitor: str = "auto",
+    dashboard: bool = True,
+    payload_log: PayloadLog | str | os.PathLike[str] | None = None,
+    payload_sample_rate: float = 1.0,
 ) -> App:
     """Build the ASGI app over explicit models and/or a repository directory ``<repo>/<name>/<version>/``.
 
@@ -386,6 +441,13 @@ def create_app(
     bounds the requests each model version holds (queued or running): one more gets 503 with
     ``Retry-After``; ``request_timeout`` (seconds) answers 504 past it (see :class:`Limits`);
     ``max_elements`` bounds each input tensor's element count (400 from the shape alone).
+    ``max_loaded_models`` / ``memory_budget`` (bytes) > 0 load model versions on demand and unload the
+    least recently used to stay within them (``pinned`` names load at start and stay);
+    ``warmup`` runs one call per version as it loads; ``monitor`` (``auto``/``all``/``off``) feeds
+    served traffic to drift monitors (see :class:`Repository`). ``dashboard`` serves the read-only
+    pages at ``/`` (:mod:`aimass.server.dashboard`; its data needs the same token). ``payload_log``
+    (a directory, an fsspec URL or a :class:`~aimass.server.payload_log.PayloadLog`) records a
+    ``payload_sample_rate`` share of requests and their answers in Parquet files.
 
     Example:
         >>> app = create_app({"mlp": "mlp.onnx"}, max_queue_delay=0.0005, auth_token="s3cret")   # doctest: +SKIP
@@ -409,9 +471,13 @@ def create_app(
         metrics=metrics,
         model_options=model_options,
         limits=Limits(max_queue_size=max_queue_size, request_timeout=request_timeout),
+        budget=Budget(max_loaded_models=max_loaded_models, memory_budget=memory_budget),
+        pinned=pinned,
+        warmup=warmup,
+        monitor=monitor,
     )
     token = auth_token if auth_token is not None else os.environ.get("AIMASS_SERVER_TOKEN") or None
-    return App(
+    app = App(
         repo,
         metrics=metrics,
         executor=executor,
@@ -419,3 +485,14 @@ def create_app(
         max_body_size=max_body_size,
         max_elements=max_elements,
     )
+    if payload_log is not None:
+        plog = payload_log
+        if not isinstance(plog, PayloadLog):
+            plog = PayloadLog(plog, sample_rate=payload_sample_rate)
+        plog.bind_metrics(metrics.registry)
+        app.payload_log = plog
+    if dashboard:
+        from aimass.server.dashboard import server_dashboard
+
+        app.dashboard = server_dashboard(repo, metrics, authorize=app._check_auth, auth_required=token is not None)
+    return app

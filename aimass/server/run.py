@@ -9,26 +9,42 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-__all__ = ["serve"]
+__all__ = ["serve", "uvicorn_options"]
 
 
-def serve(app: Any, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
-    """Serve ``app`` until interrupted (one process, one event loop; models run in worker threads)."""
+def uvicorn_options(log_level: str = "warning") -> dict[str, Any]:
+    """The ``uvicorn.Config`` settings every aimass server uses (one process or many workers).
+
+    Example:
+        >>> uvicorn_options()["lifespan"]
+        'on'
+    """
+    # uvloop and httptools are optional speed-ups (measured in benchmarks/serve_throughput.py).
+    return {
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "log_level": log_level,
+        "access_log": False,
+        "proxy_headers": False,  # the app never reads the client address: skip uvicorn's middleware
+        "server_header": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 5,
+    }
+
+
+def serve(
+    app: Any, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning", grpc_port: int | None = None
+) -> None:
+    """Serve ``app`` until interrupted (one process, one event loop; models run in worker threads).
+
+    Several processes sharing the port: :func:`aimass.server.workers.serve_workers`. ``grpc_port``
+    serves V2 over gRPC too, on the same loop (:func:`aimass.server.grpc.serve_http_and_grpc`).
+    """
+    if grpc_port:
+        from aimass.server.grpc import serve_http_and_grpc
+
+        options = uvicorn_options(log_level)
+        return serve_http_and_grpc(app, host=host, port=port, grpc_port=grpc_port, uvicorn_options=options)
     import uvicorn
 
-    # uvloop and httptools are optional speed-ups (measured in benchmarks/serve_throughput.py).
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        loop=loop,
-        http=http,
-        log_level=log_level,
-        access_log=False,
-        proxy_headers=False,  # the app never reads the client address: skip uvicorn's middleware
-        server_header=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
+    uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level))

@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aimass.errors import ModelNotFound, StoreError
+from aimass.errors import IntegrityError, ModelNotFound, StoreError
 from aimass.evaluate import Evaluation, require_gate
+from aimass.files import parse_json
 from aimass.package import MANIFEST, Manifest, parse_manifest
 from aimass.store.drivers import Driver, open_driver
 from aimass.store.listings import Listing, VersionInfo
@@ -114,10 +115,7 @@ class Store:
         raw = self._driver.read(name, ALIASES)
         if raw is None:
             return {"aliases": {}, "gates": {}}
-        try:
-            state = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise StoreError(f"{name}/{ALIASES} is not valid JSON: {e}") from None
+        state = parse_json(raw, f"{name}/{ALIASES}", StoreError)
         if not isinstance(state, dict):
             raise StoreError(f"{name}/{ALIASES} is not a JSON object")
         state.setdefault("aliases", {})
@@ -159,6 +157,10 @@ class Store:
         """What is recorded about one version."""
         manifest = self._manifest(check_name(name), version)
         meta = manifest.metadata.get(METADATA_KEY) or {}
+        if not (isinstance(meta, dict) and all(isinstance(meta.get(k) or {}, dict) for k in ("metrics", "tags"))):
+            raise IntegrityError(
+                f"{name}/{version}/{MANIFEST}: metadata.{METADATA_KEY} must hold 'metrics' and 'tags' objects"
+            )
         aliases = {}
         for alias, targets in self.aliases(name).items():
             if version in targets:
@@ -203,7 +205,13 @@ class Store:
             if not versions:
                 raise ModelNotFound(f"no model named {name!r} in the library at {self.root}")
             return versions[-1]
-        return pick_version(self.alias(name, ref), rng)
+        picked = pick_version(self.alias(name, ref), rng)
+        if picked not in self.versions(name):  # aliases.json edited by hand, or the version removed under it
+            raise ModelNotFound(
+                f"alias {ref!r} of {name!r} ({name}/{ALIASES}) points at version {picked}, which does not exist; "
+                f"versions: {self.versions(name)}"
+            )
+        return picked
 
     def path(self, name: str, ref: int | str | None = None) -> Path:
         """A local directory holding the package (downloaded into the cache for remote libraries)."""
@@ -218,8 +226,11 @@ class Store:
         *,
         device: str = "cpu",
         options: Mapping[str, Any] | None = None,
+        trust_code: bool = False,
     ) -> Model:
         """Load a version as a Model (checksums verified), named ``name``; ``model.metadata["store"]`` says which.
+
+        ``trust_code=True`` allows a version that holds Python code (a :class:`aimass.PythonModel`).
 
         Example:
             >>> m = lib.load("fraud", "production")   # doctest: +SKIP
@@ -229,7 +240,7 @@ class Store:
         from aimass.model import Model
 
         version = self.resolve(name, ref)
-        loaded = Model.load(self._driver.fetch(name, version), device=device, options=options)
+        loaded = Model.load(self._driver.fetch(name, version), device=device, options=options, trust_code=trust_code)
         record = dict(loaded.metadata.get(METADATA_KEY) or {})
         record.update({"name": name, "version": version, "root": self.root})
         if isinstance(ref, str) and not ref.isdigit():
@@ -280,7 +291,7 @@ class Store:
             from aimass.monitor import Profile
 
             meta["profile"] = Profile.from_data(model.schema, reference).to_dict()
-        version = self._driver.publish(name, Model(model.backend, name=name, metadata=meta))
+        version = self._driver.publish(name, Model(model.backend, name=name, metadata=meta, report=model.report))
         if alias is not None:
             self.set_alias(name, alias, version)
         return version
@@ -427,10 +438,12 @@ def resolve(name: str, ref: int | str | None = None) -> int:
     return Store().resolve(name, ref)
 
 
-def load(ref: str | Ref, *, device: str = "cpu", options: Mapping[str, Any] | None = None) -> Model:
+def load(
+    ref: str | Ref, *, device: str = "cpu", options: Mapping[str, Any] | None = None, trust_code: bool = False
+) -> Model:
     """Load ``"store://fraud@production"``, ``"fraud:3"``, ``"fraud"`` or a :class:`Ref` from the default library."""
     parsed = to_ref(ref) if isinstance(ref, str) else ref
-    return Store().load(parsed.name, parsed.selector, device=device, options=options)
+    return Store().load(parsed.name, parsed.selector, device=device, options=options, trust_code=trust_code)
 
 
 def pull(name: str, ref: int | str | None = None) -> Path:

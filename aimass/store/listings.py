@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from aimass import charts
 from aimass.measure import human_size
 
 __all__ = ["Listing", "VersionInfo"]
@@ -92,6 +93,24 @@ class Listing:
     def to_json(self) -> str:
         return json.dumps(self.rows, indent=2, default=str)
 
+    def svg(self) -> list[str]:
+        """SVG charts of the rows: package size per version, and each recorded metric per version.
+
+        Example:
+            >>> Listing([{"name": "fraud", "version": 1, "size": 2048, "metrics": {"accuracy": 0.9}}]).svg()[1][:4]
+            '<svg'
+        """
+        labels = [f"{r.get('name', '')} v{r.get('version', '')}" for r in self.rows]
+        out = []
+        if any(isinstance(r.get("size"), int) for r in self.rows):
+            sizes = [r["size"] / 1024 if isinstance(r.get("size"), int) else None for r in self.rows]
+            out.append(charts.grouped_bars(labels, {"": sizes}, title="size", unit="KiB"))
+        names = list(dict.fromkeys(k for r in self.rows for k in (r.get("metrics") or {})))
+        for metric in names[:6]:
+            values = [(r.get("metrics") or {}).get(metric) for r in self.rows]
+            out.append(charts.grouped_bars(labels, {"": values}, title=metric))
+        return out
+
     def _repr_html_(self) -> str:
         cols = self._columns()
         head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
@@ -99,4 +118,4 @@ class Listing:
             "<tr>" + "".join(f"<td>{html.escape(_cell(c, row.get(c)))}</td>" for c in cols) + "</tr>"
             for row in self.rows
         )
-        return f"<table><tr>{head}</tr>{body}</table>"
+        return f"<table><tr>{head}</tr>{body}</table>{''.join(self.svg())}"

@@ -55,6 +55,8 @@ class Case:
     * ``tolerance``: absolute and relative error allowed between batch-1 and batch-N results (float
       kernels may pick different blockings for different batch sizes), and against ``reference``.
     * ``marks``: pytest marks for the case (``pytest.mark.gpu``, ``pytest.mark.slow``).
+    * ``trust_code``: the case's packages hold Python code, so reloading them opts in
+      (``Model.load(path, trust_code=True)``).
     * ``reference(tmp, inputs)``: runs the raw framework on the same model ``build(tmp)`` loaded and
       returns outputs keyed like the Model's. A case without one must say why in ``no_reference``:
       the suite fails it otherwise (and skips the comparison with that reason when it does).
@@ -67,6 +69,7 @@ class Case:
     marks: tuple[pytest.MarkDecorator, ...] = ()
     reference: Callable[[Path, Arrays], Arrays] | None = None
     no_reference: str = ""
+    trust_code: bool = False
 
 
 def _inputs(model: Model, batch: int, seed: int = 0) -> Arrays:
@@ -78,7 +81,7 @@ def _assert_same(a: Arrays, b: Arrays, tol: float = 0.0) -> None:
     for k in a:
         assert a[k].dtype == b[k].dtype, k
         assert a[k].shape == b[k].shape, k
-        if tol == 0.0:
+        if tol == 0.0 or a[k].dtype.kind == "O":  # BYTES (labels, texts) compare exactly
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
         else:
             np.testing.assert_allclose(a[k], b[k], atol=tol, rtol=tol, err_msg=k)
@@ -161,6 +164,9 @@ class BackendConformance:
                 raw = np.asarray(want[k])
                 assert got[k].shape == raw.shape, (k, got[k].shape, raw.shape)
                 assert got[k].dtype.kind == raw.dtype.kind, (k, got[k].dtype, raw.dtype)
+                if raw.dtype.kind == "O":  # BYTES outputs (labels) are equal or wrong
+                    np.testing.assert_array_equal(got[k], raw, err_msg=k)
+                    continue
                 np.testing.assert_allclose(got[k], raw, atol=case.tolerance, rtol=case.tolerance, err_msg=k)
 
     # -- schema and outputs --------------------------------------------------------------------------
@@ -218,9 +224,14 @@ class BackendConformance:
         _, model = case_model
         int_specs = [s for s in model.schema.inputs if s.dtype.numpy.kind in "iu"]
         if not int_specs:
-            # Every model must refuse strings where numbers are expected.
+            # Every model must refuse strings where numbers are expected, and numbers where text is.
             spec = model.schema.inputs[0]
             inputs = _inputs(model, 2)
+            if spec.dtype is DType.BYTES:
+                inputs[spec.name] = np.zeros(inputs[spec.name].shape, np.float64)
+                with pytest.raises(SchemaError, match=rf"input '{spec.name}': expected BYTES .*numbers"):
+                    model.predict(inputs)
+                return
             inputs[spec.name] = inputs[spec.name].astype(str)
             with pytest.raises(SchemaError, match=rf"input '{spec.name}': expected {spec.dtype.value} .*strings"):
                 model.predict(inputs)
@@ -238,6 +249,8 @@ class BackendConformance:
         spec = model.schema.inputs[0]
         inputs = _inputs(model, 3)
         bad = np.concatenate([inputs[spec.name], inputs[spec.name][..., :1]], axis=-1)
+        if spec.matches_shape(bad.shape):  # no fixed dimension (texts, shape [-1]): an extra axis is wrong
+            bad = np.stack([inputs[spec.name]] * 2, axis=-1)
         inputs[spec.name] = bad
         expected = f"input '{spec.name}': expected {spec.dtype.value} shape [{', '.join(map(str, spec.shape))}], got "
         with pytest.raises(SchemaError) as info:
@@ -245,7 +258,8 @@ class BackendConformance:
         assert str(info.value).startswith(expected), str(info.value)
         assert f"shape [{', '.join(map(str, bad.shape))}]" in str(info.value)
         assert info.value.tensor == spec.name
-        inputs[spec.name] = bad[0]  # wrong rank
+        wrong_rank = bad[0]
+        inputs[spec.name] = wrong_rank if not spec.matches_shape(wrong_rank.shape) else np.asarray(wrong_rank[0])
         with pytest.raises(SchemaError, match=rf"input '{spec.name}'.*got .* shape \["):
             model.predict(inputs)
 
@@ -262,10 +276,10 @@ class BackendConformance:
     # -- packages ------------------------------------------------------------------------------------
 
     def test_save_load_round_trip(self, case_model: tuple[Case, Model], tmp_path: Path) -> None:
-        _, model = case_model
+        case, model = case_model
         inputs = _inputs(model, 6, seed=2)
         path = model.save(tmp_path / "pkg")
-        loaded = Model.load(path)
+        loaded = Model.load(path, trust_code=case.trust_code)
         assert loaded.schema == model.schema
         assert loaded.backend_name == model.backend_name
         _assert_same(loaded.predict(inputs), model.predict(inputs))
@@ -273,7 +287,7 @@ class BackendConformance:
         assert loaded.predict(_inputs(model, 3))[model.schema.output_names[0]].shape[0] == 3
 
     def test_tampered_package_is_refused(self, case_model: tuple[Case, Model], tmp_path: Path) -> None:
-        _, model = case_model
+        case, model = case_model
         path = model.save(tmp_path / "pkg")
         # The loadable artifact (listed first); a composed model's may sit in a sub-directory.
         artifact = path / read_manifest(path).artifacts[0].path
@@ -281,7 +295,7 @@ class BackendConformance:
         data[len(data) // 2] ^= 0xFF
         artifact.write_bytes(bytes(data))
         with pytest.raises(IntegrityError, match="checksum"):
-            Model.load(path)
+            Model.load(path, trust_code=case.trust_code)
 
     # -- other ways of calling -------------------------------------------------------------------------
 

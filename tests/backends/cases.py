@@ -395,3 +395,165 @@ CASES += [
         reference=_onnxruntime("mlp.onnx"),
     ),
 ]
+
+
+# --- python (aimass/python_model.py): a PythonModel that scales its rows by factors read from a file --
+# and runs a nested ONNX MLP; the reference scales by hand and runs onnxruntime on the same file.
+
+_SCALE = np.array([0.5, 2.0, -1.0, 3.0], dtype=np.float32)
+
+
+def _python_scaled(tmp: Path) -> Model:
+    from python_models import Scaled
+
+    (tmp / "scale.txt").write_text(" ".join(map(str, _SCALE)))
+    return Model.load(Scaled(), artifacts={"scale": tmp / "scale.txt", "mlp": models.onnx_mlp(tmp / "mlp.onnx")})
+
+
+def _python_scaled_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    return _onnxruntime("mlp.onnx")(tmp, {"x": inputs["x"] * _SCALE})
+
+
+CASES += [
+    Case("python-scaled-onnx", _python_scaled, "onnxruntime", reference=_python_scaled_ref, trust_code=True),
+]
+
+
+# --- transformers (aimass/frameworks/transformers): tiny BERTs built from a config, a WordPiece -------
+# tokenizer trained here; references tokenize with transformers and run the model's own forward.
+
+_TEXT_CORPUS = [
+    "you are wonderful and kind",
+    "what a lovely day with friends",
+    "thanks for your help, friend",
+    "i hate you, you idiot",
+    "you are stupid and ugly",
+    "shut up, loser",
+]
+
+
+def text_tokenizer(corpus: list[str] | None = None, max_length: int = 64) -> Any:
+    """A transformers fast tokenizer around a WordPiece vocabulary trained on ``corpus`` (no download)."""
+    import transformers
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import models as tk_models
+
+    tok = Tokenizer(tk_models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(corpus or _TEXT_CORPUS, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+    )
+
+
+def tiny_bert(task: str, vocab_size: int, labels: tuple[str, ...] = ("friendly", "toxic"), seed: int = 0) -> Any:
+    """A 2-layer, 32-wide BERT for ``task`` (``classify``, ``encode`` or ``tag``), random weights from ``seed``."""
+    import torch
+    import transformers
+
+    config = transformers.BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    torch.manual_seed(seed)
+    kind = {
+        "classify": transformers.BertForSequenceClassification,
+        "encode": transformers.BertModel,
+        "tag": transformers.BertForTokenClassification,
+    }[task]
+    return kind(config).eval()
+
+
+def _text_model(task: str) -> Callable[[Path], Model]:
+    def build(tmp: Path) -> Model:
+        tok = text_tokenizer()
+        model = tiny_bert(task, len(tok))
+        _keep(tmp, (model, tok))
+        return Model.load(model, tokenizer=tok)
+
+    return build
+
+
+def _hf_directory(tmp: Path) -> Model:
+    tok = text_tokenizer()
+    model = tiny_bert("classify", len(tok), seed=1)
+    model.save_pretrained(str(tmp / "hf"))
+    tok.save_pretrained(str(tmp / "hf"))
+    _keep(tmp, (model, tok))
+    return Model.load(tmp / "hf")
+
+
+def hf_reference(model: Any, tok: Any, texts: list[str]) -> Arrays:
+    """What transformers itself answers: the task's outputs computed from the model's forward."""
+    import torch
+
+    enc = tok(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.inference_mode():
+        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    if hasattr(out, "last_hidden_state"):
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1)
+        return {"embedding": torch.nn.functional.normalize(pooled, dim=1).numpy()}
+    probs = torch.softmax(out.logits, dim=-1).numpy()
+    names = model.config.id2label
+    return {"label": np.array([names[int(i)] for i in probs.argmax(-1)], dtype=object), "probabilities": probs}
+
+
+def _hf_ref(tmp: Path, inputs: Arrays) -> Arrays:
+    model, tok = _NATIVE[tmp]
+    texts = [v.decode() if isinstance(v, bytes) else str(v) for v in inputs["text"].tolist()]
+    return hf_reference(model, tok, texts)
+
+
+CASES += [
+    Case("transformers-bert-classifier", _text_model("classify"), "transformers", reference=_hf_ref),
+    Case("transformers-bert-encoder", _text_model("encode"), "transformers", reference=_hf_ref),
+    Case("transformers-save-pretrained-dir", _hf_directory, "transformers", reference=_hf_ref),
+]
+
+
+# --- remote over gRPC (aimass/backends/remote_grpc.py): our gRPC server on a free local port, loaded -----
+# back by grpc:// URL; the reference runs the served ONNX file with onnxruntime.
+
+
+def _remote_grpc(tmp: Path, source: Path, options: dict[str, object]) -> Model:
+    """Serve a local model over gRPC on its own loop thread (a real socket) and load it back by URL."""
+    from aimass.server import create_app
+    from aimass.server.grpc import BackgroundServer
+
+    server = BackgroundServer(create_app({"m": Model.load(source)}))  # lives as long as the test session
+    return Model.load(f"grpc://{server.target}/m", options=options)
+
+
+CASES += [
+    Case(
+        "remote-grpc-onnx-raw",
+        lambda tmp: _remote_grpc(tmp, models.onnx_mlp(tmp / "mlp.onnx"), {"raw": True}),
+        "grpc",
+        reference=_onnxruntime("mlp.onnx"),
+    ),
+    Case(
+        "remote-grpc-two-inputs-typed",
+        lambda tmp: _remote_grpc(tmp, models.onnx_two_inputs(tmp / "two.onnx"), {"raw": False}),
+        "grpc",
+        reference=_onnxruntime("two.onnx"),
+    ),
+]

@@ -55,7 +55,8 @@ def test_every_command_runs_under_the_error_handler() -> None:
 def test_serve_and_scale_deploy_share_the_server_options() -> None:
     serve, deploy = options("serve"), options("scale", "deploy")
     assert set(deploy) == names(ServerOptions) | names(DeployOptions)
-    assert set(serve) == names(ServerOptions) | {"--log-level"}  # uvicorn's: nothing to do on Ray
+    # uvicorn's log level, the gRPC port and worker processes: a server here only (Ray has its own proxy and replicas)
+    assert set(serve) == names(ServerOptions) | {"--log-level", "--grpc-port", "--workers"}
     for name in names(ServerOptions):
         assert (serve[name].default, serve[name].help, serve[name].envvar) == (
             deploy[name].default,
@@ -115,7 +116,7 @@ def test_scale_deploy_hands_every_option_to_ray_serve(monkeypatch: pytest.Monkey
     code, _, err = cli(
         "scale", "deploy", "mlp.onnx", "fraud=pkg/fraud", "--min-replicas", "2", "--max-replicas", "4",
         "--upscale-delay", "10s", "--max-queue-delay", "2ms", "--instances", "3", "--max-queue-size", "8",
-        "--request-timeout", "250ms", "--workers", "2", "--option", "a.b=1", "--num-cpus", "0.5",
+        "--request-timeout", "250ms", "--threads", "2", "--option", "a.b=1", "--num-cpus", "0.5",
     )  # fmt: skip
     assert code == FAILURE and one_line(err) == "failed: RuntimeError: cluster on fire"
     assert captured["models"] == {"mlp": "mlp.onnx", "fraud": "pkg/fraud"}

@@ -1,19 +1,34 @@
 """ONNX quantizers: dynamic and static int8 through ``onnxruntime.quantization``, fp16 through onnxconverter-common.
 
-Dynamic int8 measures drift and chooses: per-channel weights first, then per-tensor or skipping
-the first and last MatMul/Gemm, keeping the first recipe whose cosine reaches ``min_cosine``.
-Each function takes an :class:`~aimass.frameworks.onnx.backend.OnnxBackend` and returns a
-:class:`~aimass.backends.base.Derived` with the new backend; ``compress()`` finds them through
-:data:`aimass.compress.COMPRESSORS`.
+``int8`` measures and chooses, on the check inputs ``compress`` hands it (the caller's data, else
+the model's load-time example):
+
+1. transformer graphs are fused first (:mod:`aimass.frameworks.onnx.optimize`: attention,
+   LayerNorm, GELU, bias-add), kept only when the fused graph computes what the original does;
+2. dynamic int8 with per-channel weights on every MatMul/Gemm/Attention layer;
+3. when that misses ``min_cosine`` (the worst row's cosine to the original), each layer is
+   quantized alone and ranked by the drift it causes, and the most sensitive are left in float,
+   one more at a time, until the target holds;
+4. static int8 (QDQ, activation ranges calibrated on the data) is measured too with
+   ``static=True``, or when dynamic int8 missed the target and there are at least 32 rows of
+   data; it is chosen only when it meets the target and is faster.
+
+Every recipe tried (latency on the check inputs, worst cosine) and the per-layer table go into
+the Derived's settings under ``recipes`` and ``per_layer``; :func:`aimass.compress.compress` puts them
+in the report. ``compress()`` finds these functions through :data:`aimass.compress.COMPRESSORS`.
 
 Example:
     >>> q = compress(Model.load("encoder.onnx"), "int8", data=rows)   # doctest: +SKIP
+    >>> print(q.report)                                             # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,25 +39,35 @@ from aimass.backends.base import Derived, no_unknown_options
 from aimass.dependencies import require
 from aimass.errors import UnsupportedOperation
 from aimass.frameworks.onnx.backend import OnnxBackend
+from aimass.frameworks.onnx.optimize import fuse
 from aimass.measure import compare_outputs, sample_inputs
 
 __all__ = ["dynamic_int8", "fp16", "static_int8"]
+
+# Layers onnxruntime quantizes with int8 weights: matrix products, and fused attention (QAttention).
+WEIGHT_OPS = ("MatMul", "Gemm", "Attention")
+STATIC_MIN_ROWS = 32
 
 
 def _ort_quant() -> Any:
     return require("onnxruntime.quantization", feature="onnx quantization", extra="onnx", package="onnxruntime")
 
 
+def _onnx() -> Any:
+    return require("onnx", feature="onnx quantization", extra="onnx")
+
+
 def _onnx_proto(backend: OnnxBackend) -> Any:
-    onnx = require("onnx", feature="onnx quantization", extra="onnx")
-    return onnx.load_model_from_string(backend.model_bytes)
+    return _onnx().load_model_from_string(backend.model_bytes)
 
 
-def _weight_nodes(proto: Any) -> list[str]:
-    """Names of MatMul/Gemm nodes whose second input is a constant weight, in graph order."""
+def _weight_nodes(proto: Any) -> list[tuple[str, str]]:
+    """``(name, op)`` of MatMul/Gemm/Attention nodes whose weight (second input) is a constant, in graph order."""
     inits = {i.name for i in proto.graph.initializer}
     return [
-        n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in inits
+        (n.name, n.op_type)
+        for n in proto.graph.node
+        if n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in inits
     ]
 
 
@@ -62,7 +87,7 @@ def _named(proto: Any) -> Any:
 def _preprocessed(proto: Any, notes: list[str]) -> Any:
     """onnxruntime's recommended pre-pass (shape inference + graph optimization), or ``proto`` if it fails."""
     oq = _ort_quant()
-    onnx = require("onnx", feature="onnx quantization", extra="onnx")
+    onnx = _onnx()
     try:
         with tempfile.TemporaryDirectory(prefix="aimass-prep-") as tmp:
             out = Path(tmp) / "prep.onnx"
@@ -77,11 +102,114 @@ def _load_onnx_bytes(data: bytes, like: OnnxBackend) -> OnnxBackend:
     return OnnxBackend.load(data, device=like.device, schema=like.schema)
 
 
+def _not_preprocessing_advice(record: logging.LogRecord) -> bool:
+    # onnxruntime logs this on the root logger for every call when shape inference was not run
+    # first; the search quantizes dozens of times, and the graph was fused or pre-processed already.
+    return "pre-processing before quantization" not in record.getMessage()
+
+
 def _run_quantizer(fn: Any, proto: Any, **kwargs: Any) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="aimass-quant-") as tmp:
-        out = Path(tmp) / "quantized.onnx"
-        fn(proto, out, **kwargs)
-        return out.read_bytes()
+    root = logging.getLogger()
+    root.addFilter(_not_preprocessing_advice)
+    try:
+        with tempfile.TemporaryDirectory(prefix="aimass-quant-") as tmp:
+            out = Path(tmp) / "quantized.onnx"
+            fn(proto, out, **kwargs)
+            return out.read_bytes()
+    finally:
+        root.removeFilter(_not_preprocessing_advice)
+
+
+def _worst_cosine(drifts: list[Any]) -> float:
+    values = [d.min_cosine for d in drifts if d.min_cosine is not None]
+    return min(values) if values else 1.0
+
+
+@dataclasses.dataclass
+class _Tried:
+    """One recipe, measured on the check inputs."""
+
+    name: str
+    blob: bytes
+    cosine: float
+    latency_ms: float  # the whole check batch
+    excluded: list[str]
+    single_ms: float = float("nan")  # one row: per-call costs that a large batch hides (activation quantization)
+
+    def cost(self, baseline: _Tried) -> float:
+        """Geometric mean of the time ratios to ``baseline`` at one row and at the whole batch (lower is faster)."""
+        return float(np.sqrt((self.latency_ms / baseline.latency_ms) * (self.single_ms / baseline.single_ms)))
+
+
+class _Bench:
+    """Builds, runs and times candidates against the original's outputs on the same inputs."""
+
+    def __init__(self, backend: OnnxBackend, inputs: dict[str, np.ndarray]) -> None:
+        self.backend = backend
+        self.inputs = inputs
+        self.row = {k: v[:1] for k, v in inputs.items()}
+        self.ref = backend.run(inputs)
+        self.baseline = _Tried(
+            "fp32 (original)", b"", 1.0, self.time(backend, inputs), [], self.time(backend, self.row)
+        )
+
+    @staticmethod
+    def time(candidate: OnnxBackend, inputs: dict[str, np.ndarray], calls: int = 3) -> float:
+        """The fastest of ``calls`` runs on ``inputs``, after one untimed call (allocation, kernel choice)."""
+        candidate.run(inputs)
+        best = float("inf")
+        for _ in range(calls):
+            t = time.perf_counter()
+            candidate.run(inputs)
+            best = min(best, time.perf_counter() - t)
+        return 1e3 * best
+
+    def measure(self, name: str, blob: bytes, excluded: list[str], *, timed: bool = True) -> _Tried:
+        candidate = _load_onnx_bytes(blob, self.backend)
+        cos = _worst_cosine(compare_outputs(self.ref, candidate.run(self.inputs)))
+        if not timed:
+            return _Tried(name, blob, cos, float("nan"), excluded)
+        batch, single = self.time(candidate, self.inputs), self.time(candidate, self.row, calls=5)
+        return _Tried(name, blob, cos, batch, excluded, single)
+
+
+def _fused_base(backend: OnnxBackend, bench: _Bench, notes: list[str], **shape: Any) -> tuple[Any, bool]:
+    """The graph int8 starts from: fused when fusion applies and keeps the outputs, else pre-processed."""
+    proto = _named(_onnx_proto(backend))
+    fused = fuse(proto, **shape)
+    if fused is not None:
+        blob = fused.proto.SerializeToString()
+        tried = bench.measure("fp32 fused", blob, [])
+        if tried.cosine >= 0.9999:
+            notes.append(f"fused before quantizing: {fused.describe()}")
+            return _named(fused.proto), True
+        notes.append(f"fusion changed the outputs (worst cosine {tried.cosine:.5f}); quantizing the plain graph")
+    return _preprocessed(proto, notes), False
+
+
+def _dynamic(proto: Any, *, per_channel: bool, exclude: list[str], only: list[str] | None = None) -> bytes:
+    oq = _ort_quant()
+    extra: dict[str, Any] = {"DefaultTensorType": _onnx().TensorProto.FLOAT}  # fused contrib ops have no inferred types
+    return _run_quantizer(
+        oq.quantize_dynamic,
+        copy.deepcopy(proto),
+        weight_type=oq.QuantType.QInt8,
+        per_channel=per_channel,
+        nodes_to_exclude=exclude or None,
+        nodes_to_quantize=only,
+        extra_options=extra,
+    )
+
+
+def _exclusion_steps(n: int) -> Iterator[int]:
+    """How many of the most sensitive layers to leave in float, in the order tried: 1, 2, 3, 4, 6, 8, 12 ..."""
+    k, step = 1, 1
+    while k < n:
+        yield k
+        if k >= 4:
+            step = max(step, k // 2)
+        k += step
+    yield n
 
 
 def dynamic_int8(
@@ -91,54 +219,146 @@ def dynamic_int8(
     per_channel: bool | None = None,
     min_cosine: float = 0.99,
     exclude: list[str] | None = None,
+    optimize: bool | None = None,
+    static: bool | None = None,
+    num_heads: int | None = None,
+    hidden_size: int | None = None,
     **unknown: Any,
 ) -> Derived:
-    """Dynamic int8 (``int8``): the first recipe whose worst-row cosine reaches ``min_cosine``, else the closest."""
+    """Dynamic int8 (``int8``), layers chosen by measured drift; see the module docstring.
+
+    ``exclude=[node names]`` and ``per_channel=`` fix the recipe instead of searching;
+    ``optimize=False`` skips fusion; ``static=True``/``False`` forces or skips the static candidate.
+    """
     no_unknown_options(unknown)
-    oq = _ort_quant()
     notes: list[str] = []
-    proto = _preprocessed(_named(_onnx_proto(backend)), notes)
     inputs, _ = sample_inputs(backend.schema, data)
-    ref = backend.run(inputs)
-    nodes = _weight_nodes(proto)
+    bench = _Bench(backend, inputs)
+    if optimize is False:
+        base, fused = _preprocessed(_named(_onnx_proto(backend)), notes), False
+    else:
+        base, fused = _fused_base(backend, bench, notes, num_heads=num_heads, hidden_size=hidden_size)
+    nodes = _weight_nodes(base)
     if not nodes:
         raise UnsupportedOperation("this ONNX graph has no MatMul/Gemm with constant weights: nothing to quantize")
-    # Recipes in order of preference; the first whose drift is within min_cosine wins.
-    channels = [per_channel] if per_channel is not None else [True, False]
-    recipes: list[tuple[bool, list[str]]] = [(pc, list(exclude or [])) for pc in channels]
-    if exclude is None and len(nodes) > 2:
-        recipes += [(pc, [nodes[0], nodes[-1]]) for pc in channels]
-    tried: list[str] = []
-    best: tuple[float, bytes, bool, list[str]] | None = None
-    for pc, skip in recipes:
-        blob = _run_quantizer(
-            oq.quantize_dynamic,
-            copy.deepcopy(proto),
-            weight_type=oq.QuantType.QInt8,
-            per_channel=pc,
-            nodes_to_exclude=skip or None,
+    names = [n for n, _ in nodes]
+    pc = True if per_channel is None else per_channel
+    label = "per-channel" if pc else "per-tensor"
+    tried: list[_Tried] = []
+    layers: list[dict[str, Any]] = []
+    first = bench.measure(f"int8 {label}, all layers", _dynamic(base, per_channel=pc, exclude=list(exclude or [])), [])
+    first.excluded = list(exclude or [])
+    tried.append(first)
+    if first.cosine < min_cosine and exclude is None and len(names) > 1:
+        # Rank layers by the drift each causes alone, then leave the worst in float until the target holds.
+        alone = {
+            name: bench.measure(name, _dynamic(base, per_channel=pc, exclude=[], only=[name]), [], timed=False).cosine
+            for name in names
+        }
+        ranked = sorted(names, key=lambda n: alone[n])
+
+        def leave_in_float(k: int) -> _Tried:
+            skip = ranked[:k]
+            t = bench.measure(
+                f"int8 {label}, {k} layer(s) in float", _dynamic(base, per_channel=pc, exclude=skip), skip
+            )
+            tried.append(t)
+            return t
+
+        low = 0  # the most layers in float known to miss the target
+        for k in _exclusion_steps(len(ranked)):
+            if k == len(ranked):
+                break  # everything in float is no int8 at all
+            if leave_in_float(k).cosine >= min_cosine:
+                while k - low > 1:  # bisect between the last miss and this hit: fewer layers in float is faster
+                    mid = (low + k) // 2
+                    if leave_in_float(mid).cosine >= min_cosine:
+                        k = mid
+                    else:
+                        low = mid
+                break
+            low = k
+        ops = dict(nodes)
+        layers = [{"layer": n, "op": ops[n], "cosine_alone": alone[n]} for n in ranked]
+    rows = next(iter(inputs.values())).shape[0]
+    missed = all(t.cosine < min_cosine for t in tried)
+    if static or (static is None and missed and data is not None and rows >= STATIC_MIN_ROWS):
+        tried.append(_static_candidate(base, bench, inputs, pc, notes))
+    passing = [t for t in tried if t.cosine >= min_cosine]
+    # The fastest passing recipe at one row and at the whole batch together (geometric mean of both ratios).
+    chosen = min(passing, key=lambda t: t.cost(bench.baseline)) if passing else max(tried, key=lambda t: t.cosine)
+    if not passing:
+        notes.append(f"no recipe reached cosine {min_cosine}; kept the closest ({chosen.cosine:.5f})")
+    if chosen.excluded:
+        notes.append(
+            f"{len(chosen.excluded)} layer(s) stay in float because quantizing them moved the output most "
+            f"(worst cosine with all layers int8: {first.cosine:.5f} < {min_cosine})"
         )
-        candidate = _load_onnx_bytes(blob, backend)
-        cos = _worst_cosine(compare_outputs(ref, candidate.run(inputs)))
-        tried.append(f"per_channel={pc}, skipped {len(skip)} layer(s): cosine {cos:.5f}")
-        if best is None or cos > best[0]:
-            best = (cos, blob, pc, skip)
-        if cos >= min_cosine:
-            break
-    assert best is not None
-    cos, blob, pc, skip = best
-    notes += [f"tried {t}" for t in tried]
-    if cos < min_cosine:
-        notes.append(f"no recipe reached cosine {min_cosine}; kept the closest")
-    settings = {"per_channel": pc, "weight_type": "int8", "layers_quantized": f"{len(nodes) - len(skip)}/{len(nodes)}"}
-    if skip:
-        settings["skipped"] = skip
-    return Derived(_load_onnx_bytes(blob, backend), settings, notes)
+    kept = set(chosen.excluded)
+    for row in layers:
+        row["kept"] = "float" if row["layer"] in kept else "int8"
+    settings: dict[str, Any] = {
+        "recipe": chosen.name,
+        "per_channel": pc,
+        "weight_type": "int8",
+        "fused": fused,
+        "layers_quantized": f"{len(names) - len(kept)}/{len(names)}",
+        "min_cosine": min_cosine,
+        "recipes": [
+            {
+                "recipe": t.name,
+                "latency_ms": t.latency_ms,
+                "single_ms": t.single_ms,
+                "min_cosine": t.cosine,
+                "chosen": t is chosen,
+            }
+            for t in [bench.baseline, *tried]
+        ],
+        "check_rows": rows,
+    }
+    if layers:
+        settings["per_layer"] = layers
+    if chosen.excluded:
+        settings["float_layers"] = chosen.excluded
+    return Derived(_load_onnx_bytes(chosen.blob, backend), settings, notes)
 
 
-def _worst_cosine(drifts: list[Any]) -> float:
-    values = [d.cosine for d in drifts if d.cosine is not None]
-    return min(values) if values else 1.0
+def _static_candidate(
+    base: Any, bench: _Bench, inputs: dict[str, np.ndarray], per_channel: bool, notes: list[str]
+) -> _Tried:
+    """Static QDQ int8 (uint8 activations) on MatMul/Gemm, calibrated on ``inputs``; measured like the others."""
+    oq = _ort_quant()
+    try:
+        blob = _run_quantizer(
+            oq.quantize_static,
+            copy.deepcopy(base),
+            calibration_data_reader=_reader(oq, inputs, len(next(iter(inputs.values())))),
+            quant_format=oq.QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=oq.QuantType.QUInt8,
+            weight_type=oq.QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            extra_options={"DefaultTensorType": _onnx().TensorProto.FLOAT},
+        )
+    except Exception as e:  # calibration runs the graph with extra outputs; some graphs refuse
+        notes.append(f"static int8 not measured ({type(e).__name__}: {str(e)[:120]})")
+        return _Tried("int8 static (QDQ)", b"", -1.0, float("inf"), [])
+    return bench.measure("int8 static (QDQ, calibrated)", blob, [])
+
+
+def _reader(oq: Any, inputs: dict[str, np.ndarray], rows: int) -> Any:
+    class Reader(oq.CalibrationDataReader):
+        """Feeds the caller's rows one at a time (ranges are collected per activation)."""
+
+        def __init__(self) -> None:
+            self._it: Iterator[dict[str, np.ndarray]] = (
+                {k: v[i : i + 1] for k, v in inputs.items()} for i in range(rows)
+            )
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    return Reader()
 
 
 def static_int8(
@@ -152,23 +372,11 @@ def static_int8(
     inputs = backend.schema.coerce(data)
     n = next(iter(inputs.values())).shape[0]
     rows = min(n, calibration_rows)
-
-    class Reader(oq.CalibrationDataReader):  # type: ignore[name-defined]
-        """Feeds the caller's rows one at a time (ranges are collected per activation)."""
-
-        def __init__(self) -> None:
-            self._it: Iterator[dict[str, np.ndarray]] = (
-                {k: v[i : i + 1] for k, v in inputs.items()} for i in range(rows)
-            )
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._it, None)
-
     notes: list[str] = []
     blob = _run_quantizer(
         oq.quantize_static,
         _preprocessed(_named(_onnx_proto(backend)), notes),
-        calibration_data_reader=Reader(),
+        calibration_data_reader=_reader(oq, inputs, rows),
         quant_format=oq.QuantFormat.QDQ,
         per_channel=per_channel,
         activation_type=oq.QuantType.QInt8,

@@ -2,7 +2,8 @@
 
 Every ``-1`` dimension of the source schema stays dynamic in the graph (``Dim.AUTO``); input and
 output names are the schema's. The legacy TorchScript exporter (``dynamo=False``) warns that it is
-deprecated, so it is used only when asked for with ``dynamo=False``.
+deprecated, so it is used only when asked for, or for Hugging Face attention (see
+:func:`torch_to_onnx`), whose TorchScript graph onnxruntime can fuse.
 
 Example:
     >>> o = convert(Model.load(net, example_input={"x": x}), "onnx")   # doctest: +SKIP
@@ -11,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import warnings
 from typing import Any
@@ -22,12 +24,52 @@ from aimass.frameworks.torch.backend import TorchBackend
 __all__ = ["torch_to_onnx"]
 
 
-def torch_to_onnx(backend: TorchBackend, *, opset: int | None = None, dynamo: bool = True) -> Any:
-    """The ``onnx.ModelProto`` of a torch backend's module (names not yet aligned)."""
+def _with_plain_attention(module: Any) -> Any | None:
+    """A copy of ``module`` whose Hugging Face attention runs eagerly, or None when it has none to switch.
+
+    ``sdpa`` attention exports as one opaque pattern that onnxruntime's transformer optimizer
+    does not fuse; the eager form computes the same and fuses into ``Attention`` kernels.
+    """
+    modules = list(module.modules()) if hasattr(module, "modules") else []
+    switchable = [
+        m
+        for m in modules
+        if hasattr(m, "set_attn_implementation")
+        and getattr(getattr(m, "config", None), "_attn_implementation", "eager") != "eager"
+    ]
+    if not switchable:
+        return None
+    clone = copy.deepcopy(module)
+    for m in clone.modules():
+        if hasattr(m, "set_attn_implementation"):
+            with contextlib.suppress(Exception):  # models without an eager path keep theirs
+                m.set_attn_implementation("eager")
+    return clone
+
+
+def torch_to_onnx(backend: TorchBackend, *, opset: int | None = None, dynamo: bool | None = None) -> Any:
+    """The ``onnx.ModelProto`` of a torch backend's module (names not yet aligned).
+
+    ``dynamo=None`` picks the exporter: for modules with Hugging Face attention, attention in
+    its eager form through the TorchScript exporter, whose graph onnxruntime fuses
+    (:mod:`aimass.frameworks.onnx.optimize`), falling back to dynamo if that fails; dynamo otherwise.
+    """
+    module = TorchBackend.of(backend).module
+    if dynamo is None:
+        plain = _with_plain_attention(module)
+        if plain is None:
+            return _export(backend, module, opset=opset, dynamo=True)
+        try:
+            return _export(backend, plain, opset=opset, dynamo=False)
+        except ConversionError:
+            return _export(backend, module, opset=opset, dynamo=True)
+    return _export(backend, module, opset=opset, dynamo=dynamo)
+
+
+def _export(backend: TorchBackend, module: Any, *, opset: int | None, dynamo: bool) -> Any:
     torch = require("torch", feature="the torch backend", extra="torch")
     if dynamo:  # the dynamo exporter writes its graph through onnxscript
         require("onnxscript", feature="compression and conversion", extra="compress")
-    module = TorchBackend.of(backend).module
     schema = backend.schema
     # Batch 2, not 1: export specializes dimensions of size 1 even when marked dynamic.
     sample = schema.example(batch=2)
@@ -59,7 +101,9 @@ def torch_to_onnx(backend: TorchBackend, *, opset: int | None = None, dynamo: bo
                 program = torch.onnx.export(module, args, **kwargs)
                 return program.model_proto
             buf = io.BytesIO()
-            warnings.simplefilter("ignore", DeprecationWarning)
+            # The TorchScript exporter warns about its deprecation and about tracing Python conditions
+            # (shape checks in transformers' masks) that the numeric check after export covers.
+            warnings.simplefilter("ignore")
             torch.onnx.export(module, args, buf, **kwargs)
     except Exception as e:  # the exporter raises from many torch subsystems
         raise ConversionError(f"torch.onnx.export failed: {type(e).__name__}: {str(e)[:500]}") from e

@@ -1,0 +1,51 @@
+"""``aimass ui``: the dashboard of a model library, without a model server.
+
+The same pages ``aimass serve`` shows at ``/`` (models, versions, aliases with canary weights,
+gates, metrics, compression/conversion reports), read from a library directory or an ``s3://``
+URL. Read-only. With ``AIMASS_SERVER_TOKEN`` (or ``--token``) set, the data needs
+``Authorization: Bearer <token>``; the page asks for it once and keeps it for the browser tab.
+
+Example (shell)::
+
+    aimass ui                                  # the library at $AIMASS_STORE (default ~/.aimass/models)
+    aimass ui s3://bucket/models --port 8080
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["register", "ui"]
+
+
+def ui(
+    root: Annotated[
+        str | None,
+        typer.Argument(envvar="AIMASS_STORE", help="library root: a directory or an s3:// URL"),
+    ] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="AIMASS_SERVER_TOKEN", show_envvar=True, help="bearer token the data requests need"),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+) -> None:
+    """Show the model library in the browser: versions, aliases, metrics, reports (read-only)."""
+    from aimass.server import serve
+    from aimass.server.dashboard import ui_app
+    from aimass.store import Store
+
+    if root is not None and "://" not in root and not Path(root).expanduser().is_dir():
+        raise typer.BadParameter(f"no library directory {root!r}")
+    store = Store(root)
+    app = ui_app(store, token=token or None)
+    typer.echo(f"aimass ui: the library at {store.root} on http://{host}:{port}/")
+    serve(app, host=host, port=port, log_level=log_level)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ui")(ui)

@@ -1,0 +1,281 @@
+"""The dashboard's routes: the page and its files at ``/`` and ``/dashboard/static/``, JSON under ``/dashboard/api/``.
+
+:class:`Dashboard` answers ``GET``/``HEAD`` only (it changes nothing). The page and its script,
+style sheet and this list of routes hold no data and need no token; every ``/dashboard/api/``
+document needs the server's bearer token when the server has one (the same check as the V2
+API). ``/dashboard/api/session`` says whether a token is needed, so the page asks for it before
+its first data request. Library reads (files, S3) run in a worker thread, off the event loop.
+
+Routes (all JSON): ``session``, ``overview``, ``models``, ``models/{name}``,
+``models/{name}/versions/{version}``, ``live?window=300`` (server only), ``drift`` (server only).
+
+Example:
+    >>> from aimass.store import Store
+    >>> app = ui_app(Store("models/"), token=None)   # an ASGI app: uvicorn.run(app)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import urllib.parse
+from collections.abc import Awaitable, Callable, MutableMapping
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from aimass.errors import AimassError
+from aimass.package import is_package
+from aimass.server.dashboard.catalog import Catalog
+from aimass.server.dashboard.live import LiveSampler
+from aimass.store import Store
+
+if TYPE_CHECKING:
+    from aimass.metrics import Metrics
+    from aimass.server.repository import Repository
+
+__all__ = ["API", "STATIC", "Dashboard", "PageError", "Response", "bearer_check", "server_dashboard", "ui_app"]
+
+Scope = MutableMapping[str, Any]
+Response = tuple[int, bytes, list[tuple[bytes, bytes]]]
+API = "/dashboard/api/"
+STATIC = "/dashboard/static/"
+
+_FILES = {  # name -> content type: the only files served (nothing is looked up from a request's path)
+    "index.html": b"text/html; charset=utf-8",
+    "dashboard.js": b"text/javascript; charset=utf-8",
+    "dashboard.css": b"text/css; charset=utf-8",
+}
+# The page loads only its own script and style; SVG arrives as data in JSON, never as script.
+_CSP = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_COMMON = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+_JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store"), *_COMMON]
+
+
+class PageError(AimassError):
+    """A dashboard request that is refused: 401, 404 or 405, with its message."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def bearer_check(token: str | None) -> Callable[[Scope], None]:
+    """An authorisation check for ``Authorization: Bearer <token>`` (a no-op when ``token`` is None).
+
+    Example:
+        >>> bearer_check(None)({"headers": []})
+    """
+    expected = f"Bearer {token}".encode() if token else None
+
+    def check(scope: Scope) -> None:
+        if expected is None:
+            return
+        for key, value in scope["headers"]:
+            if key == b"authorization" and hmac.compare_digest(value, expected):
+                return
+        raise PageError("missing or wrong bearer token (Authorization: Bearer <token>)", 401)
+
+    return check
+
+
+def _file(name: str) -> bytes:
+    return resources.files("aimass.server.dashboard").joinpath("static", name).read_bytes()
+
+
+class Dashboard:
+    """The read-only dashboard over a :class:`Catalog` (and, in a server, a :class:`LiveSampler`).
+
+    ``authorize(scope)`` raises for a request without the right token (the server passes its own
+    check). :meth:`handle` returns None for paths that are not the dashboard's.
+
+    Example:
+        >>> board = Dashboard(Catalog(store=Store("models/")), authorize=bearer_check(None))   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        authorize: Callable[[Scope], None],
+        live: LiveSampler | None = None,
+        auth_required: bool = False,
+        title: str = "aimass",
+    ) -> None:
+        self.catalog = catalog
+        self.live = live
+        self.authorize = authorize
+        self.auth_required = auth_required
+        self.title = title
+        self._files: dict[str, bytes] = {}
+
+    def start(self) -> None:
+        """Start sampling live metrics (on the running event loop); a no-op without a server."""
+        if self.live is not None:
+            self.live.start()
+
+    async def handle(self, method: str, path: str, scope: Scope) -> Response | None:
+        """The response to ``method path``, or None when the path is not the dashboard's."""
+        found = await self._handle(method, path, scope)
+        if found is not None and method == "HEAD":
+            return found[0], b"", found[2]
+        return found
+
+    async def _handle(self, method: str, path: str, scope: Scope) -> Response | None:
+        if path == "/" or path == "/index.html":
+            _read_only(method, path)
+            return self._static("index.html", [(b"content-security-policy", _CSP)])
+        if path.startswith(STATIC):
+            _read_only(method, path)
+            name = path[len(STATIC) :]
+            if name not in _FILES or name == "index.html":
+                raise PageError(f"no dashboard file {name!r}", 404)
+            return self._static(name, [(b"cache-control", b"no-cache")])
+        if not path.startswith(API):
+            return None
+        _read_only(method, path)
+        route = path[len(API) :].strip("/")
+        if route == "session":
+            return _json({"auth": self.auth_required, "title": self.title})
+        self.authorize(scope)
+        if self.live is not None:
+            self.start()  # under a test client without lifespan events, the first look starts it
+        doc = await self._document(route, scope)
+        return _json(doc)
+
+    def _static(self, name: str, extra: list[tuple[bytes, bytes]]) -> Response:
+        body = self._files.get(name)
+        if body is None:
+            body = self._files[name] = _file(name)
+        return 200, body, [(b"content-type", _FILES[name]), *_COMMON, *extra]
+
+    async def _document(self, route: str, scope: Scope) -> Any:
+        parts = [urllib.parse.unquote(p) for p in route.split("/")]
+        catalog = self.catalog
+        if parts == ["overview"]:
+            return {
+                "title": self.title,
+                "mode": "server" if self.live is not None else "library",
+                "library": catalog.store.root if catalog.store is not None and self.live is None else None,
+                "live": self.live is not None,
+            }
+        if parts == ["models"]:
+            return await asyncio.to_thread(catalog.models)
+        if len(parts) == 2 and parts[0] == "models":
+            return await asyncio.to_thread(catalog.model, parts[1])
+        if len(parts) == 4 and parts[0] == "models" and parts[2] == "versions":
+            return await asyncio.to_thread(catalog.version, parts[1], parts[3])
+        if parts in (["live"], ["drift"]):
+            if self.live is None:
+                raise PageError(f"/{API.strip('/')}/{parts[0]} needs a model server (aimass serve)", 404)
+            if parts == ["drift"]:
+                return await asyncio.to_thread(catalog.drift)  # flushes monitors and scores windows: off the loop
+            # Reading the metrics and drawing the charts is the viewer's cost: in a thread, not on the loop.
+            return await asyncio.to_thread(self.live.series, _window(scope))
+        raise PageError(f"no dashboard route {route!r}", 404)
+
+
+def _window(scope: Scope) -> float:
+    query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    try:
+        window = float(query.get("window", ["300"])[0])
+    except ValueError:
+        raise PageError(f"window must be a number of seconds, got {query['window'][0]!r}", 400) from None
+    if not 10 <= window <= 3600:
+        raise PageError(f"window must be between 10 and 3600 seconds, got {window:g}", 400)
+    return window
+
+
+def _read_only(method: str, path: str) -> None:
+    if method not in ("GET", "HEAD"):
+        raise PageError(f"method {method} not allowed on {path}: the dashboard is read-only (GET)", 405)
+
+
+def _json(doc: Any) -> Response:
+    return 200, orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), _JSON
+
+
+# -- the dashboard without a model server (aimass ui) ------------------------------------------------
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class _UIApp:
+    """ASGI app serving only the dashboard over a library (``aimass ui``)."""
+
+    def __init__(self, dashboard: Dashboard) -> None:
+        self.dashboard = dashboard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        headers: list[tuple[bytes, bytes]]
+        try:
+            found = await self.dashboard.handle(method, path, scope)
+            if found is None:
+                raise PageError(f"no route {method} {path}", 404)
+            status, body, headers = found
+        except Exception as e:
+            status = e.status_code if isinstance(e, AimassError) else 500
+            body = orjson.dumps({"error": str(e) if isinstance(e, AimassError) else f"{type(e).__name__}"})
+            headers = list(_JSON)
+            if status == 401:
+                headers.append((b"www-authenticate", b"Bearer"))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-length", str(len(body)).encode()), *headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def ui_app(store: Store, *, token: str | None = None) -> _UIApp:
+    """An ASGI app serving the dashboard of the library ``store`` (no model server; ``token`` = bearer auth).
+
+    Example:
+        >>> import uvicorn
+        >>> uvicorn.run(ui_app(Store("s3://bucket/models")), port=8080)   # doctest: +SKIP
+    """
+    title = f"aimass library {store.root.rstrip('/').rsplit('/', 1)[-1]}"
+    board = Dashboard(Catalog(store=store), authorize=bearer_check(token), auth_required=bool(token), title=title)
+    return _UIApp(board)
+
+
+def server_dashboard(
+    repository: Repository,
+    metrics: Metrics,
+    *,
+    authorize: Callable[[Scope], None],
+    auth_required: bool,
+    interval: float = 2.0,
+) -> Dashboard:
+    """The dashboard of a model server: its repository (a library when the root is one) and live metrics.
+
+    Example:
+        >>> board = server_dashboard(app.repository, app.metrics, authorize=check, auth_required=True)  # doctest: +SKIP
+    """
+    root = repository.root
+    store = Store(root) if root is not None and not is_package(root) else None
+    return Dashboard(
+        Catalog(store=store, repository=repository),
+        authorize=authorize,
+        live=LiveSampler(metrics.registry, interval=interval),
+        auth_required=auth_required,
+        title="aimass server",
+    )

@@ -1,0 +1,359 @@
+"""The V2 protocol over gRPC (KServe ``GRPCInferenceService`` and Triton's extensions) on ``grpc.aio``.
+
+It serves an :class:`~aimass.server.app.App`: the same repository, batcher, limits, metrics and
+bearer token as HTTP, on the same event loop. Methods: ServerLive, ServerReady, ModelReady,
+ServerMetadata, ModelMetadata, ModelInfer (typed ``contents`` or ``raw_input_contents``; outputs
+answered raw, as Triton does), ModelConfig, RepositoryIndex, RepositoryModelLoad and
+RepositoryModelUnload; the others (streaming, statistics, shared memory, trace, logging) answer
+UNIMPLEMENTED. The token travels in the metadata, ``authorization: Bearer <token>``, on all but
+ServerLive and ServerReady.
+
+Errors map to gRPC in one place, :func:`grpc_status`: the HTTP status and message the HTTP app
+would answer (:func:`~aimass.server.app.error_response`, with the same redaction of tokens and
+paths), and the code beside that status in :data:`aimass.errors.GRPC_CODES` (400 INVALID_ARGUMENT,
+401 UNAUTHENTICATED, 404 NOT_FOUND, 413 RESOURCE_EXHAUSTED, 503 UNAVAILABLE with a ``retry-after``
+trailer, 504 DEADLINE_EXCEEDED, 500 INTERNAL). Messages larger than ``max_message_size`` (default:
+the app's HTTP body limit) are refused by gRPC itself with RESOURCE_EXHAUSTED.
+
+Example:
+    >>> app = create_app({"mlp": "mlp.onnx"})                       # doctest: +SKIP
+    >>> serve_http_and_grpc(app, port=8000, grpc_port=8001)         # doctest: +SKIP
+    >>> background = BackgroundServer(app)                            # doctest: +SKIP
+    >>> background.port, background.stop()                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from aimass import __version__
+from aimass.dependencies import require
+from aimass.errors import AimassError, ModelNotFound, SchemaError, ServiceUnavailable
+from aimass.protocol import documents, v2
+from aimass.server.app import App, HTTPError, error_response
+
+__all__ = ["BackgroundServer", "InferenceServicer", "create_server", "grpc_status", "serve_http_and_grpc"]
+
+log = logging.getLogger("aimass.server")
+
+_AUTH_KEY = "authorization"
+# Background servers run until stopped, referenced or not (grpc stops a server it garbage-collects).
+_RUNNING: set[BackgroundServer] = set()
+
+
+def _grpc() -> Any:
+    return require("grpc", feature="the gRPC server", extra="grpc", package="grpcio")
+
+
+def _stubs() -> tuple[Any, Any, Any]:
+    _grpc()
+    from aimass.protocol.grpc import codec, grpc_service_pb2, grpc_service_pb2_grpc
+
+    return codec, grpc_service_pb2, grpc_service_pb2_grpc
+
+
+def grpc_status(exc: BaseException, app: App | None = None) -> tuple[str, str, int]:
+    """The one mapping from an exception to a gRPC answer: ``(code name, message, HTTP status)``.
+
+    The message is what the HTTP app answers in ``{"error": ...}`` (redacted by ``app`` when given);
+    the code is the one beside that HTTP status in :data:`aimass.errors.GRPC_CODES`.
+
+    Example:
+        >>> grpc_status(ModelNotFound("unknown model 'x'; models are ['mlp']"))
+        ('NOT_FOUND', "unknown model 'x'; models are ['mlp']", 404)
+    """
+    status, body = error_response(exc)
+    if app is not None:
+        body = app.redact(body)
+    message = str(orjson.loads(body)["error"])
+    code = exc.grpc_code if isinstance(exc, AimassError) else "INTERNAL"
+    return code, message, status
+
+
+def _no_token(app: App) -> bool:
+    try:
+        app.check_token(None)
+    except HTTPError:
+        return False
+    return True
+
+
+class InferenceServicer:
+    """``GRPCInferenceService`` over an App (a duck-typed servicer: the stubs are imported only when serving)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.repository = app.repository
+        self._codec, self._pb, _ = _stubs()
+        self._grpc = _grpc()
+        self._open = _no_token(app)
+        self._server_meta = self._codec.server_metadata_response(
+            documents.server_metadata("aimass", __version__, documents.EXTENSIONS)
+        )
+
+        # Triton's methods that aimass does not serve answer UNIMPLEMENTED (streaming, statistics,
+        # shared memory, trace and log settings).
+        service = self._pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+        for method in service.methods:
+            if not hasattr(self, method.name):
+                setattr(self, method.name, self._unimplemented(method.name))
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _unimplemented(self, name: str) -> Callable[[Any, Any], Awaitable[None]]:
+        async def handler(request: Any, context: Any) -> None:
+            await context.abort(self._grpc.StatusCode.UNIMPLEMENTED, f"aimass does not implement {name}")
+
+        return handler
+
+    def _authorize(self, context: Any) -> None:
+        if self._open:  # no token set: skip reading the metadata on every call
+            return
+        value = None
+        for key, val in context.invocation_metadata() or ():
+            if key == _AUTH_KEY:
+                value = val.encode() if isinstance(val, str) else val
+                break
+        self.app.check_token(value)
+
+    async def _abort(self, context: Any, exc: BaseException) -> None:
+        code, message, status = grpc_status(exc, self.app)
+        if isinstance(exc, ServiceUnavailable):
+            log.debug("gRPC request refused: %s", message)  # overload refusals come by the thousand
+            if exc.retry_after is not None:
+                context.set_trailing_metadata((("retry-after", str(exc.retry_after)),))
+        elif status >= 500:
+            log.error("gRPC request failed: %s", message, exc_info=exc)
+        await context.abort(getattr(self._grpc.StatusCode, code), message)
+
+    async def _answer(self, context: Any, build: Callable[[], Awaitable[Any]], *, auth: bool = True) -> Any:
+        try:
+            if auth:
+                self._authorize(context)
+            return await build()
+        except Exception as e:
+            await self._abort(context, e)
+
+    # -- health and metadata ----------------------------------------------------------------------
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return self._pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return self._pb.ServerReadyResponse(ready=bool(self.repository.loaded()))
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        async def build() -> Any:
+            try:
+                self.repository.get(request.name, request.version or None)
+            except ModelNotFound:
+                return self._pb.ModelReadyResponse(ready=False)
+            return self._pb.ModelReadyResponse(ready=True)
+
+        return await self._answer(context, build)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        async def build() -> Any:
+            return self._server_meta
+
+        return await self._answer(context, build)
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        async def build() -> Any:
+            served = self.repository.get(request.name, request.version or None)
+            return self._codec.model_metadata_response(served.metadata(self.repository.versions(request.name)))
+
+        return await self._answer(context, build)
+
+    async def ModelConfig(self, request: Any, context: Any) -> Any:
+        async def build() -> Any:
+            return self._codec.model_config_response(
+                self.repository.get(request.name, request.version or None).config()
+            )
+
+        return await self._answer(context, build)
+
+    # -- inference ----------------------------------------------------------------------------------
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        try:
+            self._authorize(context)
+            served = self.repository.get(request.model_name, request.model_version or None)
+        except Exception as e:
+            await self._abort(context, e)
+            return None
+        mm = served.metrics
+        mm.requests.inc()
+        mm.in_flight.inc()
+        start = time.perf_counter()
+        try:
+            decoded = self._codec.decode_infer_request(request, max_elements=self.app.max_elements)
+            v2.check_datatypes(decoded.inputs, served.model.schema)  # the strict wire, as over HTTP
+            outputs = await served.infer(decoded.inputs)
+            if decoded.outputs is not None:
+                try:
+                    outputs = {o.name: outputs[o.name] for o in decoded.outputs}
+                except KeyError as e:
+                    name = e.args[0]
+                    raise SchemaError(
+                        f"model {served.name!r} has no output {name!r}; outputs are {served.output_names}", tensor=name
+                    ) from None
+            return self._codec.encode_infer_response(
+                outputs, model_name=served.name, model_version=served.version, request_id=decoded.id
+            )
+        except Exception as e:
+            mm.failure(error_response(e)[0])
+            await self._abort(context, e)
+            return None
+        finally:
+            mm.in_flight.dec()
+            mm.request_seconds.observe(time.perf_counter() - start)
+
+    # -- repository ---------------------------------------------------------------------------------
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        async def build() -> Any:
+            entries = self.repository.index(ready_only=request.ready)
+            # Load-failure reasons come from backends and may name files: redacted like errors.
+            redacted = orjson.loads(self.app.redact(orjson.dumps(entries)))
+            return self._codec.repository_index_response(redacted)
+
+        return await self._answer(context, build)
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        async def build() -> Any:
+            # Loading reads files and builds sessions: keep it off the event loop.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.app.executor, self.repository.load, request.model_name)
+            return self._pb.RepositoryModelLoadResponse()
+
+        return await self._answer(context, build)
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        async def build() -> Any:
+            self.repository.unload(request.model_name)
+            return self._pb.RepositoryModelUnloadResponse()
+
+        return await self._answer(context, build)
+
+
+def create_server(
+    app: App,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8001,
+    max_message_size: int | None = None,
+    reuse_port: bool = False,
+) -> tuple[Any, int]:
+    """A ``grpc.aio`` server for ``app`` bound to ``host:port`` (0: any free port), and the bound port.
+
+    Call it on the event loop that serves ``app`` and ``await server.start()``. ``max_message_size``
+    (bytes; default the app's HTTP ``max_body_size``) bounds what is received and sent. gRPC would
+    let a second server share a port silently (SO_REUSEPORT); ``reuse_port=False`` refuses instead.
+    """
+    grpc = _grpc()
+    _, _, pb_grpc = _stubs()
+    size = max_message_size or app.max_body_size
+    options = [
+        ("grpc.max_receive_message_length", size),
+        ("grpc.max_send_message_length", size),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+    ]
+    server = grpc.aio.server(options=options)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(app), server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as e:  # grpc says only "Failed to bind"
+        raise OSError(f"cannot listen for gRPC on {host}:{port} ({e}): is the port in use?") from None
+    return server, bound
+
+
+def _event_loop_runner() -> asyncio.Runner:
+    if importlib.util.find_spec("uvloop") is not None:
+        import uvloop
+
+        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    return asyncio.Runner()
+
+
+def serve_http_and_grpc(
+    app: App,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    grpc_port: int = 8001,
+    max_message_size: int | None = None,
+    uvicorn_options: dict[str, Any] | None = None,
+) -> None:
+    """Serve ``app`` over HTTP (uvicorn) and gRPC side by side, in this process, on one event loop.
+
+    ``uvicorn_options`` go to ``uvicorn.Config`` (``log_level``, ``http``, ...). Stops on SIGINT/SIGTERM
+    (uvicorn's handlers), then lets gRPC calls in flight finish for up to 5 s.
+    """
+    import uvicorn
+
+    options = {k: v for k, v in (uvicorn_options or {}).items() if k != "loop"}
+
+    async def main() -> None:
+        server, _ = create_server(app, host=host, port=grpc_port, max_message_size=max_message_size)
+        await server.start()
+        try:
+            await uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options)).serve()
+        finally:
+            await server.stop(grace=5)
+
+    # uvicorn re-raises the SIGINT it captured once it has shut down; uvicorn.run swallows it, so do we.
+    with contextlib.suppress(KeyboardInterrupt), _event_loop_runner() as runner:
+        runner.run(main())
+
+
+class BackgroundServer:
+    """A gRPC server for ``app`` on its own event-loop thread: for tests, notebooks and benchmarks.
+
+    The app must not be served from another event loop at the same time (its batchers belong to one).
+
+    Example:
+        >>> server = BackgroundServer(create_app({"mlp": "mlp.onnx"}))      # doctest: +SKIP
+        >>> Model.load(f"grpc://127.0.0.1:{server.port}/mlp")                # doctest: +SKIP
+        >>> server.stop()                                                    # doctest: +SKIP
+    """
+
+    def __init__(self, app: App, *, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
+        self.app = app
+        self.host = host
+        self._runner = _event_loop_runner()
+        self._loop = self._runner.get_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="aimass-grpc", daemon=True)
+        self._thread.start()
+
+        async def start() -> tuple[Any, int]:
+            server, bound = create_server(app, host=host, port=port, **options)
+            await server.start()
+            return server, bound
+
+        self._server, self.port = asyncio.run_coroutine_threadsafe(start(), self._loop).result(timeout=30)
+        _RUNNING.add(self)
+
+    @property
+    def target(self) -> str:
+        """``host:port`` for a gRPC channel."""
+        return f"{self.host}:{self.port}"
+
+    def stop(self, grace: float = 1.0) -> None:
+        """Stop serving (calls in flight get ``grace`` seconds) and end the loop thread."""
+        _RUNNING.discard(self)
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result(timeout=grace + 10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._runner.close()

@@ -1,0 +1,201 @@
+"""Worker processes: N copies of the V2 server sharing one port, kept alive by a supervisor.
+
+``serve_workers`` binds the HTTP socket once, in the supervisor, and hands it to N worker
+processes (uvicorn's multiprocess model, the same as gunicorn's arbiter). Each worker builds its
+own app: its own models, batchers, thread pool and event loop, so a model call, the JSON work and
+a native crash stay inside one process. The supervisor checks its workers twice a second and
+starts a new one for any that died; requests in flight on a dead worker fail (the client sees its
+connection closed), every other request is answered by the workers still running, and connections
+waiting in the shared accept queue are taken by them. A socket bound once, rather than one socket
+per worker with ``SO_REUSEPORT``, is why: the kernel's accept queue outlives any worker, whereas
+with ``SO_REUSEPORT`` the connections queued on a dying worker's socket are reset with it.
+
+The gRPC port (``grpc_port``) cannot be handed over that way (grpcio binds its own sockets), so
+each worker binds it with ``SO_REUSEPORT``, as gRPC's own multiprocessing guide does; the
+supervisor first checks that the port is free. A gRPC call in flight on a dead worker fails with
+UNAVAILABLE and the channel reconnects to a live one.
+
+Prometheus metrics are summed across workers with prometheus-client's multiprocess mode: the
+supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at a private temporary directory before the workers
+start, each worker's ``GET /metrics`` reads every worker's values from it
+(:meth:`aimass.metrics.Metrics.render`), and a dead worker's live gauges are dropped
+(``mark_process_dead``) while its counters stay counted. The directory is removed on exit.
+
+Example:
+    >>> serve_workers({"mlp": "mlp.onnx"}, workers=4, port=8000, max_batch_size=64)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aimass.errors import ModelLoadError
+from aimass.metrics import MULTIPROCESS_ENV
+from aimass.server.run import uvicorn_options
+
+__all__ = ["serve_workers"]
+
+log = logging.getLogger("aimass.server")
+
+Sources = Mapping[str, str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]]]
+Receive = Callable[[], Any]
+
+
+def serve_workers(
+    models: Sources | None = None,
+    *,
+    repository: str | os.PathLike[str] | None = None,
+    workers: int = 2,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    grpc_port: int | None = None,
+    log_level: str = "warning",
+    setup: Callable[[], None] | None = None,
+    threads: int | None = None,
+    **app_options: Any,
+) -> None:
+    """Serve models from ``workers`` processes sharing ``host:port`` until interrupted (SIGINT/SIGTERM).
+
+    ``models`` and ``repository`` are what :func:`aimass.server.create_app` takes, as paths: every
+    worker loads them itself. ``app_options`` go to ``create_app`` in each worker. ``setup`` (a
+    module-level function, pickled to each worker) runs in every worker before its models load:
+    the place to :func:`aimass.backends.register` a backend of your own. Raises ModelLoadError when
+    a worker cannot start (a model that does not load), after stopping the others. ``threads`` is
+    each worker's model thread pool (``create_app(workers=...)``).
+
+    Example:
+        >>> serve_workers(repository="models/", workers=4, grpc_port=8001)   # doctest: +SKIP
+    """
+    import uvicorn
+    from prometheus_client.multiprocess import mark_process_dead
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if models is None and repository is None:
+        raise ValueError("serve_workers needs models, a repository directory, or both")
+    if grpc_port is not None:
+        _check_free(host, grpc_port)
+    app_options = {**app_options, "workers": threads}
+    factory = functools.partial(_worker_app, _as_paths(models), repository, app_options, setup, host, grpc_port)
+    config = uvicorn.Config(factory, factory=True, host=host, port=port, workers=workers, **uvicorn_options(log_level))
+    sock = config.bind_socket()  # first: a port in use ends here, before anything is created
+    metrics_dir = tempfile.mkdtemp(prefix="aimass-metrics-")
+    previous = os.environ.get(MULTIPROCESS_ENV)
+    os.environ[MULTIPROCESS_ENV] = metrics_dir  # inherited by the workers, which import prometheus-client afresh
+
+    class Supervisor(Multiprocess):
+        """uvicorn's supervisor, which also forgets a dead worker's live gauges."""
+
+        def keep_subprocess_alive(self) -> None:
+            before = {p.pid for p in self.processes}
+            super().keep_subprocess_alive()
+            for pid in before - {p.pid for p in self.processes}:
+                if pid is not None:
+                    log.warning("worker %d died; a new one is starting", pid)
+                    mark_process_dead(pid, metrics_dir)
+
+    try:
+        supervisor = Supervisor(config, sockets=[sock])
+        supervisor.run()
+        if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+            raise ModelLoadError("a worker could not load its models (its log above says why); the server stopped")
+    finally:
+        sock.close()
+        if previous is None:
+            os.environ.pop(MULTIPROCESS_ENV, None)
+        else:
+            os.environ[MULTIPROCESS_ENV] = previous
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _as_paths(models: Sources | None) -> dict[str, Any] | None:
+    """Sources that can travel to a worker; a ``Model`` object cannot (each worker loads its own)."""
+    if models is None:
+        return None
+    out: dict[str, Any] = {}
+    for name, src in models.items():
+        versions = src if isinstance(src, Mapping) else {"1": src}
+        for v in versions.values():
+            if not isinstance(v, (str, os.PathLike)):
+                raise TypeError(
+                    f"model {name!r}: worker processes load models from paths, got a {type(v).__name__}; "
+                    "save it (model.save(dir)) and pass the directory"
+                )
+        out[name] = {str(k): str(v) for k, v in src.items()} if isinstance(src, Mapping) else str(src)
+    return out
+
+
+def _check_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise OSError(f"cannot listen for gRPC on {host}:{port}: {e.strerror}") from None
+
+
+def _worker_app(
+    models: dict[str, Any] | None,
+    repository: str | os.PathLike[str] | None,
+    app_options: dict[str, Any],
+    setup: Callable[[], None] | None,
+    host: str,
+    grpc_port: int | None,
+) -> Any:
+    """Runs in each worker (uvicorn's app factory): build this worker's app, with gRPC beside it."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    from aimass.server.app import create_app
+
+    try:
+        if setup is not None:
+            setup()
+        app = create_app(models, repository=Path(repository) if repository is not None else None, **app_options)
+    except Exception:
+        # uvicorn's supervisor stops on this exit code instead of restarting a worker that cannot start.
+        log.exception("worker %d could not load its models", os.getpid())
+        sys.exit(STARTUP_FAILURE)
+    if grpc_port is None:
+        return app
+    return GrpcBeside(app, host, grpc_port)
+
+
+class GrpcBeside:
+    """The app, plus a gRPC server for it started and stopped with the worker (ASGI lifespan).
+
+    Each worker binds the gRPC port with ``SO_REUSEPORT`` (:func:`aimass.server.grpc.create_server`).
+    """
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.repository = app.repository
+        self._server: Any = None
+
+    async def __call__(self, scope: Any, receive: Receive, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)
+
+        async def hooked() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                from aimass.server.grpc import create_server
+
+                self._server, _ = create_server(self.app, host=self.host, port=self.port, reuse_port=True)
+                await self._server.start()
+            elif message["type"] == "lifespan.shutdown" and self._server is not None:
+                await self._server.stop(grace=5)
+            return message
+
+        return await self.app(scope, hooked, send)
