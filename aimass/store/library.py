@@ -245,7 +245,8 @@ class Store:
         record.update({"name": name, "version": version, "root": self.root})
         if isinstance(ref, str) and not ref.isdigit():
             record["alias"] = ref
-        return Model(loaded.backend, name=name, metadata={**loaded.metadata, METADATA_KEY: record})
+        metadata = {**loaded.metadata, METADATA_KEY: record}
+        return Model(loaded.backend, name=name, metadata=metadata, report=loaded.report, example=loaded.example)
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -291,7 +292,8 @@ class Store:
             from aimass.monitor import Profile
 
             meta["profile"] = Profile.from_data(model.schema, reference).to_dict()
-        version = self._driver.publish(name, Model(model.backend, name=name, metadata=meta, report=model.report))
+        published = Model(model.backend, name=name, metadata=meta, report=model.report, example=model.example)
+        version = self._driver.publish(name, published)
         if alias is not None:
             self.set_alias(name, alias, version)
         return version
