@@ -122,12 +122,15 @@ class Texts(BaseModel):
     texts: list[str]
 
 
-def serve_fastapi(hf: Path, port: int) -> None:
+def serve_fastapi(hf: Path, port: int, torch_threads: int | None = None) -> None:
     """FastAPI + a transformers pipeline: the endpoint a user writes today (run in a child process)."""
+    import torch
     import uvicorn
     from fastapi import FastAPI
     from transformers import pipeline
 
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
     classifier = pipeline("text-classification", model=str(hf), tokenizer=str(hf), device="cpu")
     app = FastAPI()
 
@@ -144,10 +147,13 @@ def serve_fastapi(hf: Path, port: int) -> None:
 
 
 class FastAPIServer(Server):
-    def __init__(self, hf: Path) -> None:
+    def __init__(self, hf: Path, torch_threads: int | None = None) -> None:
         port = free_port()
         cmd = [sys.executable, __file__, "--serve-fastapi", str(hf), "--port", str(port)]
-        super().__init__("fastapi-pipeline", cmd, port, "classifier")
+        if torch_threads:
+            cmd += ["--torch-threads", str(torch_threads)]
+        name = f"fastapi-{torch_threads}thread" if torch_threads else "fastapi-pipeline"
+        super().__init__(name, cmd, port, "classifier")
         self.url = f"http://127.0.0.1:{port}/predict"
 
     def wait(self, timeout: float = 180) -> None:
@@ -259,11 +265,15 @@ def main() -> None:
     ap.add_argument(
         "--default-threads", action="store_true", help="also serve int8 with onnxruntime's default thread pool"
     )
+    ap.add_argument(
+        "--fastapi-one-thread", action="store_true", help="also run the endpoint with torch.set_num_threads(1)"
+    )
     ap.add_argument("--serve-fastapi", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--torch-threads", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_fastapi:
-        serve_fastapi(args.serve_fastapi, args.port)
+        serve_fastapi(args.serve_fastapi, args.port, args.torch_threads)
         return
     levels = [int(c) for c in args.levels.split(",")]
     cpu = platform.processor() or platform.machine()
@@ -286,7 +296,9 @@ def main() -> None:
             aimass_server("aimass-onnx", work / "repo", "onnx", *batching, *one),
         ]
         if args.default_threads:
-            servers.append(aimass_server("aimass-int8-ort-default", work / "repo", "int8", *batching))
+            servers.append(aimass_server("aimass-int8-ortpool", work / "repo", "int8", *batching))
+        if args.fastapi_one_thread:
+            servers.append(FastAPIServer(hf, torch_threads=1))
         try:
             for s in servers:
                 s.wait()

@@ -45,7 +45,7 @@ import numpy as np
 
 from aimass.backends import get_backend
 from aimass.backends.base import Backend
-from aimass.errors import ModelLoadError, UnsupportedOperation
+from aimass.errors import ModelLoadError, SchemaError, UnsupportedOperation
 from aimass.frameworks.transformers.network import (
     load_pretrained,
     network_module,
@@ -234,6 +234,13 @@ class TextBackend(Backend):
     def encode(self, values: np.ndarray) -> tuple[dict[str, np.ndarray], list[Any]]:
         """The network's inputs for a BYTES array of texts, and the tokenizer's encodings."""
         ids, mask, encodings = self.encoder.encode(as_text(values, TEXT).tolist())
+        if not self.encoder.truncation and ids.shape[-1] > self.encoder.max_length:
+            longest = int(mask.sum(axis=1).argmax())
+            raise SchemaError(
+                f"input {TEXT!r}: element {longest} has {int(mask[longest].sum())} tokens, more than max_length "
+                f"{self.encoder.max_length}, and truncation is off",
+                tensor=TEXT,
+            )
         return {"input_ids": ids, "attention_mask": mask}, encodings
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
