@@ -10,7 +10,11 @@ import pytest
 
 import aimass
 
-FRAMEWORKS = ("torch", "tensorflow", "keras", "onnxruntime", "onnx", "xgboost", "mxnet", "sklearn", "ray", "numpy")
+# numpy stays last: `from aimass import Model` may import it, `import aimass` may not.
+FRAMEWORKS = (
+    "torch", "tensorflow", "keras", "onnxruntime", "onnx", "xgboost", "mxnet", "sklearn", "ray", "transformers",
+    "tokenizers", "grpc", "PIL", "pyarrow", "opentelemetry", "playwright", "numpy",
+)  # fmt: skip
 
 
 def _run(code: str) -> str:
