@@ -1,4 +1,4 @@
-"""The cost of monitoring served traffic: the same server with ``--monitor all`` and ``--monitor off``.
+"""The cost of monitoring served traffic (``--monitor all`` vs ``off``), and of payload logs per request.
 
 A tiny ONNX MLP (4 -> 8 -> 3), published into a model library with a reference profile, is served
 twice by ``aimass serve`` (two processes, same library): once feeding every request to its drift
@@ -131,9 +131,24 @@ def per_request_cost(lib: Path, repeats: int, n: int = 20000) -> None:
             served.monitor = monitor if name == "on" else None
             times[name].append(asyncio.run(loop(n)))
     on, off = statistics.median(times["on"]), statistics.median(times["off"])
-    print(
-        f"in process, per request: infer {off * 1e6:.1f} us, with monitor {on * 1e6:.1f} us: +{(on - off) * 1e6:.1f} us"
-    )
+    extra = (on - off) * 1e6
+    print(f"in process, per request: infer {off * 1e6:.1f} us, with monitor {on * 1e6:.1f} us: +{extra:.1f} us")
+    payload_log_cost(x, served.model.predict(x), n)
+
+
+def payload_log_cost(x: dict[str, np.ndarray], y: dict[str, np.ndarray], n: int) -> None:
+    """What ``--log-payloads`` adds to a request: the sampling draw, the record, the queue put."""
+    from aimass.server.payload_log import PayloadLog
+
+    plog = PayloadLog(tempfile.mkdtemp(prefix="aimass-payloads-"), max_queue=n + 1)
+    start = time.perf_counter()
+    for i in range(n):
+        if plog.sampled():
+            plog.log("mlp", "1", str(i), x, y, 0.001)
+    per = (time.perf_counter() - start) / n
+    plog.close()
+    counts = f"{plog.logged} logged, {plog.dropped} dropped"
+    print(f"payload log, on the request path: {per * 1e6:.1f} us per request ({counts})")
 
 
 if __name__ == "__main__":

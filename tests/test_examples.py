@@ -94,6 +94,7 @@ def test_image_classifier(tmp_path: Path) -> None:
     assert "input 'image': element 0 is not a JPEG or PNG image (UnidentifiedImageError)" in lines["bad"], out
 
 
+@pytest.mark.slow
 def test_serve_log_update(tmp_path: Path) -> None:
     pytest.importorskip("xgboost")
     pytest.importorskip("pyarrow")

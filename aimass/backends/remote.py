@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -431,11 +432,13 @@ class RemoteBackend(Backend):
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         body, headers = self._encode(inputs)
+        _trace_context(headers)
         return self._decode(self._send("POST", self._infer_path, content=body, headers=headers))
 
     async def arun(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``run`` on the async client: no thread per request."""
         body, headers = self._encode(inputs)
+        _trace_context(headers)
         return self._decode(await self._asend("POST", self._infer_path, content=body, headers=headers))
 
     def save(self, directory: Path) -> list[str]:
@@ -454,3 +457,15 @@ class RemoteBackend(Backend):
     def close(self) -> None:
         """Close the connection pools."""
         self._client.close()
+
+
+def _trace_context(headers: dict[str, str]) -> None:
+    """Add the W3C ``traceparent`` of the current span when this process uses OpenTelemetry.
+
+    Nothing is imported for it: a process that never imported ``opentelemetry.trace`` has no
+    spans to continue, and pays one dictionary lookup.
+    """
+    if "opentelemetry.trace" in sys.modules:
+        from opentelemetry import propagate
+
+        propagate.inject(headers)

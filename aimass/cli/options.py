@@ -109,6 +109,17 @@ def parse_options(items: list[str]) -> dict[str, Any] | None:
     return out or None
 
 
+def _shadow_rules(items: list[str]) -> list[Any] | None:
+    if not items:
+        return None
+    from aimass.server.shadow import parse_shadow
+
+    try:
+        return [parse_shadow(item) for item in items]
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="'--shadow'") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerOptions:
     """The V2 app's options: the same for a server here (``aimass serve``) and on Ray replicas (``scale deploy``)."""
@@ -168,6 +179,13 @@ class ServerOptions:
         str, typer.Option(help="record requests and answers as Parquet files in this directory or fsspec URL")
     ] = ""
     log_sample_rate: Annotated[float, typer.Option(help="share of requests --log-payloads records (0 to 1)")] = 1.0
+    trace: Annotated[
+        bool, typer.Option(help="OpenTelemetry spans (decode, queue, compute, encode) per request; needs [otel]")
+    ] = False
+    shadow: Annotated[
+        list[str] | None,
+        typer.Option(help="mirror requests of an alias to a candidate: MODEL@ALIAS=VERSION[:SHARE]; repeatable"),
+    ] = None
     trust_code: Annotated[
         bool,
         typer.Option(help="load packages that hold Python code (PythonModel), which runs: only from sources you trust"),
@@ -192,6 +210,8 @@ class ServerOptions:
             "monitor": self.monitor,
             "payload_log": self.log_payloads or None,
             "payload_sample_rate": self.log_sample_rate,
+            "shadow": _shadow_rules(self.shadow or []),
+            "tracing": self.trace,
         }
 
     def model_options(self) -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,9 @@ from aimass.model import Model
 from aimass.protocol import documents, v2
 from aimass.server.payload_log import PayloadLog, new_request_id
 from aimass.server.repository import BatchingConfig, Budget, Limits, Repository, ServedModel
+from aimass.server.shadow import Shadow, ShadowRule
+from aimass.server.tracing import MARKS, Marks, ServerTracing
+from aimass.server.tracing import now as trace_clock
 
 if TYPE_CHECKING:
     from aimass.server.dashboard import Dashboard
@@ -118,6 +121,10 @@ class App:
         self.dashboard: Dashboard | None = None
         # Request/response records (aimass.server.payload_log), set by create_app; None: not logged.
         self.payload_log: PayloadLog | None = None
+        # Requests mirrored to candidate versions (aimass.server.shadow), set by create_app; None: none.
+        self.shadow: Shadow | None = None
+        # OpenTelemetry spans of inference requests (aimass.server.tracing), set by create_app; None: off.
+        self.tracing: ServerTracing | None = None
 
     # -- ASGI ---------------------------------------------------------------------------------
 
@@ -238,7 +245,7 @@ class App:
             _allow(method, "POST", path)
             served = await self.repository.acquire(name, version)  # loads it on demand under a budget
             try:
-                return await self._infer(served, scope, receive, send)
+                return await self._infer(served, scope, receive, send, version)
             finally:
                 self.repository.release(served)
         if action == "":
@@ -265,7 +272,30 @@ class App:
         self.repository.release(served)
         return served
 
-    async def _infer(self, served: ServedModel, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _infer(
+        self, served: ServedModel, scope: Scope, receive: Receive, send: Send, requested: str | None = None
+    ) -> None:
+        if self.tracing is None:
+            await self._infer_plain(served, scope, receive, send, requested)
+            return
+        marks = Marks(start=trace_clock())
+        token = MARKS.set(marks)
+        status = 500
+        try:
+            status = await self._infer_plain(served, scope, receive, send, requested, marks)
+        finally:
+            MARKS.reset(token)
+            self.tracing.record(scope["headers"], served.name, served.version, marks, status)
+
+    async def _infer_plain(
+        self,
+        served: ServedModel,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        requested: str | None = None,
+        marks: Marks | None = None,
+    ) -> int:
         mm = served.metrics
         mm.requests.inc()
         mm.in_flight.inc()
@@ -297,8 +327,12 @@ class App:
                 request = await asyncio.get_running_loop().run_in_executor(
                     self.executor, self._decode, body, header_length
                 )
+            if marks is not None:
+                marks.decoded = trace_clock()
             v2.check_datatypes(request.inputs, served.model.schema)  # strict wire; gRPC calls it too
             outputs = await served.infer(request.inputs)
+            if marks is not None:
+                marks.inferred = trace_clock()
             if request.outputs is not None:
                 try:
                     outputs = {o.name: outputs[o.name] for o in request.outputs}
@@ -312,6 +346,9 @@ class App:
             if plog is not None and plog.sampled():  # queued for a background writer; never waits
                 request_id = request_id or new_request_id()  # the client gets it back to join labels on
                 plog.log(served.name, served.version, request_id, request.inputs, outputs, time.perf_counter() - start)
+            shadow = self.shadow
+            if shadow is not None and (rule := shadow.pick(served.name, requested, served.version)) is not None:
+                shadow.mirror(rule, request.inputs, outputs, request_id)  # in the background; never answers
             payload, json_length = v2.encode_response(
                 outputs,
                 model_name=served.name,
@@ -319,11 +356,13 @@ class App:
                 request_id=request_id,
                 binary=request.binary_outputs(list(outputs)),
             )
+            if marks is not None:
+                marks.encoded = trace_clock()
         except Exception as e:
             status, _ = error_response(e)
             mm.failure(status)
             await self._error(send, e)
-            return
+            return status
         finally:
             mm.in_flight.dec()
             mm.request_seconds.observe(time.perf_counter() - start)
@@ -332,6 +371,7 @@ class App:
         else:
             headers = [(b"content-type", _BINARY_CT), (b"inference-header-content-length", str(json_length).encode())]
             await _send(send, 200, payload, headers)
+        return 200
 
     def _decode(self, body: bytes, header_length: int | None) -> v2.InferRequest:
         return v2.decode_request(body, header_length, max_elements=self.max_elements)
@@ -429,6 +469,8 @@ def create_app(
     dashboard: bool = True,
     payload_log: PayloadLog | str | os.PathLike[str] | None = None,
     payload_sample_rate: float = 1.0,
+    shadow: Iterable[ShadowRule] | None = None,
+    tracing: bool | ServerTracing = False,
 ) -> App:
     """Build the ASGI app over explicit models and/or a repository directory ``<repo>/<name>/<version>/``.
 
@@ -447,7 +489,10 @@ def create_app(
     served traffic to drift monitors (see :class:`Repository`). ``dashboard`` serves the read-only
     pages at ``/`` (:mod:`aimass.server.dashboard`; its data needs the same token). ``payload_log``
     (a directory, an fsspec URL or a :class:`~aimass.server.payload_log.PayloadLog`) records a
-    ``payload_sample_rate`` share of requests and their answers in Parquet files.
+    ``payload_sample_rate`` share of requests and their answers in Parquet files. ``shadow`` rules
+    mirror a share of an alias's requests to a candidate version and compare its answers
+    (:mod:`aimass.server.shadow`). ``tracing`` (True, or a :class:`~aimass.server.tracing.ServerTracing`)
+    makes OpenTelemetry spans of each inference request (needs the ``[otel]`` extra).
 
     Example:
         >>> app = create_app({"mlp": "mlp.onnx"}, max_queue_delay=0.0005, auth_token="s3cret")   # doctest: +SKIP
@@ -491,6 +536,10 @@ def create_app(
             plog = PayloadLog(plog, sample_rate=payload_sample_rate)
         plog.bind_metrics(metrics.registry)
         app.payload_log = plog
+    if tracing:
+        app.tracing = tracing if isinstance(tracing, ServerTracing) else ServerTracing()
+    if shadow:
+        app.shadow = Shadow(shadow, repo, registry=metrics.registry, payload_log=app.payload_log)
     if dashboard:
         from aimass.server.dashboard import server_dashboard
 

@@ -1,12 +1,14 @@
 """Monitoring of served traffic: every request of a monitored model version feeds its monitor.
 
 A served version whose package carries a reference profile (``publish(..., reference=rows)``)
-gets a :class:`ServedMonitor`. On the request path it only appends the request's validated
-inputs, outputs and latency to a list (and counts errors); the statistics are computed off the
-request path, in batches: every ``flush_every`` requests the list is handed to a worker thread
-that feeds a :class:`aimass.monitor.Monitor` for the inputs (PSI and KS per feature against the
+gets a :class:`ServedMonitor`. On the request path it only appends the request's latency to a
+list and its validated inputs and outputs to a deque of the last ``window`` requests (wide or big
+tensors cut to what the window uses), and counts errors. The statistics are computed when read,
+on a scrape of ``/metrics`` or a report (and every ``fold_every`` requests, to keep the list
+short): a :class:`aimass.monitor.Monitor` for the inputs (PSI and KS per feature against the
 profile) and one for the outputs (their distribution, and PSI/KS when the package also carries
-``metadata["output_profile"]``); a scrape or a report flushes what is left first.
+``metadata["output_profile"]``). Requests between two reads all count (calls, latency); the drift
+window holds the last rows, as a :class:`~aimass.monitor.Monitor` does.
 
 Prometheus (labels ``model``, ``version``; per feature also ``feature``):
 ``aimass_input_drift_psi``, ``aimass_input_drift_ks``, ``aimass_input_drift_window_rows``,
@@ -24,13 +26,13 @@ Example:
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Executor, Future
 from typing import Any
 
 import numpy as np
 
-from aimass.monitor import LATENCY_BUCKETS, Monitor, Profile
+from aimass.monitor import LATENCY_BUCKETS, MAX_FEATURES, Monitor, Profile
 from aimass.schema import Schema
 
 __all__ = ["OUTPUT_PROFILE_KEY", "MonitorCollector", "ServedMonitor", "has_profile"]
@@ -65,8 +67,7 @@ class ServedMonitor:
         name: str,
         version: str,
         window: int = 1000,
-        flush_every: int = 1024,
-        executor: Executor | None = None,
+        fold_every: int = 65536,
     ) -> None:
         self.name = name
         self.version = version
@@ -75,61 +76,52 @@ class ServedMonitor:
         self.outputs = Monitor(
             out_schema, _profile(metadata.get(OUTPUT_PROFILE_KEY)), window=window, name=name, version=version
         )
-        self.flush_every = flush_every
-        self.executor = executor
-        self._pending: list[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray], float]] = []
-        self._ingesting: list[Future[None]] = []
-        self._flush_lock = threading.Lock()  # one flush at a time keeps the rings in request order
+        self.fold_every = fold_every
+        # Since the last fold: every request's latency and rows, and the last `window` requests'
+        # tensors (the drift window keeps no more rows than that).
+        self._seconds: list[float] = []
+        self._rows = 0
+        self._recent: deque[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]] = deque(maxlen=window)
+        self._fold_lock = threading.Lock()  # one fold at a time keeps the rings in request order
 
     def record(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray], seconds: float) -> None:
-        """One successful request (validated inputs, outputs, seconds): appended, nothing computed."""
-        pending = self._pending
-        pending.append((inputs, outputs, seconds))
-        if len(pending) >= self.flush_every:
-            self._pending = []
-            if self.executor is None:
-                self._ingest(pending)
-            else:
-                self._ingesting = [f for f in self._ingesting if not f.done()]
-                self._ingesting.append(self.executor.submit(self._ingest, pending))
+        """One successful request (validated inputs, outputs, seconds): kept, nothing computed."""
+        self._seconds.append(seconds)
+        rows = _count(inputs)
+        self._rows += rows
+        if rows > self.inputs.window or _wide(inputs):
+            inputs, outputs = _narrow(inputs, self.inputs.window), _narrow(outputs, self.inputs.window)
+        self._recent.append((inputs, outputs))
+        if len(self._seconds) >= self.fold_every:
+            self.flush()  # a few ms every fold_every requests: counts and latencies stay exact
 
     def record_error(self) -> None:
         """One failed request (bad input, model error, refusal)."""
         self.inputs.record_error()
 
     def flush(self) -> None:
-        """Feed the monitors with every request recorded so far."""
-        pending, self._pending = self._pending, []
-        for running in list(self._ingesting):  # batches handed to worker threads come first
-            running.result()
-        self._ingest(pending)
-
-    def _ingest(self, pending: list[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray], float]]) -> None:
-        if not pending:
-            return
-        seconds = [p[2] for p in pending]
-        # Every request counts (calls, latency), but the window keeps only the last `window` rows:
-        # only the requests that reach into it are concatenated.
-        sizes = [_count(p[0]) for p in pending]
-        start, kept = len(pending), 0
-        while start > 0 and kept < self.inputs.window:
-            start -= 1
-            kept += sizes[start]
-        total = sum(sizes)
-        tail = pending[start:]
-        with self._flush_lock:
-            for monitor, parts in ((self.inputs, [p[0] for p in tail]), (self.outputs, [p[1] for p in tail])):
+        """Feed the monitors: counts and latencies of every request since the last flush, tensors of the last ones."""
+        with self._fold_lock:
+            seconds, self._seconds = self._seconds, []
+            rows, self._rows = self._rows, 0
+            recent, self._recent = self._recent, deque(maxlen=self.inputs.window)
+            if not seconds:
+                return
+            for monitor, parts in ((self.inputs, [p[0] for p in recent]), (self.outputs, [p[1] for p in recent])):
                 names = [t.name for t in monitor.schema.inputs]
                 try:
                     merged = {n: np.concatenate([_rows(part[n]) for part in parts]) for n in names}
                 except (ValueError, KeyError):
                     # Shapes differ across requests (a dynamic inner axis) or an output was not asked
-                    # for: record one by one, skipping what is missing.
-                    for part, sec in zip(parts, seconds[start:], strict=True):
-                        if all(n in part for n in names):
-                            monitor.observe_many({n: _rows(part[n]) for n in names}, [sec])
-                    continue
-                monitor.observe_many(merged, seconds, rows=total)
+                    # for: the calls count, and the window takes the requests that fit the first one.
+                    usable = [p for p in parts if all(n in p for n in names)]
+                    merged = {n: _rows(usable[-1][n])[:0] for n in names} if usable else {}
+                    for part in usable:
+                        if all(_rows(part[n]).shape[1:] == merged[n].shape[1:] for n in names):
+                            merged = {n: np.concatenate([merged[n], _rows(part[n])]) for n in names}
+                    if not merged:
+                        merged = {n: np.zeros((0, 1)) for n in names}
+                monitor.observe_many(merged, seconds, rows=rows)
 
     def report(self) -> dict[str, Any]:
         """Calls, errors, latency, input drift per feature and the output distribution, as JSON-ready data."""
@@ -166,6 +158,24 @@ def _quantile_key(q: float) -> str:
 def _count(inputs: Mapping[str, np.ndarray]) -> int:
     first = next(iter(inputs.values()), None)
     return int(first.shape[0]) if first is not None and getattr(first, "ndim", 0) >= 1 else 1
+
+
+def _wide(tensors: Mapping[str, np.ndarray]) -> bool:
+    for a in tensors.values():
+        shape: tuple[int, ...] = getattr(a, "shape", ())
+        if len(shape) > 1 and a.size > MAX_FEATURES * shape[0]:
+            return True
+    return False
+
+
+def _narrow(tensors: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """Copies of what the window can use (the last ``rows`` rows, the first features): big requests
+    must not stay alive in the monitor whole."""
+    out = {}
+    for name, a in tensors.items():
+        tail = np.asarray(a)[-rows:]
+        out[name] = tail.reshape(tail.shape[0], -1)[:, :MAX_FEATURES].copy() if tail.ndim > 1 else tail.copy()
+    return out
 
 
 def _rows(array: np.ndarray) -> np.ndarray:

@@ -35,6 +35,8 @@ from aimass.package import is_package, read_manifest
 from aimass.protocol import documents
 from aimass.server.budget import Budget, package_bytes, release_memory, resident_bytes
 from aimass.server.monitoring import MonitorCollector, ServedMonitor, has_profile
+from aimass.server.tracing import MARKS, Marks
+from aimass.server.tracing import now as trace_clock
 from aimass.server.warmup import WarmupResult, serving_settings, warm_up
 
 __all__ = ["LOADING", "MONITOR_MODES", "BatchingConfig", "Budget", "Limits", "Repository", "ServedModel", "version_key"]
@@ -198,8 +200,19 @@ class ServedModel:
     async def _call(self, ready: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.batcher is not None:
             return await self.batcher.submit(ready)
+        marks = MARKS.get()
+        if marks is not None:  # a traced request (aimass.server.tracing): note when the model call ran
+            traced: dict[str, np.ndarray] = await self.placement.call(self._timed_marked, ready, marks)
+            return traced
         out: dict[str, np.ndarray] = await self.placement.call(self._timed, ready)
         return out
+
+    def _timed_marked(self, inputs: dict[str, np.ndarray], marks: Marks) -> dict[str, np.ndarray]:
+        marks.compute_start = trace_clock()
+        try:
+            return self._timed(inputs)
+        finally:
+            marks.compute_end = trace_clock()
 
     async def _infer_with_timeout(self, ready: dict[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
         # The call runs as its own task, shielded: on timeout the client gets 504 at once, while the
@@ -395,7 +408,7 @@ class Repository:
         key = (name, version)
         found = self.monitors.get(key)
         if found is None:  # kept across unloads and reloads, so the counts and the window go on
-            found = ServedMonitor(model.schema, model.metadata, name=name, version=version, executor=self.executor)
+            found = ServedMonitor(model.schema, model.metadata, name=name, version=version)
             self.monitors[key] = found
         return found
 

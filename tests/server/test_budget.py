@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -195,3 +196,33 @@ def test_budget_refuses_negative_caps() -> None:
     with pytest.raises(ValueError, match="max_loaded_models must be >= 0"):
         Budget(max_loaded_models=-1)
     assert Budget(max_loaded_models=3).fits(3, 0) and not Budget(memory_budget=10).fits(1, 11)
+
+
+def test_serve_options_reach_the_app(monkeypatch: pytest.MonkeyPatch, repo: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    import aimass.server as server
+    from aimass.cli import app as cli
+    from aimass.server.shadow import ShadowRule
+
+    built: list[Any] = []
+    real_create_app = server.create_app
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        built.append((kwargs, real_create_app(*args, **kwargs)))
+        return built[-1][1]
+
+    monkeypatch.setattr(server, "create_app", spy)
+    monkeypatch.setattr(server, "serve", lambda *a, **k: None)  # parse and build, do not listen
+    args = ["serve", str(repo), "--max-loaded-models", "3", "--memory-budget", "64MiB", "--pin", "m1", "--no-warmup"]
+    args += ["--monitor", "off", "--log-payloads", str(tmp_path / "logs"), "--log-sample-rate", "0.5"]
+    args += ["--shadow", "m1@production=2:0.5"]
+    result = CliRunner().invoke(cli(), args)
+    assert result.exit_code == 0, result.output
+    kwargs, app = built[0]
+    assert kwargs["max_loaded_models"] == 3 and kwargs["memory_budget"] == 64 << 20 and kwargs["pinned"] == ("m1",)
+    assert kwargs["warmup"] is False and kwargs["monitor"] == "off"
+    assert kwargs["shadow"] == [ShadowRule("m1", "production", "2", 0.5)]
+    assert "loaded at start" in result.output and [s.name for s in app.repository.loaded()] == ["m1"]
+    assert app.payload_log.sample_rate == 0.5
+    app.payload_log.close()
