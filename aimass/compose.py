@@ -32,7 +32,7 @@ from aimass.backends.base import Backend
 from aimass.errors import BackendNotFound, IntegrityError, SchemaError
 from aimass.files import read_json
 from aimass.model import Model
-from aimass.package import is_package, member, read_manifest
+from aimass.package import checksummed_names, member
 from aimass.schema import DType, Schema, TensorSpec
 
 __all__ = ["ComposedBackend", "ensemble", "pipeline"]
@@ -170,7 +170,7 @@ class ComposedBackend(Backend):
             path = path / SPEC_FILE
         root = path.parent
         spec = read_json(path, IntegrityError, where=f"composed model {root.name!r}: {path.name}")
-        checked = _checksummed_names(root)
+        _, checked = checksummed_names(root)  # compose.json cannot point at a file the manifest does not cover
         where = f"composed model {root.name!r}: {SPEC_FILE}"
         if not (isinstance(spec, dict) and isinstance(spec.get("parts"), list) and spec["parts"]):
             raise IntegrityError(f"{where} has no list of parts")
@@ -334,19 +334,3 @@ def ensemble(
     parts = [_as_model(m) for m in models]
     backend = ComposedBackend("ensemble", parts, method=method, weights=weights)
     return Model(backend, name=name or f"{method}(" + ",".join(p.name or "?" for p in parts) + ")")
-
-
-def _checksummed_names(root: Path) -> set[str]:
-    """Names (relative to ``root``) of the files the enclosing package's manifest checksums.
-
-    A composed model is loaded from a package that :func:`aimass.package.verify` has just checked;
-    a nested one sits in ``parts/<i>/`` of it. Walking up to that manifest lets each part's file be
-    matched against the checksummed list, so ``compose.json`` cannot point at anything else.
-    """
-    prefix = ""
-    for directory in (root, *root.parents[:8]):
-        if is_package(directory):
-            names = {a.path for a in read_manifest(directory).artifacts}
-            return {n[len(prefix) :] for n in names if n.startswith(prefix)}
-        prefix = f"{directory.name}/{prefix}"
-    return set()  # not inside a package: nothing is trusted
