@@ -22,7 +22,7 @@ fi
 # without a browser they skip and say so.
 if [ "${CI:-}" = "true" ] || [ "${AIMASS_BROWSER:-0}" = "1" ]; then
     if command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
-        { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } >/dev/null 2>&1 \
+        { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; } >/dev/null 2>&1 \
             || echo "chromium could not be installed: the dashboard browser tests will skip"
     fi
 fi

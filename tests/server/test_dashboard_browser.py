@@ -68,7 +68,7 @@ def server(library: Path) -> Iterator[str]:
 def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as p:
         # --no-sandbox: CI containers run as root, where Chromium's sandbox cannot start.
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
         yield launched
         launched.close()
 
