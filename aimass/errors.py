@@ -46,6 +46,7 @@ __all__ = [
 GRPC_CODES: dict[int, str] = {
     400: "INVALID_ARGUMENT",  # SchemaError, ModelLoadError, BackendNotFound, DeviceError, StoreError ...
     401: "UNAUTHENTICATED",  # missing or wrong bearer token
+    403: "PERMISSION_DENIED",  # UntrustedCode: a package with code, loaded without trust_code
     404: "NOT_FOUND",  # ModelNotFound
     405: "UNIMPLEMENTED",
     409: "FAILED_PRECONDITION",  # GateFailed
@@ -130,6 +131,13 @@ class UntrustedCode(ModelLoadError):
 
     ``files`` lists the package's code files. Opt in with ``Model.load(path, trust_code=True)``,
     ``aimass serve --trust-code`` or the backend option ``trust_code=true``.
+
+    Example:
+        >>> try:                                                   # doctest: +SKIP
+        ...     Model.load("shout-pkg/")
+        ... except UntrustedCode as e:
+        ...     e.files, e.status_code
+        (['code/shout.py'], 403)
     """
 
     status_code = 403

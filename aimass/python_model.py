@@ -250,6 +250,17 @@ def _importable(directory: Path) -> Iterator[None]:
         sys.path.remove(str(directory))
 
 
+@contextmanager
+def _no_bytecode() -> Iterator[None]:
+    # No __pycache__ written into the package: it would be a file its checksums do not cover.
+    before = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = before
+
+
 def _import_class(root: Path, module: str, qualname: str, where: str) -> type[PythonModel]:
     if not _MODULE.match(module):
         raise IntegrityError(f"{where}: {SPEC_FILE} names module {module!r}, which is not a Python module name")
@@ -266,7 +277,7 @@ def _import_class(root: Path, module: str, qualname: str, where: str) -> type[Py
             loaded = importlib.util.module_from_spec(spec)
             sys.modules[unique] = loaded
             try:
-                with _importable(main.parent):
+                with _importable(main.parent), _no_bytecode():
                     spec.loader.exec_module(loaded)
             except Exception as e:
                 del sys.modules[unique]
@@ -357,7 +368,9 @@ class PythonBackend(Backend):
                 "Model.load(..., trust_code=True), `aimass serve --trust-code`, or the backend option trust_code=true",
                 files=[prefix + c for c in code],
             )
-        for rel in [SPEC_FILE, f"{CODE_DIR}/{spec['module']}.py", *spec["files"]]:
+        # Every file under code/ may be imported (it is on sys.path while the module loads), and a
+        # __pycache__ file would run in place of its checksummed source: all must be covered.
+        for rel in [SPEC_FILE, f"{CODE_DIR}/{spec['module']}.py", *spec["files"], *_files_under(root, CODE_DIR)]:
             member(root, str(rel), where)  # relative, inside, no links
             if rel not in covered:
                 raise IntegrityError(f"{where}: file {prefix + str(rel)!r} is not covered by the package's checksums")

@@ -197,6 +197,25 @@ def test_tampered_code_file_is_refused(package: Path, tmp: Path) -> None:
         Model.load(copy, trust_code=True)
 
 
+@pytest.mark.parametrize("planted", ["__pycache__/python_models.cpython-311.pyc", "csv.py"])
+def test_unchecksummed_files_beside_the_code_are_refused(
+    package: Path, tmp: Path, planted: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # code/ is on sys.path while the module loads, and a .pyc runs in place of its source.
+    import shutil
+    import sys
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as without PYTHONDONTWRITEBYTECODE
+
+    copy = Path(shutil.copytree(package, tmp / f"planted-{planted.replace('/', '-')}"))
+    Model.load(copy, trust_code=True)
+    assert not (copy / "code" / "__pycache__").exists()  # loading writes nothing into the package
+    (copy / "code" / planted).parent.mkdir(exist_ok=True)
+    (copy / "code" / planted).write_bytes(b"raise SystemExit('never runs')\n")
+    with pytest.raises(IntegrityError, match=f"'code/{planted}' is not covered by the package's checksums"):
+        Model.load(copy, trust_code=True)
+
+
 def test_spec_cannot_reach_files_outside_the_checksums(package: Path, tmp: Path) -> None:
     import shutil
 

@@ -48,7 +48,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -65,10 +65,11 @@ from aimass.errors import (
     SchemaError,
     UnsupportedOperation,
 )
+from aimass.files import read_json
 from aimass.protocol import documents
 from aimass.schema import Schema
 
-__all__ = ["InProcessTransport", "RemoteBackend", "mount", "raise_for_status", "unmount"]
+__all__ = ["InProcessTransport", "RemoteBackend", "mount", "package_token", "raise_for_status", "unmount"]
 
 _URL = re.compile(
     r"^(?P<base>https?://[^/?#]+(?:/[^?#]*?)?)/v2/models/(?P<name>[^/?#]+)(?:/versions/(?P<version>[^/?#]+))?/?$"
@@ -203,10 +204,7 @@ def _package_source(path: Path, options: Mapping[str, Any]) -> tuple[str, dict[s
     token goes along only to hosts the user listed, or when the caller passes ``auth_token``.
     """
     where = str(path)
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise IntegrityError(f"remote package file {where}: not readable JSON ({e})") from None
+    saved = read_json(path, IntegrityError, where=f"remote package file {where}")
     if not isinstance(saved, dict) or not isinstance(saved.get("url"), str):
         raise IntegrityError(f"remote package file {where}: expected an object with a string 'url'")
     unknown = sorted(set(saved) - {"url", "options"})
@@ -238,19 +236,32 @@ def _package_source(path: Path, options: Mapping[str, Any]) -> tuple[str, dict[s
     if parsed.userinfo:
         raise IntegrityError(f"remote package file {where}: the URL may not carry credentials")
     merged = {**saved_options, **options}  # the caller's options win over the saved ones
-    if "auth_token" in options:
-        sending = "sending the auth_token the caller passed" if options["auth_token"] else "sending no token"
-    elif os.environ.get(CLIENT_TOKEN_ENV) and _token_host_allowed(url, os.environ):
-        merged["auth_token"] = os.environ[CLIENT_TOKEN_ENV]
-        sending = f"sending {CLIENT_TOKEN_ENV} (its host is listed in {CLIENT_TOKEN_HOSTS_ENV})"
-    else:
-        merged["auth_token"] = None
-        sending = (
-            f"not sending {CLIENT_TOKEN_ENV}: list its host[:port] in {CLIENT_TOKEN_HOSTS_ENV} "
-            "or pass options={'auth_token': ...} to send one"
-        )
+    token, sending = package_token(options, lambda: _token_host_allowed(url, os.environ))
+    merged.update(token)
     _log.warning("package %s points at remote server %s; %s", path.parent, url, sending)
     return url, merged
+
+
+def package_token(options: Mapping[str, Any], host_listed: Callable[[], bool]) -> tuple[dict[str, Any], str]:
+    """The token a model loaded from a saved remote package sends, and how the load warning says so.
+
+    The one rule for HTTP and gRPC remote packages: the caller's ``auth_token`` option wins; else
+    ``AIMASS_CLIENT_TOKEN`` goes only when ``host_listed()`` (its host is in
+    ``AIMASS_CLIENT_TOKEN_HOSTS``); else no token. Returns options to merge, and the reason.
+
+    Example:
+        >>> package_token({}, lambda: False)[0]
+        {'auth_token': None}
+    """
+    if "auth_token" in options:
+        return {}, "sending the auth_token the caller passed" if options["auth_token"] else "sending no token"
+    token = os.environ.get(CLIENT_TOKEN_ENV)
+    if token and host_listed():
+        return {"auth_token": token}, f"sending {CLIENT_TOKEN_ENV} (its host is listed in {CLIENT_TOKEN_HOSTS_ENV})"
+    return {"auth_token": None}, (
+        f"not sending {CLIENT_TOKEN_ENV}: list its host[:port] in {CLIENT_TOKEN_HOSTS_ENV} "
+        "or pass options={'auth_token': ...} to send one"
+    )
 
 
 class RemoteBackend(Backend):

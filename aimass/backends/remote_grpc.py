@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from aimass.backends.base import Backend
-from aimass.backends.remote import CLIENT_TOKEN_ENV, CLIENT_TOKEN_HOSTS_ENV
+from aimass.backends.remote import CLIENT_TOKEN_ENV, CLIENT_TOKEN_HOSTS_ENV, package_token
 from aimass.dependencies import require
 from aimass.errors import (
     GRPC_CODES,
@@ -53,6 +53,7 @@ from aimass.errors import (
     SchemaError,
     UnsupportedOperation,
 )
+from aimass.files import read_json
 from aimass.protocol import documents
 from aimass.schema import Schema
 
@@ -102,14 +103,14 @@ def _typed_error(error: Any, url: str) -> AimassError:
     return RemoteError(f"{url}: gRPC {code}: {message}", status_code=_HTTP_STATUS.get(code, 502))
 
 
-def _token_host_allowed(host: str, port: int, env: Mapping[str, str]) -> bool:
+def _token_host_allowed(host: str, port: int, scheme: str, env: Mapping[str, str]) -> bool:
     for entry in env.get(CLIENT_TOKEN_HOSTS_ENV, "").split(","):
         entry = entry.strip()
         if not entry:
             continue
         listed_host, _, listed_port = entry.rpartition(":")
-        if not listed_host or not listed_port.isdigit():
-            listed_host, listed_port = entry, str(_DEFAULT_PORTS["grpc"])
+        if not listed_host or not listed_port.isdigit():  # no port: the scheme's default, as for HTTP
+            listed_host, listed_port = entry, str(_DEFAULT_PORTS[scheme])
         if (listed_host, int(listed_port)) == (host, port):
             return True
     return False
@@ -118,10 +119,7 @@ def _token_host_allowed(host: str, port: int, env: Mapping[str, str]) -> bool:
 def _package_source(path: Path, options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """The URL and options of a saved gRPC remote package, refusing one that tries to carry credentials."""
     where = str(path)
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise IntegrityError(f"remote package file {where}: not readable JSON ({e})") from None
+    saved = read_json(path, IntegrityError, where=f"remote package file {where}")
     if not isinstance(saved, dict) or not isinstance(saved.get("url"), str) or set(saved) - {"url", "options"}:
         raise IntegrityError(f"remote package file {where}: expected an object with a string 'url' and 'options'")
     saved_options = saved.get("options") or {}
@@ -141,14 +139,8 @@ def _package_source(path: Path, options: Mapping[str, Any]) -> tuple[str, dict[s
         raise IntegrityError(f"remote package file {where}: {url!r} is not a gRPC model URL")
     merged = {**saved_options, **options}
     host, port = _target(match)
-    if "auth_token" in options:
-        sending = "sending the auth_token the caller passed" if options["auth_token"] else "sending no token"
-    elif os.environ.get(CLIENT_TOKEN_ENV) and _token_host_allowed(host, port, os.environ):
-        merged["auth_token"] = os.environ[CLIENT_TOKEN_ENV]
-        sending = f"sending {CLIENT_TOKEN_ENV} (its host is listed in {CLIENT_TOKEN_HOSTS_ENV})"
-    else:
-        merged["auth_token"] = None
-        sending = f"not sending {CLIENT_TOKEN_ENV}: list its host:port in {CLIENT_TOKEN_HOSTS_ENV} or pass auth_token"
+    token, sending = package_token(options, lambda: _token_host_allowed(host, port, match["scheme"], os.environ))
+    merged.update(token)
     _log.warning("package %s points at remote server %s; %s", path.parent, url, sending)
     return url, merged
 

@@ -164,7 +164,11 @@ class ServerOptions:
         int, typer.Option(help="model versions loaded at once; > 0 loads on demand and unloads the least recently used")
     ] = 0
     memory_budget: Annotated[
-        str, typer.Option(help="memory for loaded models, e.g. 8GiB; models load on demand within it (0: no cap)")
+        str,
+        typer.Option(
+            help="memory for loaded models, e.g. 8GiB, in each server process (--workers); models load on demand "
+            "within it (0: no cap)"
+        ),
     ] = "0"
     pin: Annotated[
         list[str] | None, typer.Option(help="under a budget: a model loaded at start and never unloaded; repeatable")

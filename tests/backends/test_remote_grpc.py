@@ -94,5 +94,5 @@ def test_saved_package_carries_no_credentials(
         with pytest.raises(IntegrityError, match=problem):
             GrpcRemoteBackend.load(bad)
     bad.write_bytes(b'{"url": "grpc://\xff"}')
-    with pytest.raises(IntegrityError, match="not readable JSON"):
+    with pytest.raises(IntegrityError, match=r"bad.json is not UTF-8 text \(byte 0xff"):
         GrpcRemoteBackend.load(bad)

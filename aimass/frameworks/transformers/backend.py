@@ -39,13 +39,15 @@ import copy
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aimass.backends import get_backend
 from aimass.backends.base import Backend
 from aimass.errors import ModelLoadError, SchemaError, UnsupportedOperation
+from aimass.files import read_json
 from aimass.frameworks.transformers.network import (
     load_pretrained,
     network_module,
@@ -198,33 +200,40 @@ class TextBackend(Backend):
 
     @classmethod
     def _from_package(cls, root: Path, device: str, opts: dict[str, Any]) -> TextBackend:
+        where = f"{PIPELINE} in {root.name!r}"
+        raw = read_json(root / PIPELINE, ModelLoadError, where=where)
+        if isinstance(raw, dict) and isinstance(raw.get("format"), int) and raw["format"] > FORMAT:
+            raise ModelLoadError(f"{where} has format {raw['format']}; this aimass reads up to {FORMAT}")
         try:
-            spec = json.loads((root / PIPELINE).read_text(encoding="utf-8"))
-            task = TASKS[spec["task"]]
-            head = Head(
-                labels=tuple(spec["labels"]), hidden_size=int(spec["hidden_size"]), multi_label=spec["multi_label"]
-            )
-            settings = dict(spec["tokenizer"])
-            net = spec["network"]
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-            raise ModelLoadError(f"{PIPELINE} in {root.name!r} is not a text pipeline description ({e})") from None
-        if spec.get("format", FORMAT) > FORMAT:
-            raise ModelLoadError(f"{PIPELINE} has format {spec['format']}; this aimass reads up to {FORMAT}")
+            spec = _PipelineSpec.model_validate(raw)
+            net = spec.network
+            net_schema = Schema.model_validate(net.schema_) if net.format == "aimass" else None
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "the document"
+            got = f", got {err['input']!r}" if "input" in err and err["type"] != "missing" else ""
+            message = str(err["msg"]).removeprefix("Value error, ")
+            raise ModelLoadError(f"{where} is not a text pipeline description: {field}: {message}{got}") from None
+        task = TASKS.get(spec.task)
+        if task is None:
+            raise ModelLoadError(f"{where}: task {spec.task!r} is none of {sorted(TASKS)}")
+        head = Head(labels=tuple(spec.labels), hidden_size=spec.hidden_size, multi_label=spec.multi_label)
+        settings = spec.tokenizer.model_dump()
         settings.update(_tokenizer_settings(opts))
         if "max_length" in opts:
             settings["max_length"] = opts["max_length"]
         encoder = TextEncoder.from_file(root / TOKENIZER, **settings)
         net_dir = root / NETWORK
         # Names come from the package: each must stay inside it (no "..", no links out).
-        files = [member(root, f"{NETWORK}/{name}") for name in net["files"]]
-        if net["format"] == "transformers":
+        files = [member(root, f"{NETWORK}/{name}") for name in net.files]
+        if net_schema is None:  # format "transformers": a save_pretrained directory
             read_config(net_dir)  # refuses config.json pointing at shipped code, with the reason
             model = load_pretrained(net_dir, task.auto_class)
             return cls._with_torch(task, head, encoder, model, device, opts)
-        network = get_backend(net["backend"]).load(
+        network = get_backend(net.backend).load(
             files[0],
             device=device,
-            schema=Schema.model_validate(net["schema"]),
+            schema=net_schema,
             options=opts.get("network_options"),
         )
         return cls(task=task, head=head, encoder=encoder, network=network, network_options=opts.get("network_options"))
@@ -312,6 +321,46 @@ class TextBackend(Backend):
         return [PIPELINE, TOKENIZER, *(f"{NETWORK}/{f}" for f in files)]
 
 
+class _TokenizerSpec(BaseModel):
+    """How ``pipeline.json`` records the tokenizer settings (:meth:`TextEncoder.settings`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pad_token: str | None = None
+    max_length: int
+    truncation: bool = True
+    padding: str = "longest"
+
+
+class _NetworkSpec(BaseModel):
+    """The network part of ``pipeline.json``: a ``save_pretrained`` directory or an aimass backend's files."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    format: Literal["transformers", "aimass"]
+    backend: str
+    files: list[str] = Field(min_length=1)
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+
+    @model_validator(mode="after")
+    def _schema_for_aimass(self) -> _NetworkSpec:
+        if self.format == "aimass" and self.schema_ is None:
+            raise ValueError("network format 'aimass' needs the network's schema")
+        return self
+
+
+class _PipelineSpec(BaseModel):
+    """``pipeline.json``, as :meth:`TextBackend.save` writes it."""
+
+    format: int = FORMAT
+    task: str
+    labels: list[str]
+    hidden_size: int
+    multi_label: bool
+    tokenizer: _TokenizerSpec
+    network: _NetworkSpec
+
+
 def _tokenizer_settings(opts: Mapping[str, Any]) -> dict[str, Any]:
     """The tokenizer settings among the load options (``truncation``, ``padding``)."""
     return {k: opts[k] for k in ("truncation", "padding") if k in opts}
@@ -328,10 +377,7 @@ def _tokenizer_config(path: Path) -> dict[str, Any]:
     file = path / "tokenizer_config.json"
     if not file.is_file():
         return {}
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"{path.name!r}: tokenizer_config.json is not valid JSON ({e})") from None
+    data = read_json(file, ModelLoadError, where=f"{path.name!r}: tokenizer_config.json")
     return data if isinstance(data, dict) else {}
 
 

@@ -256,3 +256,37 @@ def test_package_naming_files_outside_itself_is_refused(tmp_path: Path, onnx_cla
     (pkg / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(IntegrityError, match="leaves the package directory"):
         Model.load(pkg)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("format", "one"),
+        ("network", []),
+        ("network.files", []),
+        ("network.format", "pickle"),
+        ("tokenizer.evil", 1),
+        ("tokenizer.max_length", "long"),
+        ("labels", 3),
+    ],
+)
+def test_malformed_pipeline_description_is_a_typed_error(
+    tmp_path: Path, onnx_classifier: Model, field: str, value: Any
+) -> None:
+    from aimass.package import MANIFEST, sha256_file
+
+    pkg = onnx_classifier.save(tmp_path / "pkg")
+    spec = json.loads((pkg / "pipeline.json").read_text())
+    *parents, key = field.split(".")
+    target = spec
+    for part in parents:
+        target = target[part]
+    target[key] = value
+    (pkg / "pipeline.json").write_text(json.dumps(spec))
+    manifest = json.loads((pkg / MANIFEST).read_text())
+    for art in manifest["artifacts"]:
+        if art["path"] == "pipeline.json":
+            art["sha256"], art["size"] = sha256_file(pkg / "pipeline.json"), (pkg / "pipeline.json").stat().st_size
+    (pkg / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match=f"pipeline.json in 'pkg' is not a text pipeline description.*{key}"):
+        Model.load(pkg)
