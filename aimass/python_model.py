@@ -38,6 +38,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import os
@@ -242,12 +243,26 @@ def _files_under(root: Path, rel: str) -> list[str]:
 
 
 @contextmanager
-def _importable(directory: Path) -> Iterator[None]:
+def _importable(directory: Path, unique: str) -> Iterator[None]:
+    """``directory`` importable by plain names while a package's module loads, and only then.
+
+    Its extra code files (``import features``) must not reuse a same-named module that another
+    package, or the application, loaded before, nor leave theirs behind for the next package: names
+    they would take are set aside first, and what this import adds from ``directory`` moves under
+    ``unique`` afterwards (the loaded module keeps its references to it).
+    """
+    local = {p.stem for p in directory.glob("*.py")} | {p.name for p in directory.iterdir() if p.is_dir()}
+    aside = {n: sys.modules.pop(n) for n in list(sys.modules) if n.split(".")[0] in local}
+    before = set(sys.modules)
     sys.path.insert(0, str(directory))
     try:
         yield
     finally:
         sys.path.remove(str(directory))
+        for name in set(sys.modules) - before:
+            if name.split(".")[0] in local:
+                sys.modules[f"{unique}.{name}"] = sys.modules.pop(name)
+        sys.modules.update(aside)
 
 
 @contextmanager
@@ -267,7 +282,11 @@ def _import_class(root: Path, module: str, qualname: str, where: str) -> type[Py
     main = member(root, f"{CODE_DIR}/{module}.py", where)
     # Named by content: loading the same code twice reuses the module; different code never collides
     # with it, nor with a module of the same name that this process imported from elsewhere.
-    unique = f"aimass_code_{sha256_file(main)[:16]}_{module}"
+    code = main.parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in code.rglob("*") if p.is_file()):  # the extra code counts too
+        digest.update(f"{path.relative_to(code).as_posix()}\0{sha256_file(path)}\0".encode())
+    unique = f"aimass_code_{digest.hexdigest()[:16]}_{module}"
     with _IMPORT_LOCK:
         loaded: ModuleType | None = sys.modules.get(unique)
         if loaded is None:
@@ -277,7 +296,7 @@ def _import_class(root: Path, module: str, qualname: str, where: str) -> type[Py
             loaded = importlib.util.module_from_spec(spec)
             sys.modules[unique] = loaded
             try:
-                with _importable(main.parent), _no_bytecode():
+                with _importable(code, unique), _no_bytecode():
                     spec.loader.exec_module(loaded)
             except Exception as e:
                 del sys.modules[unique]

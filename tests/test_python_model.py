@@ -187,6 +187,43 @@ def test_code_does_not_run_until_trusted(tmp: Path, monkeypatch: pytest.MonkeyPa
     assert marker.read_text() == "imported\nimported\n"  # the package's own copy ran, once trusted
 
 
+def test_extra_code_of_the_same_name_stays_with_its_package(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two packages whose extra code file is "helper.py", with different contents: each must run its own.
+    import sys
+
+    paths = {}
+    for tag, step in (("a", 1), ("b", 2)):
+        src = tmp / f"src-{tag}"
+        src.mkdir()
+        (src / "helper.py").write_text(f"STEP = {step}.0\n")
+        (src / f"{tag}_model.py").write_text(
+            textwrap.dedent(
+                """
+                import helper
+                from aimass import PythonModel
+
+
+                class Stepper(PythonModel):
+                    schema = {"inputs": [{"name": "x", "dtype": "FP32", "shape": [-1]}],
+                              "outputs": [{"name": "y", "dtype": "FP32", "shape": [-1]}]}
+                    code = ("helper.py",)
+
+                    def predict(self, inputs):
+                        return {"y": inputs["x"] + helper.STEP}
+                """
+            )
+        )
+        monkeypatch.syspath_prepend(str(src))
+        monkeypatch.delitem(sys.modules, "helper", raising=False)
+        module = __import__(f"{tag}_model")
+        paths[tag] = Model.load(module.Stepper()).save(tmp / f"stepper-{tag}")
+    monkeypatch.delitem(sys.modules, "helper", raising=False)
+    a, b = (Model.load(paths[t], trust_code=True) for t in "ab")
+    assert a.predict([1.0])["y"].tolist() == [2.0]
+    assert b.predict([1.0])["y"].tolist() == [3.0]
+    assert "helper" not in sys.modules  # nothing left under the plain name for the next package
+
+
 def test_tampered_code_file_is_refused(package: Path, tmp: Path) -> None:
     import shutil
 
