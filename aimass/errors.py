@@ -57,6 +57,7 @@ GRPC_CODES: dict[int, str] = {
     502: "UNAVAILABLE",  # RemoteError: the upstream server failed
     503: "UNAVAILABLE",  # ServiceUnavailable: queue full (retry later)
     504: "DEADLINE_EXCEEDED",  # ServiceUnavailable: request_timeout passed
+    507: "RESOURCE_EXHAUSTED",  # ServiceUnavailable: a model that does not fit the memory budget
 }
 
 

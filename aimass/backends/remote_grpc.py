@@ -68,8 +68,12 @@ _DEFAULT_PORTS = {"grpc": 8001, "grpcs": 443}
 _ARTIFACT = "remote_grpc.json"
 _PACKAGE_OPTIONS = ("timeout", "raw")  # nothing that carries credentials or picks other hosts
 _TENSOR_IN_MESSAGE = re.compile(r"^(?:input|output) '([^']+)'")
-# gRPC code name -> the HTTP status a RemoteError carries (the server's table, read backwards).
-_HTTP_STATUS = {code: status for status, code in GRPC_CODES.items()}
+# gRPC code name -> the HTTP status a RemoteError carries: the server's table read backwards, the
+# first (most common) status winning where several share a code (INVALID_ARGUMENT -> 400, not 422).
+_HTTP_STATUS: dict[str, int] = {}
+for _status, _code in GRPC_CODES.items():
+    _HTTP_STATUS.setdefault(_code, _status)
+_HTTP_STATUS["UNAVAILABLE"] = 503  # what a client sees of an unreachable or busy server: retry later
 _log = logging.getLogger("aimass")
 
 
