@@ -81,6 +81,7 @@ class LayerChoice(BaseModel):
     op: str
     cosine_alone: float
     kept: str  # "int8" or "float"
+    input_outlier: float | None = None  # max / median of the layer input's per-channel ranges
 
 
 class Report(BaseModel):
@@ -181,7 +182,7 @@ class Report(BaseModel):
             rows.append(
                 (
                     "recipe",
-                    f"{r.recipe}: {r.latency_ms:.2f} ms on the check data{one}, min cosine {r.min_cosine:.5f}{mark}",
+                    f"{r.recipe}: {_latency(r.latency_ms)}{one}, min cosine {r.min_cosine:.5f}{mark}",
                 )
             )
         rows.extend(("note", n) for n in self.notes)
@@ -196,8 +197,12 @@ class Report(BaseModel):
         if not self.layers:
             return ""
         width = max(len(c.layer) for c in self.layers[:limit])
-        lines = [f"  {'layer'.ljust(width)}  {'op':<9} cosine alone  kept as"]
-        lines += [f"  {c.layer.ljust(width)}  {c.op:<9} {c.cosine_alone:12.5f}  {c.kept}" for c in self.layers[:limit]]
+        lines = [f"  {'layer'.ljust(width)}  {'op':<9} cosine alone  input max/median  kept as"]
+        lines += [
+            f"  {c.layer.ljust(width)}  {c.op:<9} {c.cosine_alone:12.5f}  "
+            f"{'' if c.input_outlier is None else f'{c.input_outlier:.1f}':>16}  {c.kept}"
+            for c in self.layers[:limit]
+        ]
         if len(self.layers) > limit:
             rest = self.layers[limit:]
             lines.append(
@@ -255,6 +260,11 @@ class Report(BaseModel):
         rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in self._rows())
         layers = f"<pre>{html.escape(self.layer_table())}</pre>" if self.layers else ""
         return f"<div><b>{head}</b><table>{rows}</table>{''.join(self.svg())}{layers}</div>"
+
+
+def _latency(ms: float) -> str:
+    # recipes that miss the quality target cannot be chosen, so the compressor does not time them
+    return f"{ms:.2f} ms on the check data" if np.isfinite(ms) else "not timed (below the target)"
 
 
 def recipes_svg(recipes: Sequence[Recipe], *, target: float | None = None, width: int = 480, height: int = 300) -> str:

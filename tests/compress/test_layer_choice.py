@@ -60,7 +60,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Model, np.ndarray]:
 
 def test_the_sensitive_layer_stays_in_float_and_min_cosine_holds(setup: tuple[Model, np.ndarray]) -> None:
     m, x = setup
-    q = m.compress("int8", data=x, repeats=0, min_cosine=0.99)
+    q = m.compress("int8", data=x, repeats=0, min_cosine=0.99, smooth=False)  # smoothing would rescue it
     r = q.report
     assert r.recipes[1].recipe == "int8 per-channel, all layers" and r.recipes[1].min_cosine < 0.99
     assert r.settings["float_layers"] == ["matmul1"] and r.settings["layers_quantized"] == "2/3"
@@ -89,10 +89,28 @@ def test_a_target_int8_meets_keeps_every_layer_int8(setup: tuple[Model, np.ndarr
 
 def test_static_int8_is_measured_and_chosen_only_when_it_wins(setup: tuple[Model, np.ndarray]) -> None:
     m, x = setup
-    q = m.compress("int8", data=x, repeats=0, min_cosine=0.99, static=True)
+    q = m.compress("int8", data=x, repeats=0, min_cosine=0.99, static=True, smooth=False)
     recipes = {rec.recipe: rec for rec in q.report.recipes}
     static = recipes["int8 static (QDQ, calibrated)"]
     passing = [rec for rec in q.report.recipes[1:] if rec.min_cosine >= 0.99]
     chosen = next(rec for rec in q.report.recipes if rec.chosen)
     assert chosen.latency_ms == min(rec.latency_ms for rec in passing)
     assert static.chosen == (chosen is static)
+
+
+def test_smoothing_moves_the_outlier_into_the_weights_and_keeps_every_layer_int8(
+    setup: tuple[Model, np.ndarray],
+) -> None:
+    m, x = setup
+    q = m.compress("int8", data=x, repeats=0, min_cosine=0.99)
+    r = q.report
+    recipes = {rec.recipe: rec for rec in r.recipes}
+    plain = recipes["int8 per-channel, all layers"]
+    chosen = next(rec for rec in r.recipes if rec.chosen)
+    assert chosen.recipe.startswith("int8 per-channel, smoothed (alpha") and chosen.recipe.endswith("all layers")
+    assert plain.min_cosine < 0.99 <= chosen.min_cosine
+    assert r.settings["layers_quantized"] == "3/3" and r.settings["smoothed"] and "float_layers" not in r.settings
+    worst = min(float(d.min_cosine or 0.0) for d in compare_outputs(m.predict(x), q.predict(x)))
+    assert worst >= 0.99 and worst > plain.min_cosine
+    assert any(n.startswith("smoothed (alpha") and "outliers moved into the weights" in n for n in r.notes)
+    assert_drift_is_real(m, q, x, "y")

@@ -6,16 +6,21 @@ the model's load-time example):
 1. transformer graphs are fused first (:mod:`aimass.frameworks.onnx.optimize`: attention,
    LayerNorm, GELU, bias-add), kept only when the fused graph computes what the original does;
 2. dynamic int8 with per-channel weights on every MatMul/Gemm/Attention layer;
-3. when that misses ``min_cosine`` (the worst row's cosine to the original), each layer is
-   quantized alone and ranked by the drift it causes, and the most sensitive are left in float,
+3. when that misses ``min_cosine`` (the worst row's cosine to the original), smoothing
+   (:mod:`aimass.frameworks.onnx.smooth`): activation outliers are moved into the weights
+   (SmoothQuant, ``alpha`` 0.65 and 0.8), alone and with the 4 channels that stay largest in
+   strongly skewed MatMul inputs computed in float beside the int8 product; every layer int8;
+4. when the best of those still misses, each layer is quantized alone (on the 16 check rows that
+   int8 moves most) and ranked by the drift it causes, and the most sensitive are left in float,
    one more at a time, until the target holds;
-4. static int8 (QDQ, activation ranges calibrated on the data) is measured too with
-   ``static=True``, or when dynamic int8 missed the target and there are at least 32 rows of
-   data; it is chosen only when it meets the target and is faster.
+5. static int8 (QDQ, activation ranges calibrated on the data) is measured too with
+   ``static=True``, or when everything missed the target and there are at least 32 rows of data.
 
-Every recipe tried (latency on the check inputs, worst cosine) and the per-layer table go into
-the Derived's settings under ``recipes`` and ``per_layer``; :func:`aimass.compress.compress` puts them
-in the report. ``compress()`` finds these functions through :data:`aimass.compress.COMPRESSORS`.
+Among the recipes that meet the target, the fastest (timed on up to 16 check rows and on one
+row) is chosen; recipes that miss it are not timed. Every recipe tried (latency, worst cosine)
+and the per-layer table go into the Derived's settings under ``recipes`` and ``per_layer``;
+:func:`aimass.compress.compress` puts them in the report. ``compress()`` finds these functions
+through :data:`aimass.compress.COMPRESSORS`.
 
 Example:
     >>> q = compress(Model.load("encoder.onnx"), "int8", data=rows)   # doctest: +SKIP
@@ -40,6 +45,8 @@ from aimass.dependencies import require
 from aimass.errors import UnsupportedOperation
 from aimass.frameworks.onnx.backend import OnnxBackend
 from aimass.frameworks.onnx.optimize import fuse
+from aimass.frameworks.onnx.smooth import FLOAT_PART, input_ranges, outlier_ratio, smoothable
+from aimass.frameworks.onnx.smooth import smooth as smooth_graph
 from aimass.measure import compare_outputs, sample_inputs
 
 __all__ = ["dynamic_int8", "fp16", "static_int8"]
@@ -47,6 +54,11 @@ __all__ = ["dynamic_int8", "fp16", "static_int8"]
 # Layers onnxruntime quantizes with int8 weights: matrix products, and fused attention (QAttention).
 WEIGHT_OPS = ("MatMul", "Gemm", "Attention")
 STATIC_MIN_ROWS = 32
+# Smoothing strengths tried (0: all outliers stay in the activations, 1: all move into the weights).
+SMOOTH_ALPHAS = (0.65, 0.8)
+FLOAT_CHANNELS = 4  # outlier channels per strongly skewed MatMul input that stay float
+RANK_ROWS = 16
+TIME_ROWS = 16
 
 
 def _ort_quant() -> Any:
@@ -132,7 +144,7 @@ class _Tried:
     name: str
     blob: bytes
     cosine: float
-    latency_ms: float  # the whole check batch
+    latency_ms: float  # a batch of up to TIME_ROWS check rows
     excluded: list[str]
     single_ms: float = float("nan")  # one row: per-call costs that a large batch hides (activation quantization)
 
@@ -148,9 +160,10 @@ class _Bench:
         self.backend = backend
         self.inputs = inputs
         self.row = {k: v[:1] for k, v in inputs.items()}
+        self.batch = {k: v[:TIME_ROWS] for k, v in inputs.items()}  # enough rows to time batched kernels
         self.ref = backend.run(inputs)
         self.baseline = _Tried(
-            "fp32 (original)", b"", 1.0, self.time(backend, inputs), [], self.time(backend, self.row)
+            "fp32 (original)", b"", 1.0, self.time(backend, self.batch, calls=2), [], self.time(backend, self.row)
         )
 
     @staticmethod
@@ -164,12 +177,18 @@ class _Bench:
             best = min(best, time.perf_counter() - t)
         return 1e3 * best
 
-    def measure(self, name: str, blob: bytes, excluded: list[str], *, timed: bool = True) -> _Tried:
+    def measure(
+        self, name: str, blob: bytes, excluded: list[str], *, timed: bool = True, time_from: float | None = None
+    ) -> _Tried:
+        """Worst cosine on the check inputs, and latency when ``timed`` and the cosine reaches ``time_from``.
+
+        Recipes that miss the target cannot be chosen, so ``time_from=min_cosine`` saves their timing.
+        """
         candidate = _load_onnx_bytes(blob, self.backend)
         cos = _worst_cosine(compare_outputs(self.ref, candidate.run(self.inputs)))
-        if not timed:
+        if not timed or (time_from is not None and cos < time_from):
             return _Tried(name, blob, cos, float("nan"), excluded)
-        batch, single = self.time(candidate, self.inputs), self.time(candidate, self.row, calls=5)
+        batch, single = self.time(candidate, self.batch, calls=2), self.time(candidate, self.row, calls=3)
         return _Tried(name, blob, cos, batch, excluded, single)
 
 
@@ -179,7 +198,7 @@ def _fused_base(backend: OnnxBackend, bench: _Bench, notes: list[str], **shape: 
     fused = fuse(proto, **shape)
     if fused is not None:
         blob = fused.proto.SerializeToString()
-        tried = bench.measure("fp32 fused", blob, [])
+        tried = bench.measure("fp32 fused", blob, [], timed=False)
         if tried.cosine >= 0.9999:
             notes.append(f"fused before quantizing: {fused.describe()}")
             return _named(fused.proto), True
@@ -189,6 +208,8 @@ def _fused_base(backend: OnnxBackend, bench: _Bench, notes: list[str], **shape: 
 
 def _dynamic(proto: Any, *, per_channel: bool, exclude: list[str], only: list[str] | None = None) -> bytes:
     oq = _ort_quant()
+    # the outlier channels smoothing split off stay float: that is their purpose
+    exclude = [*exclude, *(n.name for n in proto.graph.node if n.name.endswith(FLOAT_PART))]
     extra: dict[str, Any] = {"DefaultTensorType": _onnx().TensorProto.FLOAT}  # fused contrib ops have no inferred types
     return _run_quantizer(
         oq.quantize_dynamic,
@@ -212,6 +233,23 @@ def _exclusion_steps(n: int) -> Iterator[int]:
     yield n
 
 
+def _row_cosines(ref: list[np.ndarray], got: list[np.ndarray]) -> np.ndarray:
+    """Per row, the worst cosine over the float outputs (rows along the first axis)."""
+    worst: np.ndarray | None = None
+    for a, b in zip(ref, got, strict=True):
+        if a.dtype.kind != "f" or a.ndim == 0:
+            continue
+        a2, b2 = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+        norms = np.maximum(np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1), 1e-30)
+        cos = (a2 * b2).sum(axis=1) / norms
+        worst = cos if worst is None else np.minimum(worst, cos)
+    return worst if worst is not None else np.ones(1)
+
+
+def _outputs(blob: bytes, like: OnnxBackend, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return list(_load_onnx_bytes(blob, like).run(inputs).values())
+
+
 def dynamic_int8(
     backend: OnnxBackend,
     *,
@@ -221,14 +259,19 @@ def dynamic_int8(
     exclude: list[str] | None = None,
     optimize: bool | None = None,
     static: bool | None = None,
+    smooth: bool | float | None = None,
+    rank_rows: int = RANK_ROWS,
     num_heads: int | None = None,
     hidden_size: int | None = None,
     **unknown: Any,
 ) -> Derived:
-    """Dynamic int8 (``int8``), layers chosen by measured drift; see the module docstring.
+    """Dynamic int8 (``int8``), smoothed and with layers chosen by measured drift; see the module docstring.
 
     ``exclude=[node names]`` and ``per_channel=`` fix the recipe instead of searching;
-    ``optimize=False`` skips fusion; ``static=True``/``False`` forces or skips the static candidate.
+    ``optimize=False`` skips fusion; ``static=True``/``False`` forces or skips the static candidate;
+    ``smooth=False`` skips smoothing, ``smooth=0.6`` tries only that alpha, ``smooth=True`` tries
+    it even when plain int8 meets the target; ``rank_rows`` is how many of the worst check rows
+    rank the layers.
     """
     no_unknown_options(unknown)
     notes: list[str] = []
@@ -249,37 +292,49 @@ def dynamic_int8(
     first = bench.measure(f"int8 {label}, all layers", _dynamic(base, per_channel=pc, exclude=list(exclude or [])), [])
     first.excluded = list(exclude or [])
     tried.append(first)
-    if first.cosine < min_cosine and exclude is None and len(names) > 1:
-        # Rank layers by the drift each causes alone, then leave the worst in float until the target holds.
-        alone = {
-            name: bench.measure(name, _dynamic(base, per_channel=pc, exclude=[], only=[name]), [], timed=False).cosine
-            for name in names
-        }
-        ranked = sorted(names, key=lambda n: alone[n])
-
-        def leave_in_float(k: int) -> _Tried:
-            skip = ranked[:k]
-            t = bench.measure(
-                f"int8 {label}, {k} layer(s) in float", _dynamic(base, per_channel=pc, exclude=skip), skip
+    search, search_label, alpha = base, label, None
+    alpha_of: dict[str, float] = {}  # recipe name -> smoothing alpha
+    ranges: dict[str, np.ndarray] = {}
+    want_smooth = smooth is not False and (smooth is True or not isinstance(smooth, bool))
+    if want_smooth and (first.cosine < min_cosine or smooth is not None):
+        ranges = input_ranges(base, inputs)
+        alphas = SMOOTH_ALPHAS if smooth is None or isinstance(smooth, bool) else (float(smooth),)
+        best: _Tried | None = None
+        for a in alphas:
+            for channels in (0, FLOAT_CHANNELS):
+                smoothed, changed = smooth_graph(base, ranges, alpha=a, float_channels=channels)
+                if not changed:
+                    break
+                what = f"smoothed (alpha {a:g}{f', {channels} outlier channels float' if channels else ''})"
+                if channels and not any(n.name.endswith(FLOAT_PART) for n in smoothed.graph.node):
+                    continue  # no input skewed enough to split: the same graph as without
+                t = bench.measure(
+                    f"int8 {label}, {what}, all layers",
+                    _dynamic(smoothed, per_channel=pc, exclude=list(exclude or [])),
+                    list(exclude or []),
+                    time_from=min_cosine,
+                )
+                tried.append(t)
+                alpha_of[t.name] = a
+                if best is None or t.cosine > best.cosine:
+                    best, search, alpha, search_label = t, smoothed, a, f"{label}, {what}"
+        if best is not None and best.cosine > first.cosine:
+            notes.append(
+                f"{search_label.split(', ', 1)[1]}: activation outliers moved into the weights of "
+                f"{len(ranges)} layer input(s): worst cosine with all layers int8 "
+                f"{first.cosine:.5f} -> {best.cosine:.5f}"
             )
-            tried.append(t)
-            return t
-
-        low = 0  # the most layers in float known to miss the target
-        for k in _exclusion_steps(len(ranked)):
-            if k == len(ranked):
-                break  # everything in float is no int8 at all
-            if leave_in_float(k).cosine >= min_cosine:
-                while k - low > 1:  # bisect between the last miss and this hit: fewer layers in float is faster
-                    mid = (low + k) // 2
-                    if leave_in_float(mid).cosine >= min_cosine:
-                        k = mid
-                    else:
-                        low = mid
-                break
-            low = k
-        ops = dict(nodes)
-        layers = [{"layer": n, "op": ops[n], "cosine_alone": alone[n]} for n in ranked]
+        else:
+            search, alpha, search_label = base, None, label
+    if exclude is None and len(names) > 1 and all(t.cosine < min_cosine for t in tried):
+        layers = _leave_sensitive_in_float(bench, search, search_label, names, dict(nodes), pc, min_cosine, rank_rows,
+                                           tried)  # fmt: skip
+        if ranges:
+            users = smoothable(base)
+            outlier = {n.name: outlier_ratio(ranges[act]) for act, ns in users.items() if act in ranges for n in ns}
+            for row in layers:
+                if row["layer"] in outlier:
+                    row["input_outlier"] = outlier[row["layer"]]
     rows = next(iter(inputs.values())).shape[0]
     missed = all(t.cosine < min_cosine for t in tried)
     if static or (static is None and missed and data is not None and rows >= STATIC_MIN_ROWS):
@@ -290,9 +345,18 @@ def dynamic_int8(
     if not passing:
         notes.append(f"no recipe reached cosine {min_cosine}; kept the closest ({chosen.cosine:.5f})")
     if chosen.excluded:
+        all_int8 = max(t.cosine for t in tried if "in float" not in t.name and "static" not in t.name)
+        why = ", ".join(
+            f"{r['layer']} ({r['cosine_alone']:.5f} alone"
+            + (f", input max/median {r['input_outlier']:.0f}" if r.get("input_outlier") else "")
+            + ")"
+            for r in layers
+            if r["layer"] in set(chosen.excluded)
+        )
         notes.append(
-            f"{len(chosen.excluded)} layer(s) stay in float because quantizing them moved the output most "
-            f"(worst cosine with all layers int8: {first.cosine:.5f} < {min_cosine})"
+            f"{len(chosen.excluded)} layer(s) stay in float because quantizing them moved the output most"
+            + (f": {why}" if why else "")
+            + f" (worst cosine with all layers int8: {all_int8:.5f} < {min_cosine})"
         )
     kept = set(chosen.excluded)
     for row in layers:
@@ -302,6 +366,7 @@ def dynamic_int8(
         "per_channel": pc,
         "weight_type": "int8",
         "fused": fused,
+        "smoothed": "smoothed" in chosen.name,
         "layers_quantized": f"{len(names) - len(kept)}/{len(names)}",
         "min_cosine": min_cosine,
         "recipes": [
@@ -316,11 +381,70 @@ def dynamic_int8(
         ],
         "check_rows": rows,
     }
+    if "smoothed" in chosen.name:
+        settings["smooth_alpha"] = alpha_of.get(chosen.name, alpha)
     if layers:
         settings["per_layer"] = layers
     if chosen.excluded:
         settings["float_layers"] = chosen.excluded
     return Derived(_load_onnx_bytes(chosen.blob, backend), settings, notes)
+
+
+def _leave_sensitive_in_float(
+    bench: _Bench,
+    base: Any,
+    label: str,
+    names: list[str],
+    ops: dict[str, str],
+    per_channel: bool,
+    min_cosine: float,
+    rank_rows: int,
+    tried: list[_Tried],
+) -> list[dict[str, Any]]:
+    """Rank layers by the drift each causes alone, then leave the worst in float until ``min_cosine`` holds.
+
+    Ranking runs on the ``rank_rows`` check rows that int8 on every layer moves most (the rows
+    that decide the worst cosine), so it costs one quantization and a small run per layer.
+    """
+    everything = _outputs(_dynamic(base, per_channel=per_channel, exclude=[]), bench.backend, bench.inputs)
+    worst_rows = np.argsort(_row_cosines(list(bench.ref.values()), everything))[:rank_rows]
+    few = {k: v[worst_rows] for k, v in bench.inputs.items()}
+    ref = [v[worst_rows] for v in bench.ref.values()]
+    alone = {
+        name: float(
+            _row_cosines(
+                ref, _outputs(_dynamic(base, per_channel=per_channel, exclude=[], only=[name]), bench.backend, few)
+            ).min()
+        )
+        for name in names
+    }
+    ranked = sorted(names, key=lambda n: alone[n])
+
+    def leave_in_float(k: int) -> _Tried:
+        skip = ranked[:k]
+        t = bench.measure(
+            f"int8 {label}, {k} layer(s) in float",
+            _dynamic(base, per_channel=per_channel, exclude=skip),
+            skip,
+            time_from=min_cosine,
+        )
+        tried.append(t)
+        return t
+
+    low = 0  # the most layers in float known to miss the target
+    for k in _exclusion_steps(len(ranked)):
+        if k == len(ranked):
+            break  # everything in float is no int8 at all
+        if leave_in_float(k).cosine >= min_cosine:
+            while k - low > 1:  # bisect between the last miss and this hit: fewer layers in float is faster
+                mid = (low + k) // 2
+                if leave_in_float(mid).cosine >= min_cosine:
+                    k = mid
+                else:
+                    low = mid
+            break
+        low = k
+    return [{"layer": n, "op": ops[n], "cosine_alone": alone[n]} for n in ranked]
 
 
 def _static_candidate(
