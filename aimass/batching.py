@@ -158,8 +158,16 @@ class Batcher:
             self._start(loop)
         future: asyncio.Future[Inputs] = loop.create_future()
         item = _Item(inputs, future)
-        if not self._pending and self._running < self.max_concurrency and self.max_queue_delay == 0:
-            # Idle batcher and no delay: run now, skipping the dispatcher's wake-up round trip.
+        if (
+            not self._pending
+            and self._running < self.max_concurrency
+            and self.max_queue_delay == 0
+            and not self.placement.inline
+        ):
+            # Idle batcher and no delay: run now, skipping the dispatcher's wake-up round trip. Not for
+            # a model that runs inline: its call would end before any other request is read, so none
+            # would ever merge; queued instead, the dispatcher runs on the loop's next turn and takes
+            # every request that arrived in this one (as Triton merges what arrived meanwhile).
             self._running += 1
             await self._run([item])
             return await future
@@ -199,6 +207,10 @@ class Batcher:
                         continue  # woken by a new request, still under size and time: keep waiting
             batch = self._take()
             self._running += 1
+            if self.placement.inline:
+                # The call runs on the loop anyway: run it here rather than as a task a turn later.
+                await self._run(batch)
+                continue
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._inflight.add(task)  # a reference, so the task is not collected mid-run
             task.add_done_callback(self._inflight.discard)

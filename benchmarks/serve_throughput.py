@@ -6,11 +6,16 @@ MLServer with mlserver-sklearn (``predict_proba``), Triton through nvidia-pytrit
 coefficients as a numpy function with Triton's dynamic batcher on). One async load generator
 (aiohttp on uvloop, in this process) sends the same 1-row V2 JSON request at concurrency 1, 4,
 16 and 64; runs are interleaved server by server and repeated, and the medians are reported with
-the ratios. A second section measures dynamic batching on a model whose compute dominates (a
-deep, narrow ONNX MLP, 300 layers of 32): aimass with batching against aimass without, at c=16 and 64.
+the ratios. A second section measures dynamic batching on a model whose per-call cost is large (a
+deep, narrow ONNX MLP of 32-wide layers, ``--deep-layers 300,1000`` for one section per depth):
+aimass with batching against aimass without, at c=16 and 64, over HTTP/JSON and over gRPC, with the
+rows per model call the batcher achieved (from ``/metrics``). Batching lifts throughput by up to
+(per-request transport cost + per-call cost) / per-request transport cost, so its lift depends on
+how the model's call compares with the transport: the printed one-call timings say which case a run is.
 A gRPC section (``--skip grpc`` to leave it out) drives aimass (``serve --grpc-port``), Triton
 (PyTriton, dynamic batching) and MLServer over gRPC with one ``grpc.aio`` load generator sending the
-same 1-row ``ModelInferRequest`` (raw tensor contents) at c=16 and c=64.
+same 1-row ``ModelInferRequest`` (raw tensor contents) at c=16 and c=64, then aimass and Triton with
+``perf_analyzer -i grpc``. Load averages are printed after each section.
 
 The peers live in their own virtual environments under ``benchmarks/.peers/`` (gitignored),
 created on first run: ``mlserver==1.7.1 mlserver-sklearn==1.7.1 uvloop==0.21.0`` and
@@ -137,7 +142,7 @@ def build_logreg_onnx(directory: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def build_deep_mlp(directory: Path, layers: int = 300, width: int = 32) -> Path:
-    """A deep, narrow ONNX MLP (4 -> 32 x 300 -> 2): the per-call cost (hundreds of kernel launches)
+    """A deep, narrow ONNX MLP (4 -> 32 x layers -> 2): the per-call cost (hundreds of kernel launches)
     dwarfs the per-row cost, as in most real models at small batch: the case dynamic batching is for."""
     from aimass import Model
 
@@ -357,12 +362,30 @@ def report(
 # -- gRPC ---------------------------------------------------------------------------------------------
 
 
-def grpc_request(rng: np.random.Generator) -> Any:
+def grpc_request(rng: np.random.Generator, model: str = "logreg") -> Any:
     """The same 1-row request for every server, in raw_input_contents (what tritonclient sends)."""
     from aimass.protocol.grpc import codec
 
     row = rng.standard_normal((1, N_FEATURES)).astype(np.float32)
-    return codec.encode_infer_request({"input": row}, model_name="logreg")
+    return codec.encode_infer_request({"input": row}, model_name=model)
+
+
+def rows_per_call(server: Server) -> str:
+    """Mean rows per model call so far, from the server's ``/metrics`` (``aimass_batch_size``): whether
+    requests were merged."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10).text
+    total = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        for k in total:
+            if line.startswith(f"aimass_batch_size_{k}{{") and f'model="{server.model}"' in line:
+                total[k] += float(line.rsplit(" ", 1)[1])
+    return f"{total['sum'] / total['count']:.1f}" if total["count"] else "n/a"
+
+
+def load_average() -> str:
+    return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 async def drive_grpc(target: str, request: Any, concurrency: int, seconds: float) -> tuple[float, float, float, int]:
@@ -404,16 +427,21 @@ PERF_ANALYZER = PEERS / "perf" / "bin" / "perf_analyzer"
 TRITON_TOKEN = "aimass-benchmark-token"  # lets perf_analyzer read PyTriton's (guarded) model statistics
 
 
-def perf_analyzer_grpc(target: str, concurrency: int, seconds: float) -> tuple[float, float, float, int]:
-    """Triton's C++ load generator, ``perf_analyzer -i grpc``, on model ``logreg``: (req/s, p50, p99, failed)."""
+def perf_analyzer_grpc(
+    target: str, concurrency: int, seconds: float, model: str = "logreg", extra: tuple[str, ...] = ()
+) -> tuple[float, float, float, int]:
+    """Triton's C++ load generator, ``perf_analyzer -i grpc``, on ``model``: (req/s, p50, p99, failed).
+
+    ``extra``: more arguments (``--shape input:1,4`` for a model served unbatched, whose config has a
+    dynamic first dimension that perf_analyzer will not guess)."""
     import re
 
     libs = sorted((PEERS / "perf").glob("lib/python*/site-packages/nvidia/cuda_runtime/lib"))
     env = {**os.environ, "LD_LIBRARY_PATH": ":".join(str(p) for p in libs)}
     window = str(max(500, int(seconds * 1000 / 3)))  # three windows of seconds/3 each
-    cmd = [str(PERF_ANALYZER), "-m", "logreg", "-u", target, "-i", "grpc", "--concurrency-range", str(concurrency),
+    cmd = [str(PERF_ANALYZER), "-m", model, "-u", target, "-i", "grpc", "--concurrency-range", str(concurrency),
            "--measurement-interval", window, "--stability-percentage", "1000", "--max-trials", "3",
-           "-H", f"triton-grpc-protocol-triton-access-token:{TRITON_TOKEN}"]  # fmt: skip
+           "-H", f"triton-grpc-protocol-triton-access-token:{TRITON_TOKEN}", *extra]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     out = done.stdout + done.stderr
     found = {k: re.search(rf"{k}: ([0-9.]+)", out) for k in ("Throughput", "p50 latency", "p99 latency")}
@@ -433,7 +461,14 @@ def perf_analyzer_works() -> bool:
 
 
 def grpc_table(
-    targets: dict[str, str], levels: list[int], repeats: int, seconds: float, request: Any, perf: bool = False
+    targets: dict[str, str],
+    levels: list[int],
+    repeats: int,
+    seconds: float,
+    request: Any,
+    perf: bool = False,
+    model: str = "logreg",
+    extra: dict[str, tuple[str, ...]] | None = None,
 ) -> dict[tuple[str, int], tuple[float, float, float, int]]:
     """``table`` for gRPC targets (name -> host:port), interleaved and rotated the same way; the
     load generator is grpc.aio in this process, or perf_analyzer with ``perf``."""
@@ -444,7 +479,7 @@ def grpc_table(
             for n in names[r % len(names) :] + names[: r % len(names)]:
                 runs = results.setdefault((n, c), [])
                 if perf:
-                    runs.append(perf_analyzer_grpc(targets[n], c, seconds))
+                    runs.append(perf_analyzer_grpc(targets[n], c, seconds, model, (extra or {}).get(n, ())))
                 else:
                     runs.append(asyncio.run(drive_grpc(targets[n], request, c, seconds)))
     return {
@@ -477,11 +512,40 @@ def grpc_section(work: Path, repo: Path, coef: dict[str, Any], args: argparse.Na
         request = grpc_request(np.random.default_rng(0))
         med = grpc_table(targets, levels, args.repeats, args.seconds, request)
         report("gRPC: 4-feature logreg, 1-row raw-contents requests (grpc.aio)", med, list(targets), levels)
+        print(f"aimass rows per model call (all gRPC runs so far): {rows_per_call(servers[0])}; {load_average()}")
         if perf_analyzer_works():
             # MLServer has no ModelConfig RPC, which perf_analyzer reads first: aimass and Triton only.
             pair = {n: t for n, t in targets.items() if n != "mlserver-grpc"}
             med = grpc_table(pair, levels, args.repeats, args.seconds, request, perf=True)
             report("gRPC, the same servers driven by perf_analyzer -i grpc (C++)", med, list(pair), levels)
+            print(f"{load_average()}")
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def grpc_deep_section(deep_repo: Path, layers: int, args: argparse.Namespace, options: list[str]) -> None:
+    """Dynamic batching over gRPC on the deep MLP: the same server with batching on and off, c=16 and 64."""
+    servers, targets = [], {}
+    for name, batch in (("deep-grpc-batched", "64"), ("deep-grpc-nobatch", "0")):
+        grpc_port, http_port = free_port(), free_port()
+        cmd = [str(VENV_BIN / "aimass"), "serve", str(deep_repo), "--port", str(http_port),
+               "--grpc-port", str(grpc_port), "--max-batch-size", batch, *options]  # fmt: skip
+        servers.append(Server(name, cmd, http_port, "deep"))
+        targets[name] = f"127.0.0.1:{grpc_port}"
+    try:
+        for s in servers:
+            s.wait()
+        request = grpc_request(np.random.default_rng(0), model="deep")
+        med = grpc_table(targets, [16, 64], args.repeats, args.seconds, request)
+        report(f"gRPC: {layers}-layer MLP, dynamic batching on vs off (grpc.aio)", med, list(targets), [16, 64])
+        print(f"rows per model call, batched: {rows_per_call(servers[0])}; {load_average()}")
+        if perf_analyzer_works():  # the C++ generator leaves the server more of the two cores
+            shape: dict[str, tuple[str, ...]] = {"deep-grpc-nobatch": ("--shape", f"input:1,{N_FEATURES}")}
+            med = grpc_table(targets, [16, 64], args.repeats, args.seconds, request, True, "deep", shape)
+            title = f"gRPC: {layers}-layer MLP, dynamic batching on vs off (perf_analyzer -i grpc)"
+            report(title, med, list(targets), [16, 64])
+            print(f"rows per model call, batched (all gRPC runs): {rows_per_call(servers[0])}; {load_average()}")
     finally:
         for s in servers:
             s.stop()
@@ -534,6 +598,36 @@ def serve_variant(variant: str, port: int, repo: Path) -> None:
     )
 
 
+def deep_section(work: Path, layers: int, args: argparse.Namespace, skip: set[str]) -> None:
+    """Dynamic batching on the deep MLP of ``layers`` layers: on (no delay, and 2 ms) vs off, HTTP then gRPC."""
+    work.mkdir(parents=True, exist_ok=True)
+    deep_repo = build_deep_mlp(work, layers)
+    options = [a for o in args.deep_option for a in ("--option", o)]
+    if options:
+        print(f"\ndeep MLP served with {options}")
+    print(f"\n{layers}-layer MLP, one call in-process: {model_call_us(deep_repo / 'deep' / '1')}")
+    batched = ("--max-batch-size", "64")
+    pair = [
+        aimass_server("deep-batched", deep_repo, "deep", *batched, *options),
+        aimass_server("deep-nobatch", deep_repo, "deep", "--max-batch-size", "0", *options),
+        aimass_server("deep-batched-2ms", deep_repo, "deep", *batched, "--max-queue-delay", "2ms", *options),
+    ]
+    try:
+        for s in pair:
+            s.wait()
+        med = table(pair, [16, 64], args.repeats, args.seconds, request_body(np.random.default_rng(0)))
+        names = [s.name for s in pair]
+        report(f"{layers}-layer 32-wide MLP, dynamic batching on vs off (HTTP/JSON)", med, names, [16, 64])
+        report("", med, [names[2], names[1]], [16, 64])
+        print(f"rows per model call: {names[0]} {rows_per_call(pair[0])}, {names[2]} {rows_per_call(pair[2])}")
+        print(load_average())
+    finally:
+        for s in pair:
+            s.stop()
+    if "grpc" not in skip:
+        grpc_deep_section(deep_repo, layers, args, options)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -541,6 +635,7 @@ def main() -> None:
     ap.add_argument("--levels", default="1,4,16,64")
     ap.add_argument("--skip", default="", help="comma list of: logreg, mlserver, triton, stacks, deep, grpc")
     ap.add_argument("--deep-option", action="append", default=[], help="aimass serve --option for the deep MLP")
+    ap.add_argument("--deep-layers", default="300", help="comma list: one deep-MLP section per depth")
     ap.add_argument("--setup-peers", action="store_true", help="only create the peer environments, then exit")
     ap.add_argument("--serve-variant", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -556,7 +651,7 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     levels = [int(c) for c in args.levels.split(",")]
     cpu = platform.processor() or platform.machine()
-    print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; {load_average()}")
     print(f"{args.seconds:.0f} s per run, {args.repeats} interleaved repeats, medians; cells: req/s p50/p99 ms")
     body = request_body(np.random.default_rng(0))
     with tempfile.TemporaryDirectory(prefix="aimass-bench-") as tmp:
@@ -581,41 +676,15 @@ def main() -> None:
             if servers:
                 med = table(servers, levels, args.repeats, args.seconds, body)
                 report("4-feature logistic regression, 1-row JSON requests", med, [s.name for s in servers], levels)
+                print(load_average())
         finally:
             for s in servers:
                 s.stop()
         if "grpc" not in skip:
             grpc_section(work, repo, coef, args, skip)
         if "deep" not in skip:
-            deep_repo = build_deep_mlp(work)
-            options = [a for o in args.deep_option for a in ("--option", o)]
-            if options:
-                print(f"\ndeep MLP served with {options}")
-            print(f"\n300-layer MLP, one call in-process: {model_call_us(deep_repo / 'deep' / '1')}")
-            pair = [
-                aimass_server("deep-batched", deep_repo, "deep", "--max-batch-size", "64", *options),
-                aimass_server("deep-nobatch", deep_repo, "deep", "--max-batch-size", "0", *options),
-                aimass_server(
-                    "deep-batched-2ms",
-                    deep_repo,
-                    "deep",
-                    "--max-batch-size",
-                    "64",
-                    "--max-queue-delay",
-                    "2ms",
-                    *options,
-                ),
-            ]
-            try:
-                for s in pair:
-                    s.wait()
-                med = table(pair, [16, 64], args.repeats, args.seconds, body)
-                names = [s.name for s in pair]
-                report("300-layer 32-wide MLP, dynamic batching on vs off", med, names, [16, 64])
-                report("", med, [names[2], names[1]], [16, 64])
-            finally:
-                for s in pair:
-                    s.stop()
+            for layers in (int(n) for n in args.deep_layers.split(",")):
+                deep_section(work / f"deep{layers}", layers, args, skip)
 
 
 if __name__ == "__main__":

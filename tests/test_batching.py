@@ -63,6 +63,25 @@ def test_zero_delay_runs_a_lone_request_at_once(mlp: Model) -> None:
     assert rec.calls == [2]
 
 
+def test_inline_calls_still_merge_concurrent_requests(mlp: Model) -> None:
+    # A tiny model runs on the event loop once its calls prove short; requests that arrive together
+    # must still merge (run at once, each would end before the next one is read).
+    rec = Recorder(mlp)
+    batcher = Batcher(rec, max_batch_size=64, max_queue_delay=0.0, inline_below=1.0)
+
+    async def run() -> list[dict[str, np.ndarray]]:
+        for seed in range(batcher.placement.warmup):  # one at a time: proves the calls short
+            await batcher.submit(_rows(1, seed))
+        assert batcher.placement.inline
+        rec.calls.clear()
+        return list(await asyncio.gather(*(batcher.submit(_rows(1, i)) for i in range(32))))
+
+    results = asyncio.run(run())
+    for i, out in enumerate(results):
+        np.testing.assert_allclose(out["y"], mlp.predict(_rows(1, i))["y"], rtol=1e-6, atol=1e-6)
+    assert sum(rec.calls) == 32 and len(rec.calls) <= 2, rec.calls
+
+
 def test_oversized_request_runs_alone_and_different_shapes_do_not_merge() -> None:
     calls: list[tuple[int, ...]] = []
 

@@ -30,6 +30,7 @@ import importlib.util
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -99,6 +100,10 @@ class InferenceServicer:
         self._server_meta = self._codec.server_metadata_response(
             documents.server_metadata("aimass", __version__, documents.EXTENSIONS)
         )
+        # Metadata and config messages per loaded version (built once: clients such as perf_analyzer
+        # ask before every run); an unloaded version drops out with its ServedModel.
+        self._metadata: weakref.WeakKeyDictionary[Any, tuple[tuple[str, ...], Any]] = weakref.WeakKeyDictionary()
+        self._configs: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
         # Triton's methods that aimass does not serve answer UNIMPLEMENTED (streaming, statistics,
         # shared memory, trace and log settings).
@@ -170,15 +175,22 @@ class InferenceServicer:
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         async def build() -> Any:
             served = self.repository.get(request.name, request.version or None)
-            return self._codec.model_metadata_response(served.metadata(self.repository.versions(request.name)))
+            versions = tuple(self.repository.versions(request.name))
+            cached = self._metadata.get(served)
+            if cached is None or cached[0] != versions:  # versions change as others load and unload
+                cached = (versions, self._codec.model_metadata_response(served.metadata(list(versions))))
+                self._metadata[served] = cached
+            return cached[1]
 
         return await self._answer(context, build)
 
     async def ModelConfig(self, request: Any, context: Any) -> Any:
         async def build() -> Any:
-            return self._codec.model_config_response(
-                self.repository.get(request.name, request.version or None).config()
-            )
+            served = self.repository.get(request.name, request.version or None)
+            config = self._configs.get(served)
+            if config is None:
+                config = self._configs[served] = self._codec.model_config_response(served.config())
+            return config
 
         return await self._answer(context, build)
 

@@ -102,3 +102,19 @@ def test_typed_values_are_checked_like_json() -> None:
     msg = _request("FP99", (1,))
     with pytest.raises(SchemaError, match="unknown datatype 'FP99'"):
         codec.decode_infer_request(msg)
+
+
+def test_raw_fast_paths_keep_layout_byte_order_and_values() -> None:
+    # Outputs in any layout come out in C order; raw inputs are read in place (no copy) and equal
+    # what was sent.
+    base = np.arange(12, dtype=np.float32).reshape(3, 4)
+    outputs = {"t": base.T, "s": base[:, ::2], "i": np.array([[1, -2]], np.int64)}
+    msg = codec.encode_infer_response(outputs, model_name="m")
+    back = codec.decode_infer_response(msg).outputs
+    np.testing.assert_array_equal(back["t"], base.T)
+    np.testing.assert_array_equal(back["s"], base[:, ::2])
+    assert back["t"].dtype == np.float32 and back["i"].tolist() == [[1, -2]]
+    request = codec.encode_infer_request({"x": base}, model_name="m")
+    x = codec.decode_infer_request(request).inputs["x"]
+    np.testing.assert_array_equal(x, base)
+    assert x.dtype == np.float32 and not x.flags.owndata
