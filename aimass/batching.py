@@ -10,9 +10,11 @@ models) while it computes.
 When a merged call fails, its error is logged (logger ``aimass.batching``) and the batch is split in
 two halves (of about equal rows) that are retried, recursively, so one bad request among N costs
 about ``2 * log2(N)`` extra calls and cannot fail its neighbours. When both halves of a split fail
-with the same error (type and message), the error does not depend on the input (a broken model, a
-lost device) and every request of that batch gets it without further splitting: a model that fails
-for every input is called 3 times per merged batch, not once per request.
+with the same error (type and message) and so does one request alone, the error does not depend on
+the input (a broken model, a lost device) and every request of that batch gets it without further
+splitting: a model that fails for every input is called 4 times per merged batch, not once per
+request. (Without the lone request, a model that fails on some merged sizes only would fail
+requests that succeed alone.)
 
 Example:
     >>> import asyncio, numpy as np
@@ -280,12 +282,18 @@ class Batcher:
             if e is not None:
                 failed.append((half, e))
         if len(failed) == 2 and _same_error(failed[0][1], failed[1][1]):
-            # Both halves failed alike: the error does not depend on which requests ran, so no
-            # smaller call would succeed either.
-            for half, e in failed:
-                for item in half:
-                    _fail(item.future, e)
-            return
+            # Both halves failed alike. Either the model fails whatever runs (a lost device), or the
+            # failure depends on the merged size and both halves happened to share it (a model that
+            # needs rows in multiples of 3): one request alone tells them apart, for one more call.
+            probe = failed[0][0][0]
+            e = await self._attempt([probe])
+            if e is not None and _same_error(e, failed[0][1]):
+                for half, err in failed:
+                    for item in half:
+                        _fail(item.future, err)
+                return
+            if e is not None:
+                _fail(probe.future, e)
         for half, e in failed:
             if len(half) == 1:
                 _fail(half[0].future, e)

@@ -178,8 +178,29 @@ def test_a_model_failing_for_every_input_is_not_rerun_per_request() -> None:
     batcher = Batcher(broken, max_batch_size=64, max_queue_delay=0.2)
     results = _gather_16(batcher, [_rows(1, i) for i in range(16)])
     assert calls[0] == 16, calls
-    assert len(calls) <= 3, calls  # the merged call, then one per half: not 1 + 16
+    assert len(calls) <= 4, calls  # the merged call, one per half, one request alone: not 1 + 16
     assert all(isinstance(r, PredictionError) and str(r) == "device lost" for r in results), results
+
+
+def test_halves_that_fail_alike_are_still_split_when_requests_succeed_alone(mlp: Model) -> None:
+    # The model takes rows in multiples of 3 only, and says so by the merged size: halves of equal
+    # size fail with the same message, yet each 3-row request succeeds alone.
+    def threes(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(inputs["x"])
+        if n % 3:
+            raise PredictionError(f"cannot reshape {n} rows into threes")
+        return mlp.backend.run(inputs)
+
+    batcher = Batcher(threes, max_batch_size=64, max_queue_delay=0.2)
+    sizes = [3, 2, 3, 2]  # merged 10; halves [3, 2] and [3, 2] fail alike
+    requests = [_rows(n, i) for i, n in enumerate(sizes)]
+    results = _gather_16(batcher, requests)
+    for n, req, out in zip(sizes, requests, results, strict=True):
+        if n == 3:
+            assert isinstance(out, dict), out
+            np.testing.assert_allclose(out["y"], mlp.predict(req)["y"], rtol=1e-6, atol=1e-6)
+        else:
+            assert isinstance(out, PredictionError) and str(out) == "cannot reshape 2 rows into threes"
 
 
 def test_one_bad_request_among_16_is_found_by_bisection(mlp: Model) -> None:

@@ -30,9 +30,11 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
 import orjson
 
 from aimass import __version__
@@ -49,7 +51,7 @@ from aimass.server.tracing import now as trace_clock
 if TYPE_CHECKING:
     from aimass.server.dashboard import Dashboard
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "App", "HTTPError", "create_app", "error_response"]
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "Answer", "App", "HTTPError", "create_app", "error_response"]
 
 log = logging.getLogger("aimass.server")
 
@@ -65,6 +67,19 @@ _JSON = [(b"content-type", b"application/json")]
 _BINARY_CT = v2.BINARY_CONTENT_TYPE.encode()
 # An absolute path of two or more components, not preceded by a word, dot or slash (so not a URL's path).
 _ABS_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.@+~-]+/)+[\w.@+~-]*")
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a transport encodes: the model that answered, the decoded request, outputs, request id."""
+
+    served: ServedModel
+    request: v2.InferRequest
+    outputs: dict[str, np.ndarray]
+    request_id: str | None
 
 
 class HTTPError(AimassError):
@@ -243,14 +258,10 @@ class App:
         path = scope["path"]
         if action == "infer":
             _allow(method, "POST", path)
-            served = await self.repository.acquire(name, version)  # loads it on demand under a budget
-            try:
-                return await self._infer(served, scope, receive, send, version)
-            finally:
-                self.repository.release(served)
+            return await self._infer(name, version, scope, receive, send)
         if action == "":
             _allow(method, "GET", path)
-            served = await self._served(name, version)
+            served = await self.lookup(name, version)
             doc = served.metadata(self.repository.versions(name))
             return await _send(send, 200, orjson.dumps(doc), _JSON)
         if action == "ready":
@@ -259,7 +270,7 @@ class App:
             return await _send(send, 200, b"")
         if action == "config":
             _allow(method, "GET", path)
-            return await _send(send, 200, orjson.dumps((await self._served(name, version)).config()), _JSON)
+            return await _send(send, 200, orjson.dumps((await self.lookup(name, version)).config()), _JSON)
         if action == "monitor":  # served-traffic monitoring (aimass.server.monitoring), computed off the loop
             _allow(method, "GET", path)
             loop = asyncio.get_running_loop()
@@ -267,80 +278,109 @@ class App:
             return await _send(send, 200, orjson.dumps(doc), _JSON)
         raise HTTPError(f"no route {method} {path}", 404)
 
-    async def _served(self, name: str, version: str | None) -> ServedModel:
+    async def lookup(self, name: str, version: str | None) -> ServedModel:
+        """The served version for metadata and config (loaded on demand under a budget, as for inference).
+
+        Example:
+            >>> (await app.lookup("mlp", None)).config()   # doctest: +SKIP
+        """
         served = await self.repository.acquire(name, version)
         self.repository.release(served)
         return served
 
-    async def _infer(
-        self, served: ServedModel, scope: Scope, receive: Receive, send: Send, requested: str | None = None
-    ) -> None:
-        if self.tracing is None:
-            await self._infer_plain(served, scope, receive, send, requested)
-            return
-        marks = Marks(start=trace_clock())
-        token = MARKS.set(marks)
-        status = 500
-        try:
-            status = await self._infer_plain(served, scope, receive, send, requested, marks)
-        finally:
-            MARKS.reset(token)
-            self.tracing.record(scope["headers"], served.name, served.version, marks, status)
+    async def _infer(self, name: str, version: str | None, scope: Scope, receive: Receive, send: Send) -> None:
+        content_length, header_length = _lengths(scope["headers"])
+        # The whole body is read before the model is taken: under a budget, a slow client must not
+        # hold a loaded model (and every load waiting for room) while it sends.
+        body = await _read_body(receive, self.max_body_size, content_length)
 
-    async def _infer_plain(
+        async def decode() -> v2.InferRequest:
+            if len(body) <= v2.LEAN_BODY_SIZE:
+                return v2.decode_request(body, header_length, max_elements=self.max_elements)
+            # A large body decodes in a worker thread, and v2 parses its big arrays in slices that each
+            # hold the GIL for a few ms, so the loop keeps answering (health checks included)
+            # meanwhile. Small bodies stay inline: a thread hop would cost them more than decoding.
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.executor, self._decode, body, header_length)
+
+        def encode(answer: Answer) -> tuple[bytes, int | None]:
+            return v2.encode_response(
+                answer.outputs,
+                model_name=answer.served.name,
+                model_version=answer.served.version,
+                request_id=answer.request_id,
+                binary=answer.request.binary_outputs(list(answer.outputs)),
+            )
+
+        payload, json_length = await self.infer(name, version, decode, encode, scope["headers"])
+        if json_length is None:
+            await _send(send, 200, payload, _JSON)
+        else:
+            headers = [(b"content-type", _BINARY_CT), (b"inference-header-content-length", str(json_length).encode())]
+            await _send(send, 200, payload, headers)
+
+    async def infer(
+        self,
+        name: str,
+        version: str | None,
+        decode: Callable[[], Awaitable[v2.InferRequest]],
+        encode: Callable[[Answer], T],
+        headers: Iterable[tuple[bytes, bytes]] = (),
+    ) -> T:
+        """One inference request, whatever the transport: the one path HTTP and gRPC both take.
+
+        Takes the model (loading it on demand under a budget, never evicted while in use), decodes
+        with the transport's ``decode``, checks declared datatypes (the strict wire), runs it through
+        the batcher, keeps the requested outputs, logs the payload, mirrors shadow traffic, encodes
+        with the transport's ``encode`` and counts it all in the model's metrics and trace spans
+        (``headers`` carry the caller's W3C ``traceparent``). Errors propagate for the transport to
+        answer (:func:`error_response`, :func:`aimass.server.grpc.grpc_status`).
+
+        Example:
+            >>> await app.infer("mlp", None, decode, encode)   # doctest: +SKIP
+        """
+        served = await self.repository.acquire(name, version)  # loads it on demand under a budget
+        try:
+            if self.tracing is None:
+                return await self._infer_counted(served, version, decode, encode, None)
+            marks = Marks(start=trace_clock())
+            token = MARKS.set(marks)
+            status = 500
+            try:
+                result = await self._infer_counted(served, version, decode, encode, marks)
+                status = 200
+                return result
+            except Exception as e:
+                status = error_response(e)[0]
+                raise
+            finally:
+                MARKS.reset(token)
+                self.tracing.record(headers, served.name, served.version, marks, status)
+        finally:
+            self.repository.release(served)
+
+    async def _infer_counted(
         self,
         served: ServedModel,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        requested: str | None = None,
-        marks: Marks | None = None,
-    ) -> int:
+        requested: str | None,
+        decode: Callable[[], Awaitable[v2.InferRequest]],
+        encode: Callable[[Answer], T],
+        marks: Marks | None,
+    ) -> T:
         mm = served.metrics
         mm.requests.inc()
         mm.in_flight.inc()
         start = time.perf_counter()
         try:
-            content_length, header_length = None, None
-            for key, value in scope["headers"]:
-                if key == b"content-length":
-                    try:
-                        content_length = int(value)
-                    except ValueError:
-                        content_length = -1
-                    if content_length < 0:
-                        raise SchemaError(f"Content-Length must be a non-negative integer, got {value!r}")
-                elif key == b"inference-header-content-length":
-                    try:
-                        header_length = int(value)
-                    except ValueError:
-                        raise SchemaError(
-                            f"Inference-Header-Content-Length must be an integer, got {value!r}"
-                        ) from None
-            body = await _read_body(receive, self.max_body_size, content_length)
-            if len(body) <= v2.LEAN_BODY_SIZE:
-                request = v2.decode_request(body, header_length, max_elements=self.max_elements)
-            else:
-                # A large body decodes in a worker thread, and v2 parses its big arrays in slices that
-                # each hold the GIL for a few ms, so the loop keeps answering (health checks included)
-                # meanwhile. Small bodies stay inline: a thread hop would cost them more than decoding.
-                request = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, self._decode, body, header_length
-                )
+            request = await decode()
             if marks is not None:
                 marks.decoded = trace_clock()
-            v2.check_datatypes(request.inputs, served.model.schema)  # strict wire; gRPC calls it too
+            v2.check_datatypes(request.inputs, served.model.schema)  # strict wire: V2 requests are not cast
             outputs = await served.infer(request.inputs)
             if marks is not None:
                 marks.inferred = trace_clock()
             if request.outputs is not None:
-                try:
-                    outputs = {o.name: outputs[o.name] for o in request.outputs}
-                except KeyError as e:
-                    name = e.args[0]
-                    raise SchemaError(
-                        f"model {served.name!r} has no output {name!r}; outputs are {served.output_names}", tensor=name
-                    ) from None
+                outputs = _requested(served, outputs, [o.name for o in request.outputs])
             request_id = request.id
             plog = self.payload_log
             if plog is not None and plog.sampled():  # queued for a background writer; never waits
@@ -349,29 +389,16 @@ class App:
             shadow = self.shadow
             if shadow is not None and (rule := shadow.pick(served.name, requested, served.version)) is not None:
                 shadow.mirror(rule, request.inputs, outputs, request_id)  # in the background; never answers
-            payload, json_length = v2.encode_response(
-                outputs,
-                model_name=served.name,
-                model_version=served.version,
-                request_id=request_id,
-                binary=request.binary_outputs(list(outputs)),
-            )
+            result = encode(Answer(served, request, outputs, request_id))
             if marks is not None:
                 marks.encoded = trace_clock()
+            return result
         except Exception as e:
-            status, _ = error_response(e)
-            mm.failure(status)
-            await self._error(send, e)
-            return status
+            mm.failure(error_response(e)[0])
+            raise
         finally:
             mm.in_flight.dec()
             mm.request_seconds.observe(time.perf_counter() - start)
-        if json_length is None:
-            await _send(send, 200, payload, _JSON)
-        else:
-            headers = [(b"content-type", _BINARY_CT), (b"inference-header-content-length", str(json_length).encode())]
-            await _send(send, 200, payload, headers)
-        return 200
 
     def _decode(self, body: bytes, header_length: int | None) -> v2.InferRequest:
         return v2.decode_request(body, header_length, max_elements=self.max_elements)
@@ -406,6 +433,36 @@ def _redact_path(match: re.Match[str]) -> str:
     if not os.path.isdir("/" + first):
         return path  # not a path on this machine (a URL path such as /v2/models/x): harmless to echo
     return ".../" + path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _lengths(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, int | None]:
+    """``Content-Length`` and ``Inference-Header-Content-Length``, checked."""
+    content_length, header_length = None, None
+    for key, value in headers:
+        if key == b"content-length":
+            try:
+                content_length = int(value)
+            except ValueError:
+                content_length = -1
+            if content_length < 0:
+                raise SchemaError(f"Content-Length must be a non-negative integer, got {value!r}")
+        elif key == b"inference-header-content-length":
+            try:
+                header_length = int(value)
+            except ValueError:
+                raise SchemaError(f"Inference-Header-Content-Length must be an integer, got {value!r}") from None
+    return content_length, header_length
+
+
+def _requested(served: ServedModel, outputs: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The outputs a request asked for, in its order; SchemaError naming one the model lacks."""
+    try:
+        return {n: outputs[n] for n in names}
+    except KeyError as e:
+        name = e.args[0]
+        raise SchemaError(
+            f"model {served.name!r} has no output {name!r}; outputs are {served.output_names}", tensor=name
+        ) from None
 
 
 def _allow(method: str, allowed: str, path: str) -> None:

@@ -29,7 +29,6 @@ import contextlib
 import importlib.util
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,9 +37,9 @@ import orjson
 
 from aimass import __version__
 from aimass.dependencies import require
-from aimass.errors import AimassError, ModelNotFound, SchemaError, ServiceUnavailable
+from aimass.errors import AimassError, ModelNotFound, ServiceUnavailable
 from aimass.protocol import documents, v2
-from aimass.server.app import App, HTTPError, error_response
+from aimass.server.app import Answer, App, HTTPError, error_response
 
 __all__ = ["BackgroundServer", "InferenceServicer", "create_server", "grpc_status", "serve_http_and_grpc"]
 
@@ -78,6 +77,14 @@ def grpc_status(exc: BaseException, app: App | None = None) -> tuple[str, str, i
     message = str(orjson.loads(body)["error"])
     code = exc.grpc_code if isinstance(exc, AimassError) else "INTERNAL"
     return code, message, status
+
+
+def _headers(context: Any) -> list[tuple[bytes, bytes]]:
+    """gRPC metadata as HTTP-style header pairs (for the W3C ``traceparent`` of a traced request)."""
+    return [
+        (key.encode(), value.encode() if isinstance(value, str) else value)
+        for key, value in context.invocation_metadata() or ()
+    ]
 
 
 def _no_token(app: App) -> bool:
@@ -154,12 +161,12 @@ class InferenceServicer:
         return self._pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: Any) -> Any:
-        return self._pb.ServerReadyResponse(ready=bool(self.repository.loaded()))
+        return self._pb.ServerReadyResponse(ready=self.repository.ready())
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
         async def build() -> Any:
             try:
-                self.repository.get(request.name, request.version or None)
+                self.repository.servable(request.name, request.version or None)  # or loadable on demand
             except ModelNotFound:
                 return self._pb.ModelReadyResponse(ready=False)
             return self._pb.ModelReadyResponse(ready=True)
@@ -174,7 +181,7 @@ class InferenceServicer:
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         async def build() -> Any:
-            served = self.repository.get(request.name, request.version or None)
+            served = await self.app.lookup(request.name, request.version or None)
             versions = tuple(self.repository.versions(request.name))
             cached = self._metadata.get(served)
             if cached is None or cached[0] != versions:  # versions change as others load and unload
@@ -186,7 +193,7 @@ class InferenceServicer:
 
     async def ModelConfig(self, request: Any, context: Any) -> Any:
         async def build() -> Any:
-            served = self.repository.get(request.name, request.version or None)
+            served = await self.app.lookup(request.name, request.version or None)
             config = self._configs.get(served)
             if config is None:
                 config = self._configs[served] = self._codec.model_config_response(served.config())
@@ -197,38 +204,26 @@ class InferenceServicer:
     # -- inference ----------------------------------------------------------------------------------
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
+        codec = self._codec
+
+        async def decode() -> v2.InferRequest:
+            return codec.decode_infer_request(request, max_elements=self.app.max_elements)
+
+        def encode(answer: Answer) -> Any:
+            served = answer.served
+            return codec.encode_infer_response(
+                answer.outputs, model_name=served.name, model_version=served.version, request_id=answer.request_id
+            )
+
         try:
             self._authorize(context)
-            served = self.repository.get(request.model_name, request.model_version or None)
+            headers = () if self.app.tracing is None else _headers(context)
+            # The one inference path (aimass.server.app.App.infer): budget, batcher, strict wire,
+            # payload logs, shadow traffic, metrics and spans are the same as over HTTP.
+            return await self.app.infer(request.model_name, request.model_version or None, decode, encode, headers)
         except Exception as e:
             await self._abort(context, e)
             return None
-        mm = served.metrics
-        mm.requests.inc()
-        mm.in_flight.inc()
-        start = time.perf_counter()
-        try:
-            decoded = self._codec.decode_infer_request(request, max_elements=self.app.max_elements)
-            v2.check_datatypes(decoded.inputs, served.model.schema)  # the strict wire, as over HTTP
-            outputs = await served.infer(decoded.inputs)
-            if decoded.outputs is not None:
-                try:
-                    outputs = {o.name: outputs[o.name] for o in decoded.outputs}
-                except KeyError as e:
-                    name = e.args[0]
-                    raise SchemaError(
-                        f"model {served.name!r} has no output {name!r}; outputs are {served.output_names}", tensor=name
-                    ) from None
-            return self._codec.encode_infer_response(
-                outputs, model_name=served.name, model_version=served.version, request_id=decoded.id
-            )
-        except Exception as e:
-            mm.failure(error_response(e)[0])
-            await self._abort(context, e)
-            return None
-        finally:
-            mm.in_flight.dec()
-            mm.request_seconds.observe(time.perf_counter() - start)
 
     # -- repository ---------------------------------------------------------------------------------
 
@@ -243,9 +238,7 @@ class InferenceServicer:
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
         async def build() -> Any:
-            # Loading reads files and builds sessions: keep it off the event loop.
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self.app.executor, self.repository.load, request.model_name)
+            await self.repository.aload(request.model_name)  # in a worker thread; under a budget, within it
             return self._pb.RepositoryModelLoadResponse()
 
         return await self._answer(context, build)

@@ -226,3 +226,29 @@ def test_serve_options_reach_the_app(monkeypatch: pytest.MonkeyPatch, repo: Path
     assert "loaded at start" in result.output and [s.name for s in app.repository.loaded()] == ["m1"]
     assert app.payload_log.sample_rate == 0.5
     app.payload_log.close()
+
+
+def test_grpc_loads_on_demand_within_the_budget(repo: Path) -> None:
+    # gRPC takes the same path as HTTP (App.infer, App.lookup): models load on their first call,
+    # metadata of an unloaded model loads it, and an explicit load stays within the budget.
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    from aimass.server.grpc import BackgroundServer
+
+    app = create_app(repository=repo, max_loaded_models=1, model_options=ONE_THREAD, max_batch_size=0)
+    server = BackgroundServer(app)
+    client = grpcclient.InferenceServerClient(url=server.target)
+    try:
+        x = np.arange(2 * WIDTH, dtype=np.float32).reshape(2, WIDTH) % 3
+        for i in (0, 1, 2, 0):
+            request = grpcclient.InferInput("x", list(x.shape), "FP32")
+            request.set_data_from_numpy(x)
+            got = client.infer(f"m{i}", [request]).as_numpy("y")
+            np.testing.assert_array_equal(got, _expected(i, x))
+            assert len(app.repository.loaded()) == 1
+        assert client.is_model_ready("m7")  # not loaded, but loadable on demand
+        assert client.get_model_metadata("m7").name == "m7"
+        client.load_model("m8")
+        assert [s.name for s in app.repository.loaded()] == ["m8"]
+    finally:
+        client.close()
+        server.stop()

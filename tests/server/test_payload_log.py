@@ -49,6 +49,26 @@ def test_logged_requests_read_back_and_evaluate(tmp_path: Path, mlp: Model) -> N
     assert result.rows == 120
 
 
+def test_grpc_requests_are_logged_like_http_ones(tmp_path: Path, mlp: Model) -> None:
+    pytest.importorskip("grpc")
+    from aimass.server.grpc import BackgroundServer
+
+    logs = tmp_path / "logs"
+    app = create_app({"mlp": mlp}, payload_log=str(logs), max_batch_size=8)
+    server = BackgroundServer(app)
+    try:
+        remote = Model.load(f"grpc://{server.target}/mlp")
+        x, _ = models.dataset(6, seed=4)
+        got = remote.predict(x)["y"]
+    finally:
+        server.stop()
+    assert app.payload_log is not None
+    app.payload_log.close()
+    logged = read_payloads(logs, model="mlp")
+    np.testing.assert_array_equal(logged.inputs["x"], x)
+    np.testing.assert_array_equal(logged.outputs["y"], got)
+
+
 def test_sampling_hook_and_bounded_queue(tmp_path: Path, mlp: Model) -> None:
     def mask(record: PayloadRecord) -> PayloadRecord | None:
         if record.request_id == "secret":
