@@ -199,9 +199,7 @@ def test_400_message_is_the_local_schema_error(client: httpx.Client, mlp: Model)
     assert r.status_code == 400
     assert r.json() == {"error": str(local.value), "tensor": "x"}
     r = _infer(client, "/v2/models/two/infer", {"x": np.zeros((1, 4), np.float32), "scale": np.full((1, 1), 0.5)})
-    _error(
-        r, 400, "input 'scale': expected INT64 shape [-1, 1], got float64 shape [1, 1]: the request declares FP64"
-    )
+    _error(r, 400, "input 'scale': expected INT64 shape [-1, 1], got float64 shape [1, 1]: the request declares FP64")
 
 
 def test_413_body_too_large(client: httpx.Client, mlp: Model) -> None:
