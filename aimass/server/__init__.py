@@ -8,7 +8,8 @@ Example:
 
 from __future__ import annotations
 
-from aimass.server.app import DEFAULT_MAX_BODY_SIZE, App, HTTPError, create_app, error_response
+from aimass.server.app import DEFAULT_MAX_BODY_SIZE, App, create_app
+from aimass.server.http import HTTPError, error_response
 from aimass.server.run import serve
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "App", "HTTPError", "create_app", "error_response", "serve"]

@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import re
@@ -38,10 +37,11 @@ import numpy as np
 import orjson
 
 from aimass import __version__
-from aimass.errors import AimassError, SchemaError, ServiceUnavailable
+from aimass.errors import SchemaError, ServiceUnavailable
 from aimass.metrics import Metrics
 from aimass.model import Model
 from aimass.protocol import documents, v2
+from aimass.server.http import BearerToken, HTTPError, error_response
 from aimass.server.payload_log import PayloadLog, new_request_id
 from aimass.server.repository import BatchingConfig, Budget, Limits, Repository, ServedModel
 from aimass.server.shadow import Shadow, ShadowRule
@@ -82,32 +82,6 @@ class Answer:
     request_id: str | None
 
 
-class HTTPError(AimassError):
-    """An HTTP-level refusal that is not about the model: 401, 404 route, 405, 413."""
-
-    def __init__(self, message: str, status_code: int) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-def error_response(exc: BaseException) -> tuple[int, bytes]:
-    """The one mapping from an exception to an HTTP status and ``{"error": ...}`` body.
-
-    Example:
-        >>> error_response(SchemaError("input 'x': expected FP32 shape [-1, 4], got int8 shape [2]", tensor="x"))
-        (400, b'{"error":"input \\'x\\': expected FP32 shape [-1, 4], got int8 shape [2]","tensor":"x"}')
-    """
-    if isinstance(exc, AimassError):
-        status, message = exc.status_code, str(exc)
-    else:
-        status, message = 500, f"{type(exc).__name__}: {exc}"
-    doc: dict[str, Any] = {"error": message}
-    tensor = getattr(exc, "tensor", None)
-    if tensor is not None:
-        doc["tensor"] = tensor
-    return status, orjson.dumps(doc)
-
-
 class App:
     """ASGI application serving a :class:`~aimass.server.repository.Repository` over V2.
 
@@ -129,8 +103,7 @@ class App:
         self.executor = executor
         self.max_body_size = max_body_size
         self.max_elements = max_elements
-        self._token = auth_token or None
-        self._auth = f"Bearer {auth_token}".encode() if auth_token else None
+        self.auth = BearerToken(auth_token)  # the one token check: HTTP, gRPC metadata, dashboard
         self._server_meta = orjson.dumps(documents.server_metadata("aimass", __version__, EXTENSIONS))
         # The read-only pages at / (aimass.server.dashboard), set by create_app; None: no dashboard.
         self.dashboard: Dashboard | None = None
@@ -220,31 +193,15 @@ class App:
             b'{"error":"cannot read .../model.onnx"}'
         """
         text = body.decode(errors="replace")
-        if self._token and self._token in text:
-            text = text.replace(self._token, "<token>")
+        token = self.auth.token
+        if token and token in text:
+            text = text.replace(token, "<token>")
         if "/" in text:
             text = _ABS_PATH.sub(_redact_path, text)
         return text.encode()
 
-    def check_token(self, authorization: bytes | None) -> None:
-        """Refuse (HTTPError 401) an ``Authorization`` value that is not ``Bearer <token>``, when a token is set.
-
-        The one check of the server's token for every transport: HTTP headers, gRPC metadata.
-
-        Example:
-            >>> app.check_token(b"Bearer s3cret")   # doctest: +SKIP
-        """
-        if self._auth is None or (authorization is not None and hmac.compare_digest(authorization, self._auth)):
-            return
-        raise HTTPError("missing or wrong bearer token (Authorization: Bearer <token>)", 401)
-
     def _check_auth(self, scope: Scope) -> None:
-        if self._auth is None:
-            return
-        for key, value in scope["headers"]:
-            if key == b"authorization" and hmac.compare_digest(value, self._auth):
-                return
-        raise HTTPError("missing or wrong bearer token (Authorization: Bearer <token>)", 401)
+        self.auth.check_headers(scope["headers"])
 
     # -- /v2/models -----------------------------------------------------------------------------
 
@@ -600,5 +557,5 @@ def create_app(
     if dashboard:
         from aimass.server.dashboard import server_dashboard
 
-        app.dashboard = server_dashboard(repo, metrics, authorize=app._check_auth, auth_required=token is not None)
+        app.dashboard = server_dashboard(repo, metrics, auth=app.auth)
     return app

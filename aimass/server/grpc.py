@@ -9,7 +9,7 @@ UNIMPLEMENTED. The token travels in the metadata, ``authorization: Bearer <token
 ServerLive and ServerReady.
 
 Errors map to gRPC in one place, :func:`grpc_status`: the HTTP status and message the HTTP app
-would answer (:func:`~aimass.server.app.error_response`, with the same redaction of tokens and
+would answer (:func:`~aimass.server.http.error_response`, with the same redaction of tokens and
 paths), and the code beside that status in :data:`aimass.errors.GRPC_CODES` (400 INVALID_ARGUMENT,
 401 UNAUTHENTICATED, 404 NOT_FOUND, 413 RESOURCE_EXHAUSTED, 503 UNAVAILABLE with a ``retry-after``
 trailer, 504 DEADLINE_EXCEEDED, 500 INTERNAL). Messages larger than ``max_message_size`` (default:
@@ -39,7 +39,8 @@ from aimass import __version__
 from aimass.dependencies import require
 from aimass.errors import AimassError, ModelNotFound, ServiceUnavailable
 from aimass.protocol import documents, v2
-from aimass.server.app import Answer, App, HTTPError, error_response
+from aimass.server.app import Answer, App
+from aimass.server.http import error_response
 
 __all__ = ["BackgroundServer", "InferenceServicer", "create_server", "grpc_status", "serve_http_and_grpc"]
 
@@ -87,14 +88,6 @@ def _headers(context: Any) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def _no_token(app: App) -> bool:
-    try:
-        app.check_token(None)
-    except HTTPError:
-        return False
-    return True
-
-
 class InferenceServicer:
     """``GRPCInferenceService`` over an App (a duck-typed servicer: the stubs are imported only when serving)."""
 
@@ -103,7 +96,7 @@ class InferenceServicer:
         self.repository = app.repository
         self._codec, self._pb, _ = _stubs()
         self._grpc = _grpc()
-        self._open = _no_token(app)
+        self._open = not app.auth.required
         self._server_meta = self._codec.server_metadata_response(
             documents.server_metadata("aimass", __version__, documents.EXTENSIONS)
         )
@@ -135,7 +128,7 @@ class InferenceServicer:
             if key == _AUTH_KEY:
                 value = val.encode() if isinstance(val, str) else val
                 break
-        self.app.check_token(value)
+        self.app.auth.check(value)
 
     async def _abort(self, context: Any, exc: BaseException) -> None:
         code, message, status = grpc_status(exc, self.app)

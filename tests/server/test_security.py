@@ -25,8 +25,8 @@ from aimass import Model
 from aimass.backends.remote import InProcessTransport
 from aimass.errors import ModelLoadError
 from aimass.protocol import v2
-from aimass.server import app as app_module
 from aimass.server import create_app
+from aimass.server import http as http_module
 
 TOKEN = "tok-9f8e7d6c5b4a"
 
@@ -61,13 +61,13 @@ async def _get(app: object, path: str, headers: dict[str, str]) -> httpx.Respons
 
 def test_bearer_token_is_compared_with_hmac_compare_digest(mlp: Model, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[bytes, bytes]] = []
-    real = app_module.hmac.compare_digest
+    real = http_module.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(app_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(http_module.hmac, "compare_digest", spy)
     app = create_app({"mlp": mlp}, auth_token=TOKEN)
     assert asyncio.run(_get(app, "/v2/models/mlp", {"authorization": "Bearer nope"})).status_code == 401
     assert asyncio.run(_get(app, "/v2/models/mlp", {"authorization": f"Bearer {TOKEN}"})).status_code == 200

@@ -23,6 +23,6 @@ from __future__ import annotations
 
 from aimass.server.dashboard.catalog import Catalog
 from aimass.server.dashboard.live import LiveSampler, quantile
-from aimass.server.dashboard.routes import Dashboard, PageError, bearer_check, server_dashboard, ui_app
+from aimass.server.dashboard.routes import Dashboard, server_dashboard, ui_app
 
-__all__ = ["Catalog", "Dashboard", "LiveSampler", "PageError", "bearer_check", "quantile", "server_dashboard", "ui_app"]
+__all__ = ["Catalog", "Dashboard", "LiveSampler", "quantile", "server_dashboard", "ui_app"]

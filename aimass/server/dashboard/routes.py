@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import hmac
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import resources
@@ -25,17 +24,17 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from aimass.errors import AimassError
 from aimass.package import is_package
 from aimass.server.dashboard.catalog import Catalog
 from aimass.server.dashboard.live import LiveSampler
+from aimass.server.http import BearerToken, HTTPError, error_response
 from aimass.store import Store
 
 if TYPE_CHECKING:
     from aimass.metrics import Metrics
     from aimass.server.repository import Repository
 
-__all__ = ["API", "STATIC", "Dashboard", "PageError", "Response", "bearer_check", "server_dashboard", "ui_app"]
+__all__ = ["API", "STATIC", "Dashboard", "Response", "server_dashboard", "ui_app"]
 
 Scope = MutableMapping[str, Any]
 Response = tuple[int, bytes, list[tuple[bytes, bytes]]]
@@ -56,33 +55,6 @@ _COMMON = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-re
 _JSON = [(b"content-type", b"application/json"), (b"cache-control", b"no-store"), *_COMMON]
 
 
-class PageError(AimassError):
-    """A dashboard request that is refused: 401, 404 or 405, with its message."""
-
-    def __init__(self, message: str, status_code: int) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-def bearer_check(token: str | None) -> Callable[[Scope], None]:
-    """An authorisation check for ``Authorization: Bearer <token>`` (a no-op when ``token`` is None).
-
-    Example:
-        >>> bearer_check(None)({"headers": []})
-    """
-    expected = f"Bearer {token}".encode() if token else None
-
-    def check(scope: Scope) -> None:
-        if expected is None:
-            return
-        for key, value in scope["headers"]:
-            if key == b"authorization" and hmac.compare_digest(value, expected):
-                return
-        raise PageError("missing or wrong bearer token (Authorization: Bearer <token>)", 401)
-
-    return check
-
-
 def _file(name: str) -> bytes:
     return resources.files("aimass.server.dashboard").joinpath("static", name).read_bytes()
 
@@ -90,26 +62,24 @@ def _file(name: str) -> bytes:
 class Dashboard:
     """The read-only dashboard over a :class:`Catalog` (and, in a server, a :class:`LiveSampler`).
 
-    ``authorize(scope)`` raises for a request without the right token (the server passes its own
-    check). :meth:`handle` returns None for paths that are not the dashboard's.
+    ``auth`` is the bearer-token check (the server passes its own). :meth:`handle` returns None for
+    paths that are not the dashboard's.
 
     Example:
-        >>> board = Dashboard(Catalog(store=Store("models/")), authorize=bearer_check(None))   # doctest: +SKIP
+        >>> board = Dashboard(Catalog(store=Store("models/")), auth=BearerToken(None))   # doctest: +SKIP
     """
 
     def __init__(
         self,
         catalog: Catalog,
         *,
-        authorize: Callable[[Scope], None],
+        auth: BearerToken,
         live: LiveSampler | None = None,
-        auth_required: bool = False,
         title: str = "aimass",
     ) -> None:
         self.catalog = catalog
         self.live = live
-        self.authorize = authorize
-        self.auth_required = auth_required
+        self.auth = auth
         self.title = title
         self._files: dict[str, bytes] = {}
 
@@ -133,15 +103,15 @@ class Dashboard:
             _read_only(method, path)
             name = path[len(STATIC) :]
             if name not in _FILES or name == "index.html":
-                raise PageError(f"no dashboard file {name!r}", 404)
+                raise HTTPError(f"no dashboard file {name!r}", 404)
             return self._static(name, [(b"cache-control", b"no-cache")])
         if not path.startswith(API):
             return None
         _read_only(method, path)
         route = path[len(API) :].strip("/")
         if route == "session":
-            return _json({"auth": self.auth_required, "title": self.title})
-        self.authorize(scope)
+            return _json({"auth": self.auth.required, "title": self.title})
+        self.auth.check_headers(scope["headers"])
         if self.live is not None:
             self.start()  # under a test client without lifespan events, the first look starts it
         doc = await self._document(route, scope)
@@ -171,12 +141,12 @@ class Dashboard:
             return await asyncio.to_thread(catalog.version, parts[1], parts[3])
         if parts in (["live"], ["drift"]):
             if self.live is None:
-                raise PageError(f"/{API.strip('/')}/{parts[0]} needs a model server (aimass serve)", 404)
+                raise HTTPError(f"/{API.strip('/')}/{parts[0]} needs a model server (aimass serve)", 404)
             if parts == ["drift"]:
                 return await asyncio.to_thread(catalog.drift)  # flushes monitors and scores windows: off the loop
             # Reading the metrics and drawing the charts is the viewer's cost: in a thread, not on the loop.
             return await asyncio.to_thread(self.live.series, _window(scope))
-        raise PageError(f"no dashboard route {route!r}", 404)
+        raise HTTPError(f"no dashboard route {route!r}", 404)
 
 
 def _window(scope: Scope) -> float:
@@ -184,15 +154,15 @@ def _window(scope: Scope) -> float:
     try:
         window = float(query.get("window", ["300"])[0])
     except ValueError:
-        raise PageError(f"window must be a number of seconds, got {query['window'][0]!r}", 400) from None
+        raise HTTPError(f"window must be a number of seconds, got {query['window'][0]!r}", 400) from None
     if not 10 <= window <= 3600:
-        raise PageError(f"window must be between 10 and 3600 seconds, got {window:g}", 400)
+        raise HTTPError(f"window must be between 10 and 3600 seconds, got {window:g}", 400)
     return window
 
 
 def _read_only(method: str, path: str) -> None:
     if method not in ("GET", "HEAD"):
-        raise PageError(f"method {method} not allowed on {path}: the dashboard is read-only (GET)", 405)
+        raise HTTPError(f"method {method} not allowed on {path}: the dashboard is read-only (GET)", 405)
 
 
 def _json(doc: Any) -> Response:
@@ -227,11 +197,10 @@ class _UIApp:
         try:
             found = await self.dashboard.handle(method, path, scope)
             if found is None:
-                raise PageError(f"no route {method} {path}", 404)
+                raise HTTPError(f"no route {method} {path}", 404)
             status, body, headers = found
         except Exception as e:
-            status = e.status_code if isinstance(e, AimassError) else 500
-            body = orjson.dumps({"error": str(e) if isinstance(e, AimassError) else f"{type(e).__name__}"})
+            status, body = error_response(e)
             headers = list(_JSON)
             if status == 401:
                 headers.append((b"www-authenticate", b"Bearer"))
@@ -253,7 +222,7 @@ def ui_app(store: Store, *, token: str | None = None) -> _UIApp:
         >>> uvicorn.run(ui_app(Store("s3://bucket/models")), port=8080)   # doctest: +SKIP
     """
     title = f"aimass library {store.root.rstrip('/').rsplit('/', 1)[-1]}"
-    board = Dashboard(Catalog(store=store), authorize=bearer_check(token), auth_required=bool(token), title=title)
+    board = Dashboard(Catalog(store=store), auth=BearerToken(token), title=title)
     return _UIApp(board)
 
 
@@ -261,21 +230,19 @@ def server_dashboard(
     repository: Repository,
     metrics: Metrics,
     *,
-    authorize: Callable[[Scope], None],
-    auth_required: bool,
+    auth: BearerToken,
     interval: float = 2.0,
 ) -> Dashboard:
     """The dashboard of a model server: its repository (a library when the root is one) and live metrics.
 
     Example:
-        >>> board = server_dashboard(app.repository, app.metrics, authorize=check, auth_required=True)  # doctest: +SKIP
+        >>> board = server_dashboard(app.repository, app.metrics, auth=app.auth)  # doctest: +SKIP
     """
     root = repository.root
     store = Store(root) if root is not None and not is_package(root) else None
     return Dashboard(
         Catalog(store=store, repository=repository),
-        authorize=authorize,
+        auth=auth,
         live=LiveSampler(metrics.registry, interval=interval),
-        auth_required=auth_required,
         title="aimass server",
     )
