@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import N_FEATURES, deep_mlp_onnx, free_port
+from harness import N_FEATURES, closed_loop, deep_mlp_onnx, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "benchmarks" / ".peers"
@@ -285,30 +285,16 @@ async def drive(url: str, body: bytes, concurrency: int, seconds: float) -> tupl
     """Closed loop: ``concurrency`` workers each send, wait, send. Returns (req/s, p50 ms, p99 ms, errors)."""
     import aiohttp
 
-    latencies: list[float] = []
-    errors = 0
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     headers = {"content-type": "application/json"}
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def worker(stop: float, record: bool) -> None:
-            nonlocal errors
-            while (t0 := time.perf_counter()) < stop:
-                async with session.post(url, data=body, headers=headers) as r:
-                    await r.read()
-                    ok = r.status == 200
-                if record:
-                    latencies.append(time.perf_counter() - t0)
-                    errors += not ok
+        async def call() -> bool:
+            async with session.post(url, data=body, headers=headers) as r:
+                await r.read()
+                return r.status == 200
 
-        warm = time.perf_counter() + min(0.5, seconds / 4)
-        await asyncio.gather(*(worker(warm, False) for _ in range(concurrency)))
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(start + seconds, True) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    latencies.sort()
-    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3  # noqa: E731
-    return len(latencies) / elapsed, p(0.5), p(0.99), errors
+        return await closed_loop(call, concurrency, seconds)
 
 
 def run_load(url: str, body: bytes, concurrency: int, seconds: float) -> tuple[float, float, float, int]:
@@ -394,31 +380,17 @@ async def drive_grpc(target: str, request: Any, concurrency: int, seconds: float
 
     from aimass.protocol.grpc import grpc_service_pb2_grpc
 
-    latencies: list[float] = []
-    errors = 0
     async with grpc.aio.insecure_channel(target) as channel:
         infer = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
 
-        async def worker(stop: float, record: bool) -> None:
-            nonlocal errors
-            while (t0 := time.perf_counter()) < stop:
-                ok = True
-                try:
-                    await infer(request, timeout=10)
-                except grpc.RpcError:
-                    ok = False
-                if record:
-                    latencies.append(time.perf_counter() - t0)
-                    errors += not ok
+        async def call() -> bool:
+            try:
+                await infer(request, timeout=10)
+            except grpc.RpcError:
+                return False
+            return True
 
-        warm = time.perf_counter() + min(0.5, seconds / 4)
-        await asyncio.gather(*(worker(warm, False) for _ in range(concurrency)))
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(start + seconds, True) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    latencies.sort()
-    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3  # noqa: E731
-    return len(latencies) / elapsed, p(0.5), p(0.99), errors
+        return await closed_loop(call, concurrency, seconds)
 
 
 PERF_ANALYZER = PEERS / "perf" / "bin" / "perf_analyzer"

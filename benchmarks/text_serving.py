@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import free_port
+from harness import closed_loop, free_port
 from pydantic import BaseModel
 from serve_throughput import Server, aimass_server, report
 
@@ -200,32 +200,18 @@ async def drive(url: str, payloads: list[bytes], concurrency: int, seconds: floa
     """Closed loop over ``payloads`` in turn: (req/s, p50 ms, p99 ms, errors)."""
     import aiohttp
 
-    latencies: list[float] = []
-    errors = 0
     turn = itertools.count()
     connector = aiohttp.TCPConnector(limit=concurrency)
     headers = {"content-type": "application/json"}
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def worker(stop: float, record: bool) -> None:
-            nonlocal errors
-            while (t0 := time.perf_counter()) < stop:
-                body = payloads[next(turn) % len(payloads)]
-                async with session.post(url, data=body, headers=headers) as r:
-                    await r.read()
-                    ok = r.status == 200
-                if record:
-                    latencies.append(time.perf_counter() - t0)
-                    errors += not ok
+        async def call() -> bool:
+            body = payloads[next(turn) % len(payloads)]
+            async with session.post(url, data=body, headers=headers) as r:
+                await r.read()
+                return r.status == 200
 
-        warm = time.perf_counter() + min(1.0, seconds / 4)
-        await asyncio.gather(*(worker(warm, False) for _ in range(concurrency)))
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(start + seconds, True) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    latencies.sort()
-    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3  # noqa: E731
-    return len(latencies) / elapsed, p(0.5), p(0.99), errors
+        return await closed_loop(call, concurrency, seconds, warmup=1.0)
 
 
 def run_load(url: str, payloads: list[bytes], concurrency: int, seconds: float) -> tuple[float, float, float, int]:
