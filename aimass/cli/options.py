@@ -190,6 +190,9 @@ class ServerOptions:
         list[str] | None,
         typer.Option(help="mirror requests of an alias to a candidate: MODEL@ALIAS=VERSION[:SHARE]; repeatable"),
     ] = None
+    dashboard: Annotated[
+        bool, typer.Option(help="serve the read-only dashboard at / (its data needs the same bearer token)")
+    ] = True
     trust_code: Annotated[
         bool,
         typer.Option(help="load packages that hold Python code (PythonModel), which runs: only from sources you trust"),
@@ -216,6 +219,7 @@ class ServerOptions:
             "payload_sample_rate": self.log_sample_rate,
             "shadow": _shadow_rules(self.shadow or []),
             "tracing": self.trace,
+            "dashboard": self.dashboard,
         }
 
     def model_options(self) -> dict[str, Any] | None:

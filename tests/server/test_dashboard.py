@@ -173,6 +173,10 @@ def test_v2_routes_are_untouched_and_the_dashboard_can_be_off(library: Path) -> 
     assert get(on, "/metrics").status_code == 200
     off = create_app(repository=library, max_batch_size=0, dashboard=False)
     assert off.dashboard is None and get(off, "/").status_code == 404
+    from aimass.cli.options import ServerOptions  # aimass serve --no-dashboard
+
+    assert ServerOptions(dashboard=False).app_options()["dashboard"] is False
+    assert ServerOptions().app_options()["dashboard"] is True
 
 
 # -- the server: live charts and drift after traffic -----------------------------------------------
