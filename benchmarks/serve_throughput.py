@@ -170,6 +170,10 @@ def model_call_us(package: Path) -> str:
 # -- servers ----------------------------------------------------------------------------------------
 
 
+class ServerNotReady(RuntimeError):
+    """A server (ours or a peer) that exited or did not answer ready in time; the message ends its log."""
+
+
 class Server:
     def __init__(self, name: str, cmd: list[str], port: int, model: str, env: dict[str, str] | None = None) -> None:
         self.name, self.port, self.model = name, port, model
@@ -190,12 +194,12 @@ class Server:
         ready = f"http://127.0.0.1:{self.port}/v2/models/{self.model}/ready"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited; the end of {self.log.name}:\n{self.log_tail()}")
+                raise ServerNotReady(f"{self.name} exited; the end of {self.log.name}:\n{self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(ready, timeout=1).status_code == 200:
                     return
             time.sleep(0.25)
-        raise TimeoutError(
+        raise ServerNotReady(
             f"{self.name} not ready after {timeout:.0f} s; the end of {self.log.name}:\n{self.log_tail()}"
         )
 

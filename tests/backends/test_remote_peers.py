@@ -44,8 +44,8 @@ def _started(server: bench.Server) -> None:
     nothing about aimass; everything after it, our client against the running peer, is tested.
     """
     try:
-        _started(server)
-    except (TimeoutError, RuntimeError) as e:
+        server.wait()
+    except bench.ServerNotReady as e:
         server.stop()
         pytest.skip(f"peer {server.name} could not start here: {e}")
 
