@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -48,6 +49,19 @@ async def closed_loop(
         return 0.0, float("nan"), float("nan"), errors
     p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3  # noqa: E731
     return len(latencies) / elapsed, p(0.5), p(0.99), errors
+
+
+Run = tuple[float, float, float, int]  # (req/s, p50 ms, p99 ms, errors) of one closed-loop run
+
+
+def median_run(runs: list[Run]) -> Run:
+    """Repeats of one configuration as one row: the median of each figure, the errors summed."""
+    return (
+        statistics.median(x[0] for x in runs),
+        statistics.median(x[1] for x in runs),
+        statistics.median(x[2] for x in runs),
+        sum(x[3] for x in runs),
+    )
 
 
 def free_port(span: int = 1) -> int:

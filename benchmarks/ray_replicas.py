@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from harness import deep_mlp_onnx
+from harness import deep_mlp_onnx, median_run
 from serve_throughput import run_load  # the load generator every serving benchmark uses
 
 ONE_THREAD = {"session_options": {"intra_op_num_threads": 1, "inter_op_num_threads": 1}}
@@ -152,15 +151,11 @@ def main() -> None:
             for r in range(args.repeats):
                 for name in names[r % len(names) :] + names[: r % len(names)]:
                     results[name].append(run_load(urls[name], body, c, args.seconds))
-            base = statistics.median(x[0] for x in results["ours x1"])
+            base = median_run(results["ours x1"])[0]
             print(f"\nconcurrency {c}: median of {args.repeats} runs of {args.seconds:g} s")
             print(f"{'server':<24}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'vs ours x1':>12}")
             for name in names:
-                runs = results[name]
-                rps = statistics.median(x[0] for x in runs)
-                p50 = statistics.median(x[1] for x in runs)
-                p99 = statistics.median(x[2] for x in runs)
-                errors = sum(x[3] for x in runs)
+                rps, p50, p99, errors = median_run(results[name])
                 print(f"{name:<24}{rps:>9.0f}{p50:>9.2f}{p99:>9.2f}{errors:>8}{rps / base:>11.2f}x")
         machine = platform.processor() or platform.machine()
         print(f"\nmachine: {machine}, {os.cpu_count()} cores; python {platform.python_version()}")

@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import N_FEATURES, closed_loop, deep_mlp_onnx, free_port
+from harness import N_FEATURES, closed_loop, deep_mlp_onnx, free_port, median_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "benchmarks" / ".peers"
@@ -175,9 +174,19 @@ class ServerNotReady(RuntimeError):
 
 
 class Server:
-    def __init__(self, name: str, cmd: list[str], port: int, model: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        port: int,
+        model: str,
+        env: dict[str, str] | None = None,
+        ready_path: str | None = None,
+    ) -> None:
         self.name, self.port, self.model = name, port, model
         self.url = f"http://127.0.0.1:{port}/v2/models/{model}/infer"
+        # What answers 200 once the server serves: V2's model-ready route unless the server has its own.
+        self.ready_path = ready_path or f"/v2/models/{model}/ready"
         self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(
             cmd,
@@ -191,7 +200,7 @@ class Server:
         import httpx
 
         deadline = time.monotonic() + timeout
-        ready = f"http://127.0.0.1:{self.port}/v2/models/{self.model}/ready"
+        ready = f"http://127.0.0.1:{self.port}{self.ready_path}"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise ServerNotReady(f"{self.name} exited; the end of {self.log.name}:\n{self.log_tail()}")
@@ -318,15 +327,7 @@ def table(
             order = servers[r % len(servers) :] + servers[: r % len(servers)]  # rotate who goes first
             for s in order:
                 results.setdefault((s.name, c), []).append(run_load(s.url, body, c, seconds))
-    med: dict[tuple[str, int], tuple[float, float, float, int]] = {}
-    for key, runs in results.items():
-        med[key] = (
-            statistics.median(x[0] for x in runs),
-            statistics.median(x[1] for x in runs),
-            statistics.median(x[2] for x in runs),
-            sum(x[3] for x in runs),
-        )
-    return med
+    return {key: median_run(runs) for key, runs in results.items()}
 
 
 def report(
@@ -458,15 +459,7 @@ def grpc_table(
                     runs.append(perf_analyzer_grpc(targets[n], c, seconds, model, (extra or {}).get(n, ())))
                 else:
                     runs.append(asyncio.run(drive_grpc(targets[n], request, c, seconds)))
-    return {
-        key: (
-            statistics.median(x[0] for x in runs),
-            statistics.median(x[1] for x in runs),
-            statistics.median(x[2] for x in runs),
-            sum(x[3] for x in runs),
-        )
-        for key, runs in results.items()
-    }
+    return {key: median_run(runs) for key, runs in results.items()}
 
 
 def grpc_section(work: Path, repo: Path, coef: dict[str, Any], args: argparse.Namespace, skip: set[str]) -> None:

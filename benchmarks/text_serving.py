@@ -30,15 +30,13 @@ import itertools
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import closed_loop, free_port
+from harness import closed_loop, free_port, median_run
 from pydantic import BaseModel
 from serve_throughput import Server, aimass_server, report
 
@@ -153,21 +151,8 @@ class FastAPIServer(Server):
         if torch_threads:
             cmd += ["--torch-threads", str(torch_threads)]
         name = f"fastapi-{torch_threads}thread" if torch_threads else "fastapi-pipeline"
-        super().__init__(name, cmd, port, "classifier")
+        super().__init__(name, cmd, port, "classifier", ready_path="/ready")
         self.url = f"http://127.0.0.1:{port}/predict"
-
-    def wait(self, timeout: float = 180) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited; the end of {self.log.name}:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{self.port}/ready", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.25)
-        raise TimeoutError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
 
 # -- requests and load --------------------------------------------------------------------------------
@@ -231,15 +216,7 @@ def table(
         for r in range(repeats):
             for s in servers[r % len(servers) :] + servers[: r % len(servers)]:  # rotate who goes first
                 runs.setdefault((s.name, c), []).append(run_load(s.url, payloads[s.name], c, seconds))
-    return {
-        key: (
-            statistics.median(x[0] for x in v),
-            statistics.median(x[1] for x in v),
-            statistics.median(x[2] for x in v),
-            sum(x[3] for x in v),
-        )
-        for key, v in runs.items()
-    }
+    return {key: median_run(v) for key, v in runs.items()}
 
 
 def main() -> None:
