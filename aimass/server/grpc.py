@@ -96,7 +96,6 @@ class InferenceServicer:
         self.repository = app.repository
         self._codec, self._pb, _ = _stubs()
         self._grpc = _grpc()
-        self._open = not app.auth.required
         self._server_meta = self._codec.server_metadata_response(
             documents.server_metadata("aimass", __version__, documents.EXTENSIONS)
         )
@@ -121,7 +120,7 @@ class InferenceServicer:
         return handler
 
     def _authorize(self, context: Any) -> None:
-        if self._open:  # no token set: skip reading the metadata on every call
+        if not self.app.auth.required:  # no token set: skip reading the metadata on every call
             return
         value = None
         for key, val in context.invocation_metadata() or ():
