@@ -29,7 +29,7 @@ from typing import Any
 
 from aimass.package import is_package, read_manifest
 
-__all__ = ["Budget", "package_bytes", "release_memory", "resident_bytes"]
+__all__ = ["Budget", "growth_since", "package_bytes", "release_memory", "resident_bytes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +89,18 @@ def resident_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def growth_since(before: int, collect: bool = True) -> int:
+    """Resident bytes gained since ``before``, once freed memory went back (:func:`release_memory`).
+
+    ``collect=False`` only trims: what a load keeps, not the file bytes and parse buffers it freed.
+
+    Example:
+        >>> before = resident_bytes(); model = load(); growth_since(before, collect=False)   # doctest: +SKIP
+    """
+    release_memory(collect=collect)
+    return max(resident_bytes() - before, 0)
 
 
 def release_memory(collect: bool = True) -> None:

@@ -33,7 +33,7 @@ from aimass.metrics import Metrics, ModelMetrics
 from aimass.model import Model
 from aimass.package import is_package, read_manifest
 from aimass.protocol import documents
-from aimass.server.budget import Budget, package_bytes, release_memory, resident_bytes
+from aimass.server.budget import Budget, growth_since, package_bytes, release_memory, resident_bytes
 from aimass.server.monitoring import MonitorCollector, ServedMonitor, has_profile
 from aimass.server.tracing import MARKS, Marks
 from aimass.server.tracing import now as trace_clock
@@ -473,7 +473,7 @@ class Repository:
                 before = resident_bytes()
                 served = self._build(name, version, src)
                 served.pinned = True
-                served.memory = max(resident_bytes() - before, package_bytes(src))
+                served.memory = max(growth_since(before, collect=False), package_bytes(src))
                 self._install(served, versions, time.perf_counter() - start)
         count, used = self._usage()
         if not self.budget.fits(count, used):
@@ -568,17 +568,20 @@ class Repository:
         self._loading[key] = estimate
         self._count()
         start = time.perf_counter()
+        loop = asyncio.get_running_loop()
         try:
-            served, grown = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self._build_measured, name, version, src
-            )
+            served, before, grown = await loop.run_in_executor(self.executor, self._build_measured, name, version, src)
+            served.memory = max(grown, estimate)
+            if self.budget.memory_budget and served.memory > self.budget.memory_budget:
+                # The growth also holds what requests running meanwhile allocated: before refusing
+                # the model, measure once more after a full collection has handed that back.
+                served.memory = max(await loop.run_in_executor(self.executor, growth_since, before), estimate)
         except Exception as e:
             self._life.load_failures.labels(name, version).inc()
             self._reasons[key] = f"load failed: {e}"
             raise
         finally:
             self._loading.pop(key, None)
-        served.memory = max(grown, estimate)
         if self.budget.memory_budget and served.memory > self.budget.memory_budget:
             self._life.load_failures.labels(name, version).inc()
             reason = (
@@ -592,15 +595,16 @@ class Repository:
         await self._make_room(0, 0, key)  # it measured more than its files: trim the others
         return served
 
-    def _build_measured(self, name: str, version: str, src: Source) -> tuple[ServedModel, int]:
+    def _build_measured(self, name: str, version: str, src: Source) -> tuple[ServedModel, int, int]:
+        """The built version, the resident bytes before it and its growth (see :func:`growth_since`)."""
         # What evicted models held goes now, not in the middle of the measurement (a full collection
         # costs ms to tens of ms: only when something was evicted since the last one).
         release_memory(collect=self._evicted_since_collect)
         self._evicted_since_collect = False
         before = resident_bytes()
         served = self._build(name, version, src)
-        release_memory(collect=False)  # count what the model keeps, not the file bytes and parse buffers of its load
-        return served, max(resident_bytes() - before, 0)
+        # Count what the model keeps, not the file bytes and parse buffers its load freed.
+        return served, before, growth_since(before, collect=False)
 
     def _install(self, served: ServedModel, versions: Mapping[str, Source], seconds: float) -> None:
         name, version = served.name, served.version
