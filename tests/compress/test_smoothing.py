@@ -9,7 +9,7 @@ import pytest
 import tiny_bert
 
 from aimass import Model
-from aimass.frameworks.onnx.smooth import FLOAT_PART, input_ranges, outlier_ratio, smooth, smoothable
+from aimass.frameworks.onnx.smooth import FLOAT_PART, MIN_SMOOTH, input_ranges, outlier_ratio, smooth, smoothable
 from aimass.measure import compare_outputs
 
 torch = pytest.importorskip("torch")
@@ -42,12 +42,24 @@ def test_smoothing_is_exact_in_float_and_flattens_the_inputs(onnx_model: tuple[M
     ranges = input_ranges(proto, data)
     assert set(ranges) == set(smoothable(proto)) and len(ranges) >= 8  # q/k/v share one input per layer
     assert max(outlier_ratio(r) for r in ranges.values()) > 10  # the planted channels
-    smoothed, changed = smooth(proto, ranges, alpha=0.5)
+    smoothed, changed = smooth(proto, ranges, alpha=0.5, min_ratio=0.0)
     assert len(changed) >= 8 and sum(n.op_type == "Mul" and n.name.endswith("_smooth") for n in smoothed.graph.node)
     after = input_ranges(smoothed, data, [f"{a}_smoothed" for a in ranges])
     assert max(outlier_ratio(r) for r in after.values()) < max(outlier_ratio(r) for r in ranges.values()) / 2
     out = Model.load(smoothed.SerializeToString(), backend="onnx", schema=m.schema).predict(data)["output"]
     np.testing.assert_allclose(out, m.predict(data)["output"], rtol=1e-4, atol=1e-4)
+
+
+def test_flat_inputs_are_left_alone(onnx_model: tuple[Model, dict[str, np.ndarray]]) -> None:
+    m, data = onnx_model
+    proto = onnx.load_model_from_string(m.backend.model_bytes)  # type: ignore[attr-defined]
+    ranges = input_ranges(proto, data)
+    users = smoothable(proto)
+    flat = {n.name for a, nodes in users.items() if outlier_ratio(ranges[a]) < MIN_SMOOTH for n in nodes}
+    skewed = {n.name for a, nodes in users.items() if outlier_ratio(ranges[a]) >= MIN_SMOOTH for n in nodes}
+    assert flat and skewed  # the planted channels skew the LayerNorm outputs only
+    _, changed = smooth(proto, ranges, alpha=0.5)
+    assert set(changed) == skewed
 
 
 def test_smoothing_raises_the_worst_cosine_of_dynamic_int8(onnx_model: tuple[Model, dict[str, np.ndarray]]) -> None:

@@ -58,7 +58,7 @@ def test_optimize_fuses_attention_and_reports_both_baselines(encoder: Model) -> 
 
     fused = encoder.convert("onnx", optimize=True, repeats=2)
     ops = {n.op_type for n in onnx.load_model_from_string(fused.backend.model_bytes).graph.node}
-    assert {"Attention", "SkipLayerNormalization"} <= ops
+    assert {"Attention", "LayerNormalization"} <= ops and "SkipLayerNormalization" not in ops  # slower on the CPU
     assert "Attention" in fused.report.settings["fused"] and fused.report.settings["num_heads"] == 2
     assert fused.report.drift[0].passed
     assert any(n.startswith("fp32 baselines, plain export -> fused: b=1") for n in fused.report.notes)

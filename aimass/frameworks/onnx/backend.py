@@ -4,7 +4,10 @@ Accepts a ``.onnx`` path, serialized model bytes or an ``onnx.ModelProto``. The 
 from the session; execution providers follow the device (``cpu`` -> CPU EP, ``cuda:N`` -> CUDA EP
 with CPU fallback, led by the TensorRT EP when this onnxruntime has it). ``options`` may hold
 ``session_options`` (an ``ort.SessionOptions`` or a dict of its attributes, e.g.
-``{"intra_op_num_threads": 1}``), ``providers`` (overrides the device choice), ``tensorrt``
+``{"intra_op_num_threads": 1}``, and dotted session config entries, e.g.
+``{"session.intra_op.allow_spinning": "0"}``), ``disabled_optimizers`` (onnxruntime graph
+optimizers to skip; on the CPU alone the default skips ``SkipLayerNormFusion``, whose kernel is
+slower there than what it fuses), ``providers`` (overrides the device choice), ``tensorrt``
 (``False`` keeps the TensorRT EP out), ``tensorrt_options`` (merged over the TensorRT EP defaults,
 which cache built engines under ``~/.cache/aimass/onnxruntime-tensorrt``), ``output``
 (``"device"`` returns ``OrtValue`` outputs left on the device, DLPack-capable) and ``io_binding``
@@ -81,6 +84,30 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(name=arg.name, dtype=dtype, shape=shape)
 
 
+# onnxruntime's CPU SkipLayerNormalization kernel is 1.2-7.4x slower than the Add and
+# LayerNormalization it replaces (benchmarks/onnx_skip_layernorm.py: hidden 64-1024, batch 1-32),
+# yet its session optimizer fuses every Add -> LayerNormalization it finds. On a BERT encoder that
+# is 20 % of an int8 forward pass. Other providers keep the fusion (their kernels are the fast ones).
+CPU_DISABLED_OPTIMIZERS: tuple[str, ...] = ("SkipLayerNormFusion",)
+
+
+def _session_options(ort: Any, given: Any) -> Any:
+    """An ``ort.SessionOptions`` from one, or from a dict of its attributes and dotted config entries.
+
+    Keys with a dot are session configuration entries (``{"session.intra_op.allow_spinning": "0"}``),
+    the rest are attributes (``{"intra_op_num_threads": 1}``).
+    """
+    if isinstance(given, ort.SessionOptions):
+        return given
+    so = ort.SessionOptions()
+    for key, value in (given or {}).items():
+        if "." in key:
+            so.add_session_config_entry(key, str(value))
+        else:
+            setattr(so, key, value)
+    return so
+
+
 def _providers(device: str, options: Mapping[str, Any]) -> list[Any]:
     kind, index = check_device(device)  # "no CUDA device is visible" before asking onnxruntime
     if kind == "cpu":
@@ -114,15 +141,15 @@ class OnnxBackend(Backend):
 
     def __init__(self, model_bytes: bytes, device: str, options: Mapping[str, Any], schema: Schema | None) -> None:
         ort = _ort()
-        opts = options.get("session_options")
-        if not isinstance(opts, ort.SessionOptions):
-            so = ort.SessionOptions()
-            for key, value in (opts or {}).items():
-                setattr(so, key, value)
-            opts = so
+        opts = _session_options(ort, options.get("session_options"))
         providers = options.get("providers") or _providers(device, options)
+        disabled = options.get("disabled_optimizers")
+        if disabled is None:
+            disabled = CPU_DISABLED_OPTIMIZERS if list(providers) == ["CPUExecutionProvider"] else ()
         try:
-            self.session = ort.InferenceSession(model_bytes, sess_options=opts, providers=providers)
+            self.session = ort.InferenceSession(
+                model_bytes, sess_options=opts, providers=providers, disabled_optimizers=list(disabled)
+            )
         except Exception as e:  # onnxruntime raises its own untyped errors for bad models
             raise ModelLoadError(f"onnxruntime could not load the model: {e}") from e
         self._bytes = model_bytes

@@ -1,7 +1,7 @@
 """Transformer graph fusion with onnxruntime's transformer optimizer: attention, LayerNorm, GELU, bias-add.
 
 A BERT-like encoder exported from torch is hundreds of small ops; onnxruntime fuses them into
-``Attention``, ``SkipLayerNormalization``, ``BiasGelu`` and ``EmbedLayerNormalization`` kernels,
+``Attention``, ``LayerNormalization``, ``BiasGelu`` and ``EmbedLayerNormalization`` kernels,
 which is both a faster fp32 baseline and a better starting point for int8 (the quantizer then
 writes ``QAttention`` and int8 MatMuls). :func:`fuse` returns the fused graph and what was fused,
 or None when nothing was (not a transformer, or patterns the optimizer does not know).
@@ -13,7 +13,7 @@ reshape of each attention), or they are passed as ``num_heads=`` / ``hidden_size
 Example:
     >>> fused = fuse(onnx.load("encoder.onnx"))                   # doctest: +SKIP
     >>> fused.counts                                              # doctest: +SKIP
-    {'Attention': 6, 'SkipLayerNormalization': 12, 'BiasGelu': 6, 'EmbedLayerNormalization': 1}
+    {'EmbedLayerNormalization': 1, 'Attention': 6, 'BiasGelu': 6, 'LayerNormalization': 12}
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Fused:
     hidden_size: int
 
     def describe(self) -> str:
-        """``"6 Attention, 12 SkipLayerNormalization, ..."``."""
+        """``"1 EmbedLayerNormalization, 6 Attention, ..."``."""
         return ", ".join(f"{n} {k}" for k, n in self.counts.items())
 
 
@@ -123,12 +123,30 @@ def attention_shape(proto: Any) -> tuple[int, int] | None:
     return heads.most_common(1)[0][0], hidden
 
 
+def _fusion_options() -> Any:
+    """The optimizer's BERT fusions, less Add + LayerNorm -> ``SkipLayerNormalization``.
+
+    That kernel is slower on the CPU than the two ops it replaces (see
+    :data:`aimass.frameworks.onnx.backend.CPU_DISABLED_OPTIMIZERS`); a session on another
+    provider fuses them again where its kernel is the faster one.
+    """
+    module = require(
+        "onnxruntime.transformers.fusion_options",
+        feature="onnx graph optimization",
+        extra="onnx",
+        package="onnxruntime",
+    )
+    options = module.FusionOptions("bert")
+    options.enable_skip_layer_norm = False
+    return options
+
+
 def fuse(proto: Any, *, num_heads: int | None = None, hidden_size: int | None = None) -> Fused | None:
     """The graph with onnxruntime's transformer fusions applied, or None when nothing fused.
 
     Example:
         >>> fuse(proto, num_heads=12, hidden_size=384).describe()   # doctest: +SKIP
-        '1 EmbedLayerNormalization, 6 Attention, 6 BiasGelu, 12 SkipLayerNormalization'
+        '1 EmbedLayerNormalization, 6 Attention, 6 BiasGelu, 12 LayerNormalization'
     """
     onnx = _onnx()
     optimizer = require(
@@ -149,7 +167,12 @@ def fuse(proto: Any, *, num_heads: int | None = None, hidden_size: int | None = 
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 model = optimizer.optimize_model(
-                    str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0
+                    str(src),
+                    model_type="bert",
+                    num_heads=heads,
+                    hidden_size=hidden,
+                    opt_level=0,
+                    optimization_options=_fusion_options(),
                 )
             counts = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
             out = Path(tmp) / "fused.onnx"
@@ -172,7 +195,7 @@ def fused_backend(backend: Any, *, num_heads: int | None = None, hidden_size: in
 
     Example:
         >>> fused_backend(Model.load("encoder.onnx").backend).settings   # doctest: +SKIP
-        {'fused': '6 Attention, 12 SkipLayerNormalization, ...', 'num_heads': 12, 'hidden_size': 384}
+        {'fused': '1 EmbedLayerNormalization, 6 Attention, ...', 'num_heads': 12, 'hidden_size': 384}
     """
     from aimass.backends.base import Derived
     from aimass.frameworks.onnx.backend import OnnxBackend

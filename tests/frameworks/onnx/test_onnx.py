@@ -46,3 +46,51 @@ def test_bytes_that_are_not_utf8_are_a_schema_error(tmp_path: Path) -> None:
 def test_session_options_are_applied(tmp_path: Path) -> None:
     m = Model.load(_string_identity(tmp_path / "s.onnx"), options={"session_options": {"intra_op_num_threads": 1}})
     assert m.backend.session.get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
+
+
+def test_session_config_entries_are_applied(tmp_path: Path) -> None:
+    opts = {"session_options": {"session.intra_op.allow_spinning": "0"}}
+    m = Model.load(_string_identity(tmp_path / "s.onnx"), options=opts)
+    so = m.backend.session.get_session_options()  # type: ignore[attr-defined]
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def _add_layernorm(path: Path, hidden: int = 8) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = ["batch", "seq", hidden]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["x", "skip"], ["sum"]),
+            helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-12),
+        ],
+        "residual",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("x", "skip")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(np.full(hidden, v, np.float32), n) for n, v in (("gamma", 1.5), ("beta", 0.1))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("disabled", [None, []])
+def test_cpu_sessions_keep_add_and_layernorm_apart(tmp_path: Path, disabled: list[str] | None) -> None:
+    # onnxruntime's CPU SkipLayerNormalization is slower than Add + LayerNormalization
+    # (benchmarks/onnx_skip_layernorm.py); the default skips that fusion, disabled_optimizers=[] keeps it.
+    import onnx
+
+    optimized = tmp_path / "optimized.onnx"
+    options: dict[str, object] = {"session_options": {"optimized_model_filepath": str(optimized)}}
+    if disabled is not None:
+        options["disabled_optimizers"] = disabled
+    m = Model.load(_add_layernorm(tmp_path / "m.onnx"), options=options)
+    ops = {n.op_type for n in onnx.load(str(optimized)).graph.node}
+    assert ("SkipLayerNormalization" in ops) is (disabled == [])
+    x = np.random.default_rng(0).normal(size=(2, 3, 8)).astype(np.float32)
+    s = x + 1.0
+    mean, var = s.mean(-1, keepdims=True), s.var(-1, keepdims=True)
+    expected = 1.5 * (s - mean) / np.sqrt(var + 1e-12) + 0.1
+    np.testing.assert_allclose(m.predict({"x": x, "skip": np.ones_like(x)})["y"], expected, atol=1e-5)

@@ -1,0 +1,86 @@
+"""onnxruntime on the CPU: a residual Add + LayerNormalization, fused to SkipLayerNormalization or not.
+
+onnxruntime's session optimizer fuses ``Add -> LayerNormalization`` into its contrib
+``SkipLayerNormalization`` kernel, which on the CPU is slower than the two ops it replaces. aimass
+skips that fusion for CPU sessions (``OnnxBackend``'s default ``disabled_optimizers``); this script
+measures both through aimass, in the same run, calls interleaved, and prints the ratio.
+
+Run:  .venv/bin/python benchmarks/onnx_skip_layernorm.py [--repeats 30] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aimass import Model
+
+SHAPES = ((1, 8), (1, 128), (32, 64))  # (batch, tokens)
+HIDDEN = (64, 384, 768, 1024)
+
+
+def residual_layernorm(hidden: int) -> bytes:
+    """``LayerNorm(x + skip)``: the residual block every post-LN transformer layer ends with."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = ["batch", "seq", hidden]
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["x", "skip"], ["sum"]),
+            helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-12),
+        ],
+        "residual",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("x", "skip")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(rng.normal(size=hidden).astype(np.float32), n) for n in ("gamma", "beta")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def median_ms(models: list[Model], x: dict[str, np.ndarray], repeats: int) -> list[float]:
+    times: list[list[float]] = [[] for _ in models]
+    for m in models:
+        m.predict(x)
+    for _ in range(repeats):
+        for m, t in zip(models, times, strict=True):
+            start = time.perf_counter()
+            m.predict(x)
+            t.append(time.perf_counter() - start)
+    return [1e3 * statistics.median(t) for t in times]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    session: dict[str, Any] = {"intra_op_num_threads": args.threads, "session.intra_op.allow_spinning": "0"}
+    print(f"onnxruntime CPU, {args.threads} thread(s); median of {args.repeats} interleaved calls")
+    for hidden in HIDDEN:
+        blob = residual_layernorm(hidden)
+        fused = Model.load(blob, backend="onnx", options={"session_options": session, "disabled_optimizers": []})
+        ours = Model.load(blob, backend="onnx", options={"session_options": session})
+        for batch, tokens in SHAPES:
+            rng = np.random.default_rng(1)
+            x = {n: rng.normal(size=(batch, tokens, hidden)).astype(np.float32) for n in ("x", "skip")}
+            np.testing.assert_allclose(fused.predict(x)["y"], ours.predict(x)["y"], atol=1e-4)
+            skip, plain = median_ms([fused, ours], x, args.repeats)
+            print(
+                f"  hidden {hidden:>4}, batch {batch:>2} x {tokens:>3} tokens: SkipLayerNormalization {skip:7.3f} ms, "
+                f"Add + LayerNormalization (aimass default) {plain:7.3f} ms: {skip / plain:.1f}x faster"
+            )
+
+
+if __name__ == "__main__":
+    main()
