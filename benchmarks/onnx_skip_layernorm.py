@@ -31,7 +31,7 @@ def residual_layernorm(hidden: int) -> bytes:
     """``LayerNorm(x + skip)``: the residual block every post-LN transformer layer ends with."""
     from onnx import TensorProto, helper, numpy_helper
 
-    shape = ["batch", "seq", hidden]
+    shape: list[str | int] = ["batch", "seq", hidden]
     rng = np.random.default_rng(0)
     graph = helper.make_graph(
         [
