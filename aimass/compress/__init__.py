@@ -56,7 +56,7 @@ def compress(
     for float ones, recall@10 for group labels of embeddings; ``metric="recall@5"`` picks
     another k). ``max_drop`` rejects
     a result whose metric drops by more than that (without labels: whose top-1 agreement with the
-    original falls below ``1 - max_drop``). ``repeats`` is the number of interleaved timed calls
+    original falls below ``1 - max_drop``). ``repeats`` is the number of timed calls of each model
     per batch size. Other ``options`` go to the method (``per_channel=``, ``min_cosine=``,
     ``amount=`` ...).
 

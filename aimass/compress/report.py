@@ -1,8 +1,8 @@
 """What a compression or conversion did, measured: size, latency, output drift, metric.
 
 :func:`measure` compares a model before and after on the same inputs, in the same process run:
-sizes come from the files of a saved package, latency at batch 1 and 32 from interleaved calls of
-both models (so machine noise hits both sides alike), drift from both models' outputs on user
+sizes come from the files of a saved package, latency at batch 1 and 32 from both models timed in
+alternating turns (so machine noise hits both sides alike), drift from both models' outputs on user
 data, else on the example the model was loaded with, else on rows generated from the schema
 (:func:`aimass.measure.sample_inputs`; ``Report.data`` and ``data_detail`` say which). Compressors
 that choose between recipes leave them in ``Report.recipes`` (drawn as latency vs quality in
@@ -149,7 +149,7 @@ class Report(BaseModel):
                 (
                     f"latency b={lat.batch}",
                     f"{lat.before_ms:.3f} ms -> {lat.after_ms:.3f} ms ({_ratio(lat.speedup, 'faster', 'slower')}; "
-                    f"median of {lat.repeats} interleaved calls, {self.threads} cores)",
+                    f"median of {lat.repeats} calls timed in turns, {self.threads} cores)",
                 )
             )
         for d in self.drift:
@@ -245,7 +245,7 @@ class Report(BaseModel):
                         "before": [lat.before_ms for lat in self.latency],
                         "after": [lat.after_ms for lat in self.latency],
                     },
-                    title=f"latency per call (median of interleaved calls, {self.threads} cores)",
+                    title=f"latency per call (median of calls timed in turns, {self.threads} cores)",
                     unit="ms",
                 )
             )
@@ -348,37 +348,49 @@ def model_size(model: Model) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _time_call(model: Model, inputs: dict[str, np.ndarray]) -> float:
-    t = time.perf_counter()
+# Idle onnxruntime thread pools spin for 20-50 ms after a call (measured on 2 cores): timed right
+# after the other model, a call shares the cores with those spinning threads (int8 BERT, batch 32,
+# 2 threads: 110 -> 146 ms, the fp32 original 232 -> 271 ms). Each model first runs untimed for
+# this long, so both are timed as they run alone.
+SETTLE_S = 0.06
+
+
+def _time_calls(model: Model, inputs: dict[str, np.ndarray], calls: int) -> list[float]:
+    """``calls`` timed calls of ``model``, after untimed ones for :data:`SETTLE_S` (at least one)."""
+    start = time.perf_counter()
     model.predict(inputs)
-    return time.perf_counter() - t
+    while time.perf_counter() - start < SETTLE_S:
+        model.predict(inputs)
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        model.predict(inputs)
+        times.append(time.perf_counter() - t)
+    return times
 
 
 def time_interleaved(
     before: Model, after: Model, inputs: Mapping[str, np.ndarray], *, batches: Sequence[int], repeats: int
 ) -> list[Latency]:
-    """Median latency of both models at each batch size, calls interleaved (order alternating)."""
+    """Median latency of both models at each batch size, timed in turns (order alternating).
+
+    Each turn settles the model first (:data:`SETTLE_S` of untimed calls) and times two calls.
+    """
     out = []
     for size in batches:
         x = batch_of(inputs, size)
-        for m in (before, after):  # warm-up: first calls allocate and pick kernels
-            m.predict(x)
-            m.predict(x)
         tb: list[float] = []
         ta: list[float] = []
-        for i in range(repeats):
-            if i % 2:
-                ta.append(_time_call(after, x))
-                tb.append(_time_call(before, x))
-            else:
-                tb.append(_time_call(before, x))
-                ta.append(_time_call(after, x))
+        for i in range((repeats + 1) // 2):
+            calls = min(2, repeats - 2 * i)
+            for m, times in ((after, ta), (before, tb)) if i % 2 else ((before, tb), (after, ta)):
+                times.extend(_time_calls(m, x, calls))
         out.append(
             Latency(
                 batch=size,
                 before_ms=1e3 * statistics.median(tb),
                 after_ms=1e3 * statistics.median(ta),
-                repeats=repeats,
+                repeats=len(tb),
             )
         )
     return out
@@ -402,7 +414,7 @@ def measure(
 ) -> Report:
     """Measure ``after`` against ``before`` on the same inputs and return the :class:`Report`.
 
-    ``repeats`` interleaved calls per batch size (0 skips latency).
+    ``repeats`` calls of each model per batch size, timed in turns (0 skips latency).
 
     Example:
         >>> measure(m, q, operation="compress", method="int8", data=rows).size_ratio   # doctest: +SKIP

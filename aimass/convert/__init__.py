@@ -66,7 +66,7 @@ def convert(
     """A new Model in ``target`` format, checked against ``model`` on ``data`` (else its load-time example).
 
     ``atol``/``rtol`` set the tolerance (default 1e-4 + 1e-3 * max |source output|); ``repeats``
-    is the number of interleaved timed calls per batch size in the report (0 skips timing).
+    is the number of timed calls per batch size in the report (0 skips timing).
     ``optimize=True`` fuses the converted graph (the fast fp32 baseline; see :data:`OPTIMIZERS`).
     Other ``options`` go to the converter (``opset=``; torch: ``dynamo=False`` for the legacy
     exporter).
