@@ -229,14 +229,35 @@ def compare_outputs(
     return drifts
 
 
-def time_calls(call: Callable[[], Any], *, seconds: float, min_calls: int, max_calls: int | None = None) -> np.ndarray:
+# After a call, onnxruntime's worker threads spin before they sleep, and on a small machine they
+# keep spinning while another model runs: timed right after another model, a call shares the cores
+# with them (int8 MiniLM, 2 threads on 2 cores: 3.7 -> 7.8 ms at batch 1, sustained over many calls;
+# 104 -> 134 ms at batch 32). Left idle for 60 ms they stop.
+SETTLE_S = 0.06
+
+
+def time_calls(
+    call: Callable[[], Any],
+    *,
+    seconds: float,
+    min_calls: int,
+    max_calls: int | None = None,
+    settle: bool = False,
+) -> np.ndarray:
     """Seconds taken by each of repeated ``call()``: at least ``min_calls``, then until ``seconds`` have
     passed (or ``max_calls`` were made). The caller warms up first; this only times.
+
+    ``settle=True`` is for timing several models in turns: it first pauses :data:`SETTLE_S` (the
+    previous model's idle threads stop spinning) and makes one untimed call (this one's wake up),
+    so each model is timed as it runs alone.
 
     Example:
         >>> len(time_calls(lambda: None, seconds=0.0, min_calls=3))
         3
     """
+    if settle:
+        time.sleep(SETTLE_S)
+        call()
     times: list[float] = []
     deadline = time.perf_counter() + seconds
     while max_calls is None or len(times) < max_calls:

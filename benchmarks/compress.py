@@ -27,6 +27,7 @@ Run:  .venv/bin/python benchmarks/compress.py [--seq 64] [--repeats 15] [--skip-
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import sys
@@ -44,7 +45,7 @@ import models
 
 from aimass import Model
 from aimass.compress.report import model_size, time_interleaved
-from aimass.measure import compare_outputs
+from aimass.measure import compare_outputs, time_calls
 
 
 def cpu_facts() -> str:
@@ -137,12 +138,7 @@ def real_sentences(weights: Path, n: int, seq: int, seed: int = 1) -> dict[str, 
 
 
 def onnx_with_threads(blob: bytes, threads: int, schema: Any) -> Model:
-    # Threads that spin after a call keep a core busy for a while: with several sessions called in
-    # turn on a 2-core machine, each one's idle pool steals the cores the next one runs on, which
-    # slowed every session and the faster ones most (2 threads, batch 32: plain fp32 257 -> 296 ms,
-    # int8 108 -> 140 ms). Without spinning, interleaved timing matches timing each one alone.
-    session = {"intra_op_num_threads": threads, "inter_op_num_threads": 1, "session.intra_op.allow_spinning": "0"}
-    opts = {"session_options": session}
+    opts = {"session_options": {"intra_op_num_threads": threads, "inter_op_num_threads": 1}}
     return Model.load(blob, backend="onnx", schema=schema, options=opts)
 
 
@@ -381,19 +377,19 @@ def optimum_int8(python: str, fp32: bytes, weights: Path) -> bytes:
 
 
 def interleaved(models: dict[str, Model], x: dict[str, np.ndarray], rounds: int) -> dict[str, float]:
-    """Median ms per call of every model, called in turn (A, B, C, A, B, C ...) so noise hits all alike."""
+    """Median ms per call of every model, timed in turns (A, B, C, C, B, A ...) so noise hits all alike.
+
+    Each turn pauses, makes an untimed call and times two (``time_calls(settle=True)``): onnxruntime's idle
+    threads spin for a while after a call and would otherwise share the cores with the next model.
+    """
     import statistics
 
-    for m in models.values():
-        m.predict(x)
-        m.predict(x)
     times: dict[str, list[float]] = {k: [] for k in models}
     names = list(models)
     for r in range(rounds):
         for k in names if r % 2 == 0 else reversed(names):
-            t = time.perf_counter()
-            models[k].predict(x)
-            times[k].append(1e3 * (time.perf_counter() - t))
+            call = functools.partial(models[k].predict, x)
+            times[k].extend(1e3 * time_calls(call, seconds=0.0, min_calls=2, settle=True))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -453,11 +449,11 @@ def pretrained(args: argparse.Namespace) -> None:
               f"({sizes['onnx fp32 (plain export)'] / sizes[k]:.2f}x smaller than plain)")  # fmt: skip
     print(f"  {'torch fp32 (reference)':<26} {quality(ref, ref, topics)}")
 
-    print(f"\n[{isa}] onnxruntime latency, medians of interleaved calls; ratio = plain fp32 / this")
+    print(f"\n[{isa}] onnxruntime latency, medians of calls timed in turns; ratio = plain fp32 / this")
     blobs = {k: m.backend.model_bytes for k, m in candidates.items()}  # type: ignore[attr-defined]
     for n in [int(v) for v in args.threads.split(",")]:
         threaded = {k: onnx_with_threads(b, n, plain.schema) for k, b in blobs.items()}
-        for batch, rounds in ((1, args.repeats * 2), (32, max(5, args.repeats // 2))):
+        for batch, rounds in ((1, args.repeats), (32, max(5, args.repeats // 2))):
             x = {k: v[:batch] for k, v in evaluation.items()}
             med = interleaved(threaded, x, rounds)
             base = med["onnx fp32 (plain export)"]

@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    # Calls alternate between two sessions: without spinning, one session's idle threads cannot
+    # take the cores from the other (docs/compression.md, "ONNX sessions on the CPU").
     session: dict[str, Any] = {"intra_op_num_threads": args.threads, "session.intra_op.allow_spinning": "0"}
     print(f"onnxruntime CPU, {args.threads} thread(s); median of {args.repeats} interleaved calls")
     for hidden in HIDDEN:

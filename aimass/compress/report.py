@@ -16,12 +16,12 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import html
 import os
 import shutil
 import statistics
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from aimass import charts
-from aimass.measure import Drift, batch_of, compare_outputs, human_size, sample_inputs, score_outputs
+from aimass.measure import Drift, batch_of, compare_outputs, human_size, sample_inputs, score_outputs, time_calls
 from aimass.package import verify
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ __all__ = [
     "measure",
     "model_size",
     "recipes_svg",
+    "time_interleaved",
 ]
 
 LATENCY_BATCHES = (1, 32)
@@ -348,33 +349,12 @@ def model_size(model: Model) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-# Idle onnxruntime thread pools spin for 20-50 ms after a call (measured on 2 cores): timed right
-# after the other model, a call shares the cores with those spinning threads (int8 BERT, batch 32,
-# 2 threads: 110 -> 146 ms, the fp32 original 232 -> 271 ms). Each model first runs untimed for
-# this long, so both are timed as they run alone.
-SETTLE_S = 0.06
-
-
-def _time_calls(model: Model, inputs: dict[str, np.ndarray], calls: int) -> list[float]:
-    """``calls`` timed calls of ``model``, after untimed ones for :data:`SETTLE_S` (at least one)."""
-    start = time.perf_counter()
-    model.predict(inputs)
-    while time.perf_counter() - start < SETTLE_S:
-        model.predict(inputs)
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        model.predict(inputs)
-        times.append(time.perf_counter() - t)
-    return times
-
-
 def time_interleaved(
     before: Model, after: Model, inputs: Mapping[str, np.ndarray], *, batches: Sequence[int], repeats: int
 ) -> list[Latency]:
     """Median latency of both models at each batch size, timed in turns (order alternating).
 
-    Each turn settles the model first (:data:`SETTLE_S` of untimed calls) and times two calls.
+    Each turn times two calls of one model, settled first (:func:`aimass.measure.time_calls`).
     """
     out = []
     for size in batches:
@@ -384,7 +364,8 @@ def time_interleaved(
         for i in range((repeats + 1) // 2):
             calls = min(2, repeats - 2 * i)
             for m, times in ((after, ta), (before, tb)) if i % 2 else ((before, tb), (after, ta)):
-                times.extend(_time_calls(m, x, calls))
+                call = functools.partial(m.predict, x)
+                times.extend(time_calls(call, seconds=0.0, min_calls=calls, settle=True))
         out.append(
             Latency(
                 batch=size,

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from aimass.frameworks.onnx.backend import OnnxBackend
 from aimass.frameworks.onnx.optimize import fuse
 from aimass.frameworks.onnx.smooth import FLOAT_PART, input_ranges, outlier_ratio, smoothable
 from aimass.frameworks.onnx.smooth import smooth as smooth_graph
-from aimass.measure import compare_outputs, sample_inputs
+from aimass.measure import compare_outputs, sample_inputs, time_calls
 
 __all__ = ["dynamic_int8", "fp16", "static_int8"]
 
@@ -168,14 +168,9 @@ class _Bench:
 
     @staticmethod
     def time(candidate: OnnxBackend, inputs: dict[str, np.ndarray], calls: int = 3) -> float:
-        """The fastest of ``calls`` runs on ``inputs``, after one untimed call (allocation, kernel choice)."""
-        candidate.run(inputs)
-        best = float("inf")
-        for _ in range(calls):
-            t = time.perf_counter()
-            candidate.run(inputs)
-            best = min(best, time.perf_counter() - t)
-        return 1e3 * best
+        """The fastest of ``calls`` runs on ``inputs``, settled first (the previous candidate's threads, warm-up)."""
+        call = functools.partial(candidate.run, inputs)
+        return 1e3 * float(time_calls(call, seconds=0.0, min_calls=calls, settle=True).min())
 
     def measure(
         self, name: str, blob: bytes, excluded: list[str], *, timed: bool = True, time_from: float | None = None
