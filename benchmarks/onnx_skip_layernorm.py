@@ -20,32 +20,14 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import models
 
 from aimass import Model
 
 SHAPES = ((1, 8), (1, 128), (32, 64))  # (batch, tokens)
 HIDDEN = (64, 384, 768, 1024)
-
-
-def residual_layernorm(hidden: int) -> bytes:
-    """``LayerNorm(x + skip)``: the residual block every post-LN transformer layer ends with."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    shape: list[str | int] = ["batch", "seq", hidden]
-    rng = np.random.default_rng(0)
-    graph = helper.make_graph(
-        [
-            helper.make_node("Add", ["x", "skip"], ["sum"]),
-            helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-12),
-        ],
-        "residual",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("x", "skip")],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-        [numpy_helper.from_array(rng.normal(size=hidden).astype(np.float32), n) for n in ("gamma", "beta")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
 
 
 def median_ms(models: list[Model], x: dict[str, np.ndarray], repeats: int) -> list[float]:
@@ -70,7 +52,8 @@ def main() -> None:
     session: dict[str, Any] = {"intra_op_num_threads": args.threads, "session.intra_op.allow_spinning": "0"}
     print(f"onnxruntime CPU, {args.threads} thread(s); median of {args.repeats} interleaved calls")
     for hidden in HIDDEN:
-        blob = residual_layernorm(hidden)
+        rng = np.random.default_rng(0)
+        blob = models.onnx_residual_layernorm(hidden, gamma=float(rng.normal()), beta=float(rng.normal()))
         fused = Model.load(blob, backend="onnx", options={"session_options": session, "disabled_optimizers": []})
         ours = Model.load(blob, backend="onnx", options={"session_options": session})
         for batch, tokens in SHAPES:

@@ -81,6 +81,26 @@ def onnx_two_inputs(path: Path) -> Path:
     return path
 
 
+def onnx_residual_layernorm(hidden: int = 8, gamma: float = 1.5, beta: float = 0.1) -> bytes:
+    """``LayerNorm(x + skip)`` over the last axis: the block every post-LN transformer layer ends with."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape: list[str | int] = ["batch", "seq", hidden]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["x", "skip"], ["sum"]),
+            helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-12),
+        ],
+        "residual",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("x", "skip")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(np.full(hidden, v, np.float32), n) for n, v in (("gamma", gamma), ("beta", beta))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
 def _torch_mlp_class() -> Any:
     import torch
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import models
 import numpy as np
 import pytest
 
@@ -55,27 +56,6 @@ def test_session_config_entries_are_applied(tmp_path: Path) -> None:
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
-def _add_layernorm(path: Path, hidden: int = 8) -> Path:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    shape = ["batch", "seq", hidden]
-    graph = helper.make_graph(
-        [
-            helper.make_node("Add", ["x", "skip"], ["sum"]),
-            helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-12),
-        ],
-        "residual",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("x", "skip")],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-        [numpy_helper.from_array(np.full(hidden, v, np.float32), n) for n, v in (("gamma", 1.5), ("beta", 0.1))],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 @pytest.mark.parametrize("disabled", [None, []])
 def test_cpu_sessions_keep_add_and_layernorm_apart(tmp_path: Path, disabled: list[str] | None) -> None:
     # onnxruntime's CPU SkipLayerNormalization is slower than Add + LayerNormalization
@@ -86,7 +66,7 @@ def test_cpu_sessions_keep_add_and_layernorm_apart(tmp_path: Path, disabled: lis
     options: dict[str, object] = {"session_options": {"optimized_model_filepath": str(optimized)}}
     if disabled is not None:
         options["disabled_optimizers"] = disabled
-    m = Model.load(_add_layernorm(tmp_path / "m.onnx"), options=options)
+    m = Model.load(models.onnx_residual_layernorm(8), backend="onnx", options=options)
     ops = {n.op_type for n in onnx.load(str(optimized)).graph.node}
     assert ("SkipLayerNormalization" in ops) is (disabled == [])
     x = np.random.default_rng(0).normal(size=(2, 3, 8)).astype(np.float32)
