@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from aimass.schema import Schema
 
 __all__ = [
+    "SETTLE_S",
     "Drift",
     "batch_of",
     "compare_outputs",
@@ -231,8 +232,8 @@ def compare_outputs(
 
 # After a call, onnxruntime's worker threads spin before they sleep, and on a small machine they
 # keep spinning while another model runs: timed right after another model, a call shares the cores
-# with them (int8 MiniLM, 2 threads on 2 cores: 3.7 -> 7.8 ms at batch 1, sustained over many calls;
-# 104 -> 134 ms at batch 32). Left idle for 60 ms they stop.
+# with them (int8 MiniLM, 2 threads on 2 cores, calls back to back: 3.7 -> 7.8 ms at batch 1,
+# sustained over many calls; 104 -> 134 ms for the first call at batch 32). Idle 60 ms, they stop.
 SETTLE_S = 0.06
 
 
@@ -245,7 +246,7 @@ def time_calls(
     settle: bool = False,
 ) -> np.ndarray:
     """Seconds taken by each of repeated ``call()``: at least ``min_calls``, then until ``seconds`` have
-    passed (or ``max_calls`` were made). The caller warms up first; this only times.
+    passed (or ``max_calls`` were made). The caller warms up first (unless ``settle``); this only times.
 
     ``settle=True`` is for timing several models in turns: it first pauses :data:`SETTLE_S` (the
     previous model's idle threads stop spinning) and makes one untimed call (this one's wake up),

@@ -27,7 +27,6 @@ Run:  .venv/bin/python benchmarks/compress.py [--seq 64] [--repeats 15] [--skip-
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import platform
 import sys
@@ -44,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import models
 
 from aimass import Model
-from aimass.compress.report import model_size, time_interleaved
-from aimass.measure import compare_outputs, time_calls
+from aimass.compress.report import latency_before_after, model_size, time_in_turns
+from aimass.measure import compare_outputs
 
 
 def cpu_facts() -> str:
@@ -162,8 +161,8 @@ def fused(blob: bytes) -> bytes | None:
 def timed(before: Model, after: Model, inputs: dict[str, np.ndarray], repeats: int) -> list[Any]:
     """Batch 1 with ``repeats`` interleaved calls, batch 32 with a third of them (each call is ~30x longer)."""
     return [
-        *time_interleaved(before, after, inputs, batches=(1,), repeats=repeats),
-        *time_interleaved(before, after, inputs, batches=(32,), repeats=max(3, repeats // 3)),
+        *latency_before_after(before, after, inputs, batches=(1,), repeats=repeats),
+        *latency_before_after(before, after, inputs, batches=(32,), repeats=max(3, repeats // 3)),
     ]
 
 
@@ -180,7 +179,7 @@ def line(label: str, lat: Any, size_a: int | None = None, size_b: int | None = N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seq", type=int, default=64, help="tokens per sentence (padded)")
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved timed calls per batch size")
+    parser.add_argument("--repeats", type=int, default=15, help="timed calls per model and batch size (in turns)")
     parser.add_argument("--threads", default="1,2", help="thread counts to compare at")
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--skip-fused", action="store_true")
@@ -198,6 +197,8 @@ def main() -> None:
         help="--pretrained: also Optimum's avx512_vnni int8, made by this interpreter (see benchmarks/optimum_int8.py)",
     )
     args = parser.parse_args()
+    if args.optimum and not args.pretrained:
+        parser.error("--optimum needs --pretrained")
     if args.pretrained:
         pretrained(args)
         return
@@ -377,20 +378,10 @@ def optimum_int8(python: str, fp32: bytes, weights: Path) -> bytes:
 
 
 def interleaved(models: dict[str, Model], x: dict[str, np.ndarray], rounds: int) -> dict[str, float]:
-    """Median ms per call of every model, timed in turns (A, B, C, C, B, A ...) so noise hits all alike.
-
-    Each turn pauses, makes an untimed call and times two (``time_calls(settle=True)``): onnxruntime's idle
-    threads spin for a while after a call and would otherwise share the cores with the next model.
-    """
+    """Median ms per call of every model, ``2 * rounds`` calls each, timed in turns (``time_in_turns``)."""
     import statistics
 
-    times: dict[str, list[float]] = {k: [] for k in models}
-    names = list(models)
-    for r in range(rounds):
-        for k in names if r % 2 == 0 else reversed(names):
-            call = functools.partial(models[k].predict, x)
-            times[k].extend(1e3 * time_calls(call, seconds=0.0, min_calls=2, settle=True))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: 1e3 * statistics.median(v) for k, v in time_in_turns(models, x, calls=2 * rounds).items()}
 
 
 def quality(ref: np.ndarray, got: np.ndarray, topics: np.ndarray) -> str:

@@ -45,7 +45,8 @@ __all__ = [
     "measure",
     "model_size",
     "recipes_svg",
-    "time_interleaved",
+    "latency_before_after",
+    "time_in_turns",
 ]
 
 LATENCY_BATCHES = (1, 32)
@@ -349,29 +350,42 @@ def model_size(model: Model) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def time_interleaved(
+def time_in_turns(
+    models: Mapping[str, Model], inputs: Mapping[str, np.ndarray], *, calls: int
+) -> dict[str, list[float]]:
+    """Seconds of each of ``calls`` calls of every model, timed in turns so machine noise hits all alike.
+
+    A turn is up to two calls of one model, settled first (a pause and an untimed call, see
+    :func:`aimass.measure.time_calls`); the order of the models alternates (A, B, C, C, B, A ...).
+
+    Example:
+        >>> times = time_in_turns({"fp32": m, "int8": q}, x, calls=10)      # doctest: +SKIP
+        >>> statistics.median(times["fp32"]) / statistics.median(times["int8"])   # doctest: +SKIP
+        2.2
+    """
+    times: dict[str, list[float]] = {k: [] for k in models}
+    names = list(models)
+    for i in range((calls + 1) // 2):
+        n = min(2, calls - 2 * i)
+        for k in names if i % 2 == 0 else reversed(names):
+            call = functools.partial(models[k].predict, inputs)
+            times[k].extend(time_calls(call, seconds=0.0, min_calls=n, max_calls=n, settle=True))
+    return times
+
+
+def latency_before_after(
     before: Model, after: Model, inputs: Mapping[str, np.ndarray], *, batches: Sequence[int], repeats: int
 ) -> list[Latency]:
-    """Median latency of both models at each batch size, timed in turns (order alternating).
-
-    Each turn times two calls of one model, settled first (:func:`aimass.measure.time_calls`).
-    """
+    """Median latency of both models at each batch size, ``repeats`` calls each, timed in turns."""
     out = []
     for size in batches:
-        x = batch_of(inputs, size)
-        tb: list[float] = []
-        ta: list[float] = []
-        for i in range((repeats + 1) // 2):
-            calls = min(2, repeats - 2 * i)
-            for m, times in ((after, ta), (before, tb)) if i % 2 else ((before, tb), (after, ta)):
-                call = functools.partial(m.predict, x)
-                times.extend(time_calls(call, seconds=0.0, min_calls=calls, settle=True))
+        times = time_in_turns({"before": before, "after": after}, batch_of(inputs, size), calls=repeats)
         out.append(
             Latency(
                 batch=size,
-                before_ms=1e3 * statistics.median(tb),
-                after_ms=1e3 * statistics.median(ta),
-                repeats=len(tb),
+                before_ms=1e3 * statistics.median(times["before"]),
+                after_ms=1e3 * statistics.median(times["after"]),
+                repeats=repeats,
             )
         )
     return out
@@ -418,7 +432,7 @@ def measure(
             "metric_after": value_after,
             "higher_is_better": higher,
         }
-    latency = time_interleaved(before, after, inputs, batches=LATENCY_BATCHES, repeats=repeats) if repeats else []
+    latency = latency_before_after(before, after, inputs, batches=LATENCY_BATCHES, repeats=repeats) if repeats else []
     settings = dict(settings or {})
     recipes = [Recipe(**r) for r in settings.pop("recipes", [])]
     layers = [LayerChoice(**c) for c in settings.pop("per_layer", [])]

@@ -123,11 +123,11 @@ def convert(
 
 
 def _both_baselines(plain: Model, fused: Model, data: Any, repeats: int) -> str:
-    """The plain export's latency against the fused graph's, interleaved: the two fp32 baselines."""
-    from aimass.compress.report import time_interleaved
+    """The plain export's latency against the fused graph's, timed in turns: the two fp32 baselines."""
+    from aimass.compress.report import latency_before_after
     from aimass.measure import sample_inputs
 
     inputs, _ = sample_inputs(plain.schema, data, example=plain.example)
-    lats = time_interleaved(plain, fused, inputs, batches=(1, 32), repeats=repeats)
+    lats = latency_before_after(plain, fused, inputs, batches=(1, 32), repeats=repeats)
     parts = [f"b={lat.batch} {lat.before_ms:.2f} ms -> {lat.after_ms:.2f} ms ({lat.speedup:.2f}x)" for lat in lats]
     return "fp32 baselines, plain export -> fused: " + ", ".join(parts)

@@ -7,7 +7,8 @@ with CPU fallback, led by the TensorRT EP when this onnxruntime has it). ``optio
 ``{"intra_op_num_threads": 1}``, and dotted session config entries, e.g.
 ``{"session.intra_op.allow_spinning": "0"}``), ``disabled_optimizers`` (onnxruntime graph
 optimizers to skip; on the CPU alone the default skips ``SkipLayerNormFusion``, whose kernel is
-slower there than what it fuses), ``providers`` (overrides the device choice), ``tensorrt``
+slower there than what it fuses; sessions led by CUDA, TensorRT or ROCm keep onnxruntime's
+default), ``providers`` (overrides the device choice), ``tensorrt``
 (``False`` keeps the TensorRT EP out), ``tensorrt_options`` (merged over the TensorRT EP defaults,
 which cache built engines under ``~/.cache/aimass/onnxruntime-tensorrt``), ``output``
 (``"device"`` returns ``OrtValue`` outputs left on the device, DLPack-capable) and ``io_binding``
@@ -22,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,7 +35,7 @@ from aimass.device import check_device, output_on_device, split_device, synchron
 from aimass.errors import DeviceError, ModelLoadError, PredictionError, SchemaError
 from aimass.schema import DType, Schema, TensorSpec
 
-__all__ = ["OnnxBackend"]
+__all__ = ["CPU_DISABLED_OPTIMIZERS", "OnnxBackend"]
 
 _ORT_TYPES: dict[str, DType] = {
     "tensor(bool)": DType.BOOL,
@@ -87,22 +88,45 @@ def _spec(arg: Any) -> TensorSpec:
 # onnxruntime's CPU SkipLayerNormalization kernel is 1.2-7.4x slower than the Add and
 # LayerNormalization it replaces (benchmarks/onnx_skip_layernorm.py: hidden 64-1024, batch 1-32),
 # yet its session optimizer fuses every Add -> LayerNormalization it finds. On a BERT encoder that
-# is 20 % of an int8 forward pass. Other providers keep the fusion (their kernels are the fast ones).
+# was 20 % of an int8 forward pass. Sessions led by a GPU provider keep onnxruntime's default:
+# the fusion was written for those kernels, and no GPU was at hand to measure them.
 CPU_DISABLED_OPTIMIZERS: tuple[str, ...] = ("SkipLayerNormFusion",)
+GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider"})
+
+
+def _provider_names(providers: Sequence[Any]) -> list[str]:
+    """Names from a providers list whose entries are names or ``(name, options)`` pairs."""
+    return [p if isinstance(p, str) else p[0] for p in providers]
+
+
+def _disabled_optimizers(options: Mapping[str, Any], providers: Sequence[Any]) -> list[str]:
+    """``options["disabled_optimizers"]`` (a name or a list), else :data:`CPU_DISABLED_OPTIMIZERS` without a GPU."""
+    given = options.get("disabled_optimizers")
+    if given is not None:
+        return [given] if isinstance(given, str) else list(given)
+    on_gpu = GPU_PROVIDERS.intersection(_provider_names(providers))
+    return [] if on_gpu else list(CPU_DISABLED_OPTIMIZERS)
+
+
+def _config_value(value: Any) -> str:
+    # onnxruntime reads switches such as allow_spinning as exactly "1" or "0"; str(True) is "True".
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
 
 
 def _session_options(ort: Any, given: Any) -> Any:
     """An ``ort.SessionOptions`` from one, or from a dict of its attributes and dotted config entries.
 
-    Keys with a dot are session configuration entries (``{"session.intra_op.allow_spinning": "0"}``),
-    the rest are attributes (``{"intra_op_num_threads": 1}``).
+    Keys with a dot are session configuration entries (``{"session.intra_op.allow_spinning": "0"}``,
+    booleans as ``"1"``/``"0"``), the rest are attributes (``{"intra_op_num_threads": 1}``).
     """
     if isinstance(given, ort.SessionOptions):
         return given
     so = ort.SessionOptions()
     for key, value in (given or {}).items():
         if "." in key:
-            so.add_session_config_entry(key, str(value))
+            so.add_session_config_entry(key, _config_value(value))
         else:
             setattr(so, key, value)
     return so
@@ -143,12 +167,12 @@ class OnnxBackend(Backend):
         ort = _ort()
         opts = _session_options(ort, options.get("session_options"))
         providers = options.get("providers") or _providers(device, options)
-        disabled = options.get("disabled_optimizers")
-        if disabled is None:
-            disabled = CPU_DISABLED_OPTIMIZERS if list(providers) == ["CPUExecutionProvider"] else ()
         try:
             self.session = ort.InferenceSession(
-                model_bytes, sess_options=opts, providers=providers, disabled_optimizers=list(disabled)
+                model_bytes,
+                sess_options=opts,
+                providers=providers,
+                disabled_optimizers=_disabled_optimizers(options, providers),
             )
         except Exception as e:  # onnxruntime raises its own untyped errors for bad models
             raise ModelLoadError(f"onnxruntime could not load the model: {e}") from e
@@ -255,6 +279,15 @@ class OnnxBackend(Backend):
         except Exception as e:  # ORT raises RuntimeError subclasses of its own (Fail, InvalidArgument ...)
             raise PredictionError(f"onnxruntime failed: {e}") from e
         return dict(zip(self._output_names, outs, strict=False))
+
+    def derive(self, model_bytes: bytes) -> OnnxBackend:
+        """A session for another graph (a fused or quantized version of this one), with this one's
+        device, options and schema, so a user's session options reach what is derived from it.
+
+        Example:
+            >>> int8 = backend.derive(quantized_bytes)              # doctest: +SKIP
+        """
+        return OnnxBackend(model_bytes, self.device, self._options, self.schema)
 
     def to(self, device: str) -> OnnxBackend:
         if device == self.device:

@@ -111,7 +111,7 @@ def _preprocessed(proto: Any, notes: list[str]) -> Any:
 
 
 def _load_onnx_bytes(data: bytes, like: OnnxBackend) -> OnnxBackend:
-    return OnnxBackend.load(data, device=like.device, schema=like.schema)
+    return like.derive(data)
 
 
 def _not_preprocessing_advice(record: logging.LogRecord) -> bool:
@@ -314,9 +314,10 @@ def dynamic_int8(
                 if best is None or t.cosine > best.cosine:
                     best, search, alpha, search_label = t, smoothed, a, f"{label}, {what}"
         if best is not None and best.cosine > first.cosine:
+            moved = sum(n.op_type == "Mul" and n.name.endswith("_smooth") for n in search.graph.node)
             notes.append(
                 f"{search_label.split(', ', 1)[1]}: activation outliers moved into the weights of "
-                f"{len(ranges)} layer input(s): worst cosine with all layers int8 "
+                f"{moved} of {len(ranges)} layer input(s) (the others are flat): worst cosine with all layers int8 "
                 f"{first.cosine:.5f} -> {best.cosine:.5f}"
             )
         else:

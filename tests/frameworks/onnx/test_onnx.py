@@ -49,28 +49,43 @@ def test_session_options_are_applied(tmp_path: Path) -> None:
     assert m.backend.session.get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
 
 
-def test_session_config_entries_are_applied(tmp_path: Path) -> None:
-    opts = {"session_options": {"session.intra_op.allow_spinning": "0"}}
+@pytest.mark.parametrize("value", ["0", False])
+def test_session_config_entries_are_applied(tmp_path: Path, value: object) -> None:
+    opts = {"session_options": {"session.intra_op.allow_spinning": value}}
     m = Model.load(_string_identity(tmp_path / "s.onnx"), options=opts)
     so = m.backend.session.get_session_options()  # type: ignore[attr-defined]
-    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # onnxruntime reads "0"/"1"
 
 
-@pytest.mark.parametrize("disabled", [None, []])
-def test_cpu_sessions_keep_add_and_layernorm_apart(tmp_path: Path, disabled: list[str] | None) -> None:
+@pytest.mark.parametrize(
+    ("extra", "fused"),
+    [
+        ({}, False),
+        ({"providers": [("CPUExecutionProvider", {})]}, False),  # the (name, options) form is the CPU too
+        ({"disabled_optimizers": []}, True),
+        ({"disabled_optimizers": "SkipLayerNormFusion"}, False),  # one name, not its letters
+    ],
+)
+def test_cpu_sessions_keep_add_and_layernorm_apart(tmp_path: Path, extra: dict[str, object], fused: bool) -> None:
     # onnxruntime's CPU SkipLayerNormalization is slower than Add + LayerNormalization
     # (benchmarks/onnx_skip_layernorm.py); the default skips that fusion, disabled_optimizers=[] keeps it.
     import onnx
 
     optimized = tmp_path / "optimized.onnx"
-    options: dict[str, object] = {"session_options": {"optimized_model_filepath": str(optimized)}}
-    if disabled is not None:
-        options["disabled_optimizers"] = disabled
+    options: dict[str, object] = {"session_options": {"optimized_model_filepath": str(optimized)}, **extra}
     m = Model.load(models.onnx_residual_layernorm(8), backend="onnx", options=options)
     ops = {n.op_type for n in onnx.load(str(optimized)).graph.node}
-    assert ("SkipLayerNormalization" in ops) is (disabled == [])
+    assert ("SkipLayerNormalization" in ops) is fused
     x = np.random.default_rng(0).normal(size=(2, 3, 8)).astype(np.float32)
     s = x + 1.0
     mean, var = s.mean(-1, keepdims=True), s.var(-1, keepdims=True)
     expected = 1.5 * (s - mean) / np.sqrt(var + 1e-12) + 0.1
     np.testing.assert_allclose(m.predict({"x": x, "skip": np.ones_like(x)})["y"], expected, atol=1e-5)
+
+
+def test_derived_sessions_keep_the_options(tmp_path: Path) -> None:
+    # A fused or quantized graph runs with the session options the user gave the original.
+    m = Model.load(_string_identity(tmp_path / "s.onnx"), options={"session_options": {"intra_op_num_threads": 1}})
+    derived = m.backend.derive(m.backend.model_bytes)  # type: ignore[attr-defined]
+    assert derived.session.get_session_options().intra_op_num_threads == 1
+    assert derived.schema == m.schema and derived.device == m.backend.device
