@@ -85,11 +85,12 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(name=arg.name, dtype=dtype, shape=shape)
 
 
-# onnxruntime's CPU SkipLayerNormalization kernel is 1.2-7.4x slower than the Add and
-# LayerNormalization it replaces (benchmarks/onnx_skip_layernorm.py: hidden 64-1024, batch 1-32),
-# yet its session optimizer fuses every Add -> LayerNormalization it finds. On a BERT encoder that
-# was 20 % of an int8 forward pass. Sessions led by a GPU provider keep onnxruntime's default:
-# the fusion was written for those kernels, and no GPU was at hand to measure them.
+# onnxruntime's CPU SkipLayerNormalization kernel is up to 6.4x slower than the Add and
+# LayerNormalization it replaces and never faster (benchmarks/onnx_skip_layernorm.py, hidden
+# 64-1024: 1.0-2.5x at 8 tokens, 2.1-6.4x from 128 tokens up), yet its session optimizer fuses
+# every Add -> LayerNormalization it finds. On a BERT encoder that was 20 % of an int8 forward
+# pass. Sessions led by a GPU provider keep onnxruntime's default: the fusion was written for
+# those kernels, and no GPU was at hand to measure them.
 CPU_DISABLED_OPTIMIZERS: tuple[str, ...] = ("SkipLayerNormFusion",)
 GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider"})
 
