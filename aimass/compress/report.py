@@ -42,10 +42,10 @@ __all__ = [
     "Recipe",
     "Report",
     "describe_data",
+    "latency_before_after",
     "measure",
     "model_size",
     "recipes_svg",
-    "latency_before_after",
     "time_in_turns",
 ]
 

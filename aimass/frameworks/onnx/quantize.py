@@ -45,7 +45,7 @@ from aimass.dependencies import require
 from aimass.errors import UnsupportedOperation
 from aimass.frameworks.onnx.backend import OnnxBackend
 from aimass.frameworks.onnx.optimize import fuse
-from aimass.frameworks.onnx.smooth import FLOAT_PART, input_ranges, outlier_ratio, smoothable
+from aimass.frameworks.onnx.smooth import FLOAT_PART, SMOOTH_MUL, input_ranges, outlier_ratio, smoothable
 from aimass.frameworks.onnx.smooth import smooth as smooth_graph
 from aimass.measure import compare_outputs, sample_inputs, time_calls
 
@@ -314,7 +314,7 @@ def dynamic_int8(
                 if best is None or t.cosine > best.cosine:
                     best, search, alpha, search_label = t, smoothed, a, f"{label}, {what}"
         if best is not None and best.cosine > first.cosine:
-            moved = sum(n.op_type == "Mul" and n.name.endswith("_smooth") for n in search.graph.node)
+            moved = sum(n.op_type == "Mul" and n.name.endswith(SMOOTH_MUL) for n in search.graph.node)
             notes.append(
                 f"{search_label.split(', ', 1)[1]}: activation outliers moved into the weights of "
                 f"{moved} of {len(ranges)} layer input(s) (the others are flat): worst cosine with all layers int8 "

@@ -30,7 +30,7 @@ import numpy as np
 
 from aimass.dependencies import require
 
-__all__ = ["FLOAT_PART", "MIN_SMOOTH", "input_ranges", "outlier_ratio", "smooth", "smoothable"]
+__all__ = ["FLOAT_PART", "MIN_SMOOTH", "SMOOTH_MUL", "input_ranges", "outlier_ratio", "smooth", "smoothable"]
 
 # Ops whose input 0 is an activation multiplied by a 2-D weight initializer in input 1 (rows = input channels).
 SMOOTHABLE_OPS = ("MatMul", "Attention")
@@ -43,6 +43,7 @@ MIN_OUTLIER = 8.0
 MIN_SMOOTH = 4.0
 CHUNK_ROWS = 16
 FLOAT_PART = "_outlier_float"
+SMOOTH_MUL = "_smooth"  # suffix of the Mul node in front of each smoothed input
 
 
 def _onnx() -> Any:
@@ -169,7 +170,7 @@ def smooth(
         for node in nodes:
             node.input[0] = scaled
             changed.append(node.name)
-        graph.node.append(onnx.helper.make_node("Mul", [activation, inv], [scaled], name=f"{activation}_smooth"))
+        graph.node.append(onnx.helper.make_node("Mul", [activation, inv], [scaled], name=f"{activation}{SMOOTH_MUL}"))
     _topological(graph)
     return out, changed
 
