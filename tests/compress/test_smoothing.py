@@ -9,7 +9,15 @@ import pytest
 import tiny_bert
 
 from aimass import Model
-from aimass.frameworks.onnx.smooth import FLOAT_PART, MIN_SMOOTH, input_ranges, outlier_ratio, smooth, smoothable
+from aimass.frameworks.onnx.smooth import (
+    FLOAT_PART,
+    MIN_SMOOTH,
+    SMOOTH_MUL,
+    input_ranges,
+    outlier_ratio,
+    smooth,
+    smoothable,
+)
 from aimass.measure import compare_outputs
 
 torch = pytest.importorskip("torch")
@@ -43,7 +51,7 @@ def test_smoothing_is_exact_in_float_and_flattens_the_inputs(onnx_model: tuple[M
     assert set(ranges) == set(smoothable(proto)) and len(ranges) >= 8  # q/k/v share one input per layer
     assert max(outlier_ratio(r) for r in ranges.values()) > 10  # the planted channels
     smoothed, changed = smooth(proto, ranges, alpha=0.5, min_ratio=0.0)
-    assert len(changed) >= 8 and sum(n.op_type == "Mul" and n.name.endswith("_smooth") for n in smoothed.graph.node)
+    assert len(changed) >= 8 and sum(n.op_type == "Mul" and n.name.endswith(SMOOTH_MUL) for n in smoothed.graph.node)
     after = input_ranges(smoothed, data, [f"{a}_smoothed" for a in ranges])
     assert max(outlier_ratio(r) for r in after.values()) < max(outlier_ratio(r) for r in ranges.values()) / 2
     out = Model.load(smoothed.SerializeToString(), backend="onnx", schema=m.schema).predict(data)["output"]

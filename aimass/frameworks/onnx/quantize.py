@@ -110,10 +110,6 @@ def _preprocessed(proto: Any, notes: list[str]) -> Any:
         return proto
 
 
-def _load_onnx_bytes(data: bytes, like: OnnxBackend) -> OnnxBackend:
-    return like.derive(data)
-
-
 def _not_preprocessing_advice(record: logging.LogRecord) -> bool:
     # onnxruntime logs this on the root logger for every call when shape inference was not run
     # first; the search quantizes dozens of times, and the graph was fused or pre-processed already.
@@ -179,7 +175,7 @@ class _Bench:
 
         Recipes that miss the target cannot be chosen, so ``time_from=min_cosine`` saves their timing.
         """
-        candidate = _load_onnx_bytes(blob, self.backend)
+        candidate = self.backend.derive(blob)
         cos = _worst_cosine(compare_outputs(self.ref, candidate.run(self.inputs)))
         if not timed or (time_from is not None and cos < time_from):
             return _Tried(name, blob, cos, float("nan"), excluded)
@@ -242,7 +238,7 @@ def _row_cosines(ref: list[np.ndarray], got: list[np.ndarray]) -> np.ndarray:
 
 
 def _outputs(blob: bytes, like: OnnxBackend, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    return list(_load_onnx_bytes(blob, like).run(inputs).values())
+    return list(like.derive(blob).run(inputs).values())
 
 
 def dynamic_int8(
@@ -383,7 +379,7 @@ def dynamic_int8(
         settings["per_layer"] = layers
     if chosen.excluded:
         settings["float_layers"] = chosen.excluded
-    return Derived(_load_onnx_bytes(chosen.blob, backend), settings, notes)
+    return Derived(backend.derive(chosen.blob), settings, notes)
 
 
 def _leave_sensitive_in_float(
@@ -504,7 +500,7 @@ def static_int8(
         extra_options={"ActivationSymmetric": True},
     )
     settings = {"format": "QDQ", "per_channel": per_channel, "calibration_rows": rows, "calibration": "minmax"}
-    return Derived(_load_onnx_bytes(blob, backend), settings, notes)
+    return Derived(backend.derive(blob), settings, notes)
 
 
 def fp16(backend: OnnxBackend, *, data: Any = None, **unknown: Any) -> Derived:
@@ -518,4 +514,4 @@ def fp16(backend: OnnxBackend, *, data: Any = None, **unknown: Any) -> Derived:
     )
     converted = f16.convert_float_to_float16(_onnx_proto(backend), keep_io_types=True)
     settings = {"weights": "fp16", "io_types": "kept (FP32)"}
-    return Derived(_load_onnx_bytes(converted.SerializeToString(), backend), settings)
+    return Derived(backend.derive(converted.SerializeToString()), settings)
