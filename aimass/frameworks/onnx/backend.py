@@ -103,8 +103,15 @@ def _provider_names(providers: Sequence[Any]) -> list[str]:
 def _disabled_optimizers(options: Mapping[str, Any], providers: Sequence[Any]) -> list[str]:
     """``options["disabled_optimizers"]`` (a name or a list), else :data:`CPU_DISABLED_OPTIMIZERS` without a GPU."""
     given = options.get("disabled_optimizers")
+    if isinstance(given, str):
+        return [given]
+    if isinstance(given, (list, tuple, set, frozenset)) and all(isinstance(n, str) for n in given):
+        return list(given)
     if given is not None:
-        return [given] if isinstance(given, str) else list(given)
+        raise ModelLoadError(
+            f"option disabled_optimizers: expected an optimizer name or a list of names, "
+            f"got {type(given).__name__} {given!r}"
+        )
     on_gpu = GPU_PROVIDERS.intersection(_provider_names(providers))
     return [] if on_gpu else list(CPU_DISABLED_OPTIMIZERS)
 
@@ -124,12 +131,24 @@ def _session_options(ort: Any, given: Any) -> Any:
     """
     if isinstance(given, ort.SessionOptions):
         return given
+    if given is not None and not isinstance(given, Mapping):
+        raise ModelLoadError(
+            f"option session_options: expected an onnxruntime.SessionOptions or a dict, got {type(given).__name__}"
+        )
     so = ort.SessionOptions()
     for key, value in (given or {}).items():
         if "." in key:
             so.add_session_config_entry(key, _config_value(value))
+        elif not hasattr(so, key):
+            raise ModelLoadError(f"option session_options[{key!r}]: onnxruntime.SessionOptions has no such attribute")
         else:
-            setattr(so, key, value)
+            try:
+                setattr(so, key, value)
+            except TypeError:  # pybind11 names the C++ signature only
+                expected = type(getattr(so, key)).__name__
+                raise ModelLoadError(
+                    f"option session_options[{key!r}]: expected {expected}, got {type(value).__name__} {value!r}"
+                ) from None
     return so
 
 
@@ -168,12 +187,10 @@ class OnnxBackend(Backend):
         ort = _ort()
         opts = _session_options(ort, options.get("session_options"))
         providers = options.get("providers") or _providers(device, options)
+        disabled = _disabled_optimizers(options, providers)
         try:
             self.session = ort.InferenceSession(
-                model_bytes,
-                sess_options=opts,
-                providers=providers,
-                disabled_optimizers=_disabled_optimizers(options, providers),
+                model_bytes, sess_options=opts, providers=providers, disabled_optimizers=disabled
             )
         except Exception as e:  # onnxruntime raises its own untyped errors for bad models
             raise ModelLoadError(f"onnxruntime could not load the model: {e}") from e

@@ -8,7 +8,7 @@ import models
 import numpy as np
 import pytest
 
-from aimass import Model, SchemaError
+from aimass import Model, ModelLoadError, SchemaError
 
 pytest.importorskip("onnxruntime")
 
@@ -89,3 +89,30 @@ def test_derived_sessions_keep_the_options(tmp_path: Path) -> None:
     derived = m.backend.derive(m.backend.model_bytes)  # type: ignore[attr-defined]
     assert derived.session.get_session_options().intra_op_num_threads == 1
     assert derived.schema == m.schema and derived.device == m.backend.device
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"disabled_optimizers": 5},
+            "option disabled_optimizers: expected an optimizer name or a list of names, got int 5",
+        ),
+        (
+            {"session_options": [1]},
+            "option session_options: expected an onnxruntime.SessionOptions or a dict, got list",
+        ),
+        (
+            {"session_options": {"no_such": 1}},
+            "option session_options['no_such']: onnxruntime.SessionOptions has no such attribute",
+        ),
+        (
+            {"session_options": {"intra_op_num_threads": "two"}},
+            "option session_options['intra_op_num_threads']: expected int, got str 'two'",
+        ),
+    ],
+)
+def test_bad_session_options_are_a_load_error_naming_the_option(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ModelLoadError) as caught:
+        Model.load(models.onnx_residual_layernorm(8), backend="onnx", options=options)
+    assert str(caught.value).startswith(message)
