@@ -36,6 +36,7 @@ __all__ = [
     "SchemaError",
     "ServiceUnavailable",
     "StoreError",
+    "UnsafeProgram",
     "UnsupportedOperation",
     "UntrustedCode",
 ]
@@ -146,6 +147,31 @@ class UntrustedCode(ModelLoadError):
     def __init__(self, message: str, *, files: list[str] | None = None) -> None:
         super().__init__(message)
         self.files = list(files or [])
+
+
+class UnsafeProgram(UntrustedCode):
+    """A model file that is a program names an operator outside its format's allow-list.
+
+    Raised before any framework reads the file. ``file`` names the file, ``operators`` the
+    operators that are not on the allow-list (file, network, process, custom or unknown ones).
+    Opt in as for :class:`UntrustedCode` when the file comes from someone you trust.
+
+    Example:
+        >>> e = UnsafeProgram("model.pt2", "torch.export archive", ["aten::from_file"])
+        >>> e.operators, e.status_code
+        (['aten::from_file'], 403)
+    """
+
+    def __init__(self, file: str, kind: str, operators: list[str], *, detail: str = "") -> None:
+        shown = ", ".join(operators[:8]) + (f" and {len(operators) - 8} more" if len(operators) > 8 else "")
+        super().__init__(
+            f"{file}: this {kind} is a program and names operators outside its allow-list: {shown}"
+            f"{f' ({detail})' if detail else ''}; it was not loaded. If you trust its author, load it with "
+            "Model.load(..., trust_code=True) or `aimass serve --trust-code`",
+            files=[file],
+        )
+        self.file = file
+        self.operators = list(operators)
 
 
 class ModelNotFound(AimassError, LookupError):
