@@ -37,6 +37,7 @@ __all__ = [
     "ServiceUnavailable",
     "StoreError",
     "TensorSpec",
+    "UnsafeProgram",
     "UnsupportedOperation",
     "UntrustedCode",
     "__version__",
@@ -68,6 +69,7 @@ _LAZY: dict[str, str] = {
             "SchemaError",
             "ServiceUnavailable",
             "StoreError",
+            "UnsafeProgram",
             "UnsupportedOperation",
             "UntrustedCode",
         )
@@ -92,6 +94,7 @@ if TYPE_CHECKING:
         SchemaError,
         ServiceUnavailable,
         StoreError,
+        UnsafeProgram,
         UnsupportedOperation,
         UntrustedCode,
     )
