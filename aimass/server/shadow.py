@@ -9,10 +9,18 @@ row, absolute differences) and, with payload logs on, logged under the candidate
 the same request id. Canary weights (``set_alias(name, alias, {3: 0.9, 4: 0.1})``) are untouched:
 the answer still comes from the version the weights draw.
 
+Shadow runs are bounded, so a flood of mirrored requests never piles up work or memory behind the
+answered ones: at most ``max_in_flight`` runs at once (default 8, ``--shadow-max-in-flight``)
+holding at most ``max_bytes`` of tensors (inputs and answer, default 128 MiB,
+``--shadow-max-bytes``). A request beyond either bound is not mirrored: it is dropped and counted
+(``aimass_shadow_dropped_total``, by ``reason``), and the client's request never waits for it.
+
 Metrics (labels ``model``, ``alias``, ``candidate``): ``aimass_shadow_requests_total``,
-``aimass_shadow_errors_total``, ``aimass_shadow_rows_total``, ``aimass_shadow_agreeing_rows_total``
-(agreement = agreeing / rows), ``aimass_shadow_max_abs_diff`` (histogram per request);
-:meth:`Shadow.report` gives the same as JSON-ready data.
+``aimass_shadow_errors_total``, ``aimass_shadow_dropped_total`` (and ``reason``),
+``aimass_shadow_rows_total``, ``aimass_shadow_agreeing_rows_total`` (agreement = agreeing / rows),
+``aimass_shadow_max_abs_diff`` (histogram per request); ``aimass_shadow_in_flight`` and
+``aimass_shadow_in_flight_bytes`` (gauges, all rules); :meth:`Shadow.report` gives the same as
+JSON-ready data.
 
 Example:
     >>> app = create_app(repository="library/", shadow=[ShadowRule("fraud", "production", "4", 0.2)])  # doctest: +SKIP
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import random
 import time
@@ -36,9 +45,12 @@ if TYPE_CHECKING:
     from aimass.server.payload_log import PayloadLog
     from aimass.server.repository import Repository
 
-__all__ = ["Shadow", "ShadowRule", "parse_shadow"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_IN_FLIGHT", "Shadow", "ShadowRule", "parse_shadow"]
 
 log = logging.getLogger("aimass.server")
+
+DEFAULT_MAX_IN_FLIGHT = 8  # shadow runs at once: a candidate's share of the model threads stays small
+DEFAULT_MAX_BYTES = 128 * 1024 * 1024  # tensors (inputs and answers) the runs in flight hold
 
 _DIFF_BUCKETS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0)
 
@@ -81,6 +93,7 @@ def parse_shadow(text: str) -> ShadowRule:
 class _Tally:
     requests: int = 0
     errors: int = 0
+    dropped: int = 0
     rows: int = 0
     agreeing: int = 0
     max_abs_diff: float = 0.0
@@ -101,15 +114,25 @@ class Shadow:
         *,
         registry: Any = None,
         payload_log: PayloadLog | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0 (0: no byte bound), got {max_bytes}")
         self.rules = {(r.model, r.alias): r for r in rules}
         self.repository = repository
         self.payload_log = payload_log
+        self.max_in_flight = max_in_flight
+        self.max_bytes = max_bytes
+        self.in_flight_bytes = 0  # tensors held by the runs in flight (the event loop alone changes it)
         self.tallies: dict[ShadowRule, _Tally] = {r: _Tally() for r in self.rules.values()}
         self._tasks: set[asyncio.Task[None]] = set()
         self._metrics: tuple[Any, ...] | None = None
+        self._gauges: tuple[Any, Any] | None = None
         if registry is not None:
-            from prometheus_client import Counter, Histogram
+            from prometheus_client import Counter, Gauge, Histogram
 
             labels = ("model", "alias", "candidate")
             self._metrics = (
@@ -129,7 +152,29 @@ class Shadow:
                     buckets=_DIFF_BUCKETS,
                     registry=registry,
                 ),
+                Counter(
+                    "aimass_shadow_dropped",
+                    "Requests not mirrored: shadow runs at max_in_flight or their tensors at max_bytes.",
+                    (*labels, "reason"),
+                    registry=registry,
+                ),
             )
+            self._gauges = (
+                Gauge(
+                    "aimass_shadow_in_flight", "Shadow runs in flight.", registry=registry, multiprocess_mode="livesum"
+                ),
+                Gauge(
+                    "aimass_shadow_in_flight_bytes",
+                    "Tensor bytes held by the shadow runs in flight.",
+                    registry=registry,
+                    multiprocess_mode="livesum",
+                ),
+            )
+
+    @property
+    def in_flight(self) -> int:
+        """Shadow runs started and not finished."""
+        return len(self._tasks)
 
     def pick(self, model: str, requested: str | None, answered_by: str) -> ShadowRule | None:
         """The rule a request to ``model`` at ``requested`` (an alias) falls under, drawn by share.
@@ -149,11 +194,38 @@ class Shadow:
         inputs: Mapping[str, np.ndarray],
         answer: Mapping[str, np.ndarray],
         request_id: str | None,
-    ) -> None:
-        """Run the candidate on ``inputs`` in the background and compare with ``answer`` (never awaited)."""
+    ) -> bool:
+        """Run the candidate on ``inputs`` in the background and compare with ``answer`` (never awaited).
+
+        False when the request was dropped instead (counted): ``max_in_flight`` runs are going, or
+        its tensors would take the runs' bytes past ``max_bytes``.
+        """
+        size = sum(int(a.nbytes) for t in (inputs, answer) for a in t.values())
+        if len(self._tasks) >= self.max_in_flight:
+            return self._drop(rule, "in_flight")
+        if self.max_bytes and self.in_flight_bytes + size > self.max_bytes:
+            return self._drop(rule, "bytes")
         task = asyncio.get_running_loop().create_task(self._run(rule, dict(inputs), dict(answer), request_id))
         self._tasks.add(task)  # a reference, so the task is not collected mid-run
-        task.add_done_callback(self._tasks.discard)
+        self._held(size)
+        task.add_done_callback(functools.partial(self._finished, size))
+        return True
+
+    def _drop(self, rule: ShadowRule, reason: str) -> bool:
+        self.tallies[rule].dropped += 1
+        if self._metrics:
+            self._metrics[5].labels(rule.model, rule.alias, rule.candidate, reason).inc()
+        return False
+
+    def _finished(self, size: int, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._held(-size)
+
+    def _held(self, size: int) -> None:
+        self.in_flight_bytes += size
+        if self._gauges:
+            self._gauges[0].set(len(self._tasks))
+            self._gauges[1].set(self.in_flight_bytes)
 
     async def drain(self) -> None:
         """Wait for the shadow runs in flight (tests, shutdown)."""
@@ -201,7 +273,7 @@ class Shadow:
             plog.log(rule.model, served.version, request_id, inputs, out, time.perf_counter() - start)
 
     def report(self) -> list[dict[str, Any]]:
-        """Per rule: requests mirrored, errors, rows compared, agreement, largest and mean absolute difference."""
+        """Per rule: requests mirrored, errors, dropped, rows compared, agreement, largest and mean abs difference."""
         out = []
         for rule, t in self.tallies.items():
             done = t.requests - t.errors
@@ -210,6 +282,7 @@ class Shadow:
                     **dataclasses.asdict(rule),
                     "requests": t.requests,
                     "errors": t.errors,
+                    "dropped": t.dropped,
                     "rows": t.rows,
                     "agreement": t.agreeing / t.rows if t.rows else None,
                     "max_abs_diff": t.max_abs_diff,
