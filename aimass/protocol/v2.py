@@ -35,7 +35,7 @@ import numpy as np
 import orjson
 
 from aimass.errors import SchemaError
-from aimass.schema import DType, Schema
+from aimass.schema import DType, Schema, TensorSpec
 
 __all__ = [
     "BINARY_CONTENT_TYPE",
@@ -49,12 +49,14 @@ __all__ = [
     "InferResponse",
     "RequestedOutput",
     "check_datatypes",
+    "check_declared",
     "decode_request",
     "decode_response",
     "decode_tensor",
     "encode_request",
     "encode_response",
     "encode_tensor",
+    "split_uniform",
 ]
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -159,12 +161,54 @@ def _shape(t: Mapping[str, Any], where: str) -> list[int]:
     return shape
 
 
+# Elements turned into Python bytes per numpy call: bounds the temporary list beside the tensor.
+_SPLIT_ROWS = 1 << 16
+
+
+def split_uniform(chunk: Any, count: int, prefix: bytes) -> np.ndarray | None:
+    """``chunk`` as ``count`` elements of one length, each after the same ``prefix``; None if it is not so laid out.
+
+    The common BYTES layout (fixed-width strings, tritonclient's encoding of numpy ``S`` arrays) is
+    split by numpy: measured 0.7 s for 8 Mi 2-byte elements against 5.5 s for a Python loop. The
+    caller supplies the prefix it expects (the 4-byte length of the first element, or a protobuf tag
+    and length) and falls back to reading element by element when this returns None.
+
+    Example:
+        >>> split_uniform(b"\\x02\\x00\\x00\\x00ab\\x02\\x00\\x00\\x00cd", 2, b"\\x02\\x00\\x00\\x00")
+        array([b'ab', b'cd'], dtype=object)
+    """
+    size = len(chunk)
+    if count <= 0 or size % count:
+        return None
+    step = size // count
+    width = step - len(prefix)
+    if width < 0:
+        return None
+    rows = np.frombuffer(chunk, np.uint8).reshape(count, step)
+    for j, byte in enumerate(prefix):  # one column at a time: a temporary of count booleans, not count * step
+        if (rows[:, j] != byte).any():
+            return None
+    out = np.empty(count, dtype=object)
+    if width == 0:
+        out[:] = b""
+        return out
+    for i in range(0, count, _SPLIT_ROWS):
+        out[i : i + _SPLIT_ROWS] = (
+            np.ascontiguousarray(rows[i : i + _SPLIT_ROWS, len(prefix) :]).view(f"V{width}").ravel()
+        )
+    return out
+
+
 def _decode_bytes(chunk: memoryview, count: int, where: str, name: str) -> np.ndarray:
     if count * 4 > len(chunk):  # each element takes at least its 4-byte length: refuse before allocating
         raise SchemaError(
             f"{where}: {count} BYTES elements need at least {count * 4} bytes, binary data has {len(chunk)}",
             tensor=name,
         )
+    if count and (step := len(chunk) // count) >= 4 and len(chunk) % count == 0:
+        uniform = split_uniform(chunk, count, _U32.pack(step - 4))
+        if uniform is not None:
+            return uniform
     out = np.empty(count, dtype=object)
     pos, end = 0, len(chunk)
     for i in range(count):
@@ -218,7 +262,9 @@ def _json_numbers(data: Any, dtype: DType, where: str, name: str) -> np.ndarray:
     return arr.astype(want)
 
 
-def _tensor_head(t: Any, kind: str, max_elements: int) -> tuple[str, str, DType, list[int], int]:
+def _tensor_head(
+    t: Any, kind: str, max_elements: int, spec: TensorSpec | None = None
+) -> tuple[str, str, DType, list[int], int]:
     if not isinstance(t, dict) or not isinstance(t.get("name"), str):
         raise SchemaError(f"each {kind} must be an object with a string 'name', got {str(t)[:80]}")
     name: str = t["name"]
@@ -228,6 +274,7 @@ def _tensor_head(t: Any, kind: str, max_elements: int) -> tuple[str, str, DType,
     if dtype is None:
         raise SchemaError(f"{where}: unknown datatype {datatype!r}; V2 datatypes are {sorted(_DTYPES)}", tensor=name)
     shape = _shape(t, where)
+    check_declared(spec, dtype, shape)  # before the count: a BYTES chunk sent to FP32 is never split
     count = math.prod(shape)
     # Zero dims make the count 0, but numpy still refuses dims whose other product overflows: bound both.
     if count > max_elements or (count == 0 and math.prod(d for d in shape if d) > max_elements):
@@ -238,17 +285,23 @@ def _tensor_head(t: Any, kind: str, max_elements: int) -> tuple[str, str, DType,
 
 
 def decode_tensor(
-    t: Any, chunk: memoryview | None = None, *, kind: str = "input", max_elements: int = DEFAULT_MAX_ELEMENTS
+    t: Any,
+    chunk: memoryview | None = None,
+    *,
+    kind: str = "input",
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    spec: TensorSpec | None = None,
 ) -> tuple[str, np.ndarray]:
     """One V2 tensor object (and its binary chunk, if any) as ``(name, ndarray)``.
 
-    A shape of more than ``max_elements`` elements raises SchemaError before any allocation.
+    A shape of more than ``max_elements`` elements raises SchemaError before any allocation, and so
+    does a datatype other than ``spec``'s, the model input's (:func:`check_declared`).
 
     Example:
         >>> decode_tensor({"name": "x", "datatype": "INT32", "shape": [2], "data": [1, 2]})
         ('x', array([1, 2], dtype=int32))
     """
-    name, where, dtype, shape, count = _tensor_head(t, kind, max_elements)
+    name, where, dtype, shape, count = _tensor_head(t, kind, max_elements, spec)
     if chunk is not None:
         if dtype is DType.BYTES:
             return name, _decode_bytes(chunk, count, where, name).reshape(shape)
@@ -481,7 +534,12 @@ def _binary_size(t: Any) -> int | None:
 
 
 def _decode_tensors(
-    items: Any, rest: memoryview, kind: str, max_elements: int = DEFAULT_MAX_ELEMENTS, cut: _Cut | None = None
+    items: Any,
+    rest: memoryview,
+    kind: str,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    cut: _Cut | None = None,
+    specs: Mapping[str, TensorSpec] | None = None,
 ) -> dict[str, np.ndarray]:
     if not isinstance(items, list):
         raise SchemaError(f"'{kind}s' must be a list of tensors, got {type(items).__name__}")
@@ -499,10 +557,11 @@ def _decode_tensors(
             chunk = rest[pos : pos + size]
             pos += size
         ref = _span_ref(t.get("data"), cut.nonce) if cut is not None and chunk is None and isinstance(t, dict) else None
+        spec = specs.get(t["name"]) if specs and isinstance(t, dict) and isinstance(t.get("name"), str) else None
         if cut is not None and ref is not None:
-            name, arr = _decode_cut_tensor(t, cut, ref, kind, max_elements)
+            name, arr = _decode_cut_tensor(t, cut, ref, kind, max_elements, spec)
         else:
-            name, arr = decode_tensor(t, chunk, kind=kind, max_elements=max_elements)
+            name, arr = decode_tensor(t, chunk, kind=kind, max_elements=max_elements, spec=spec)
         if name in out:
             raise SchemaError(f"{kind} {name!r} appears twice", tensor=name)
         out[name] = arr
@@ -515,8 +574,10 @@ def _decode_tensors(
     return out
 
 
-def _decode_cut_tensor(t: dict[str, Any], cut: _Cut, ref: int, kind: str, max_elements: int) -> tuple[str, np.ndarray]:
-    name, where, dtype, shape, count = _tensor_head(t, kind, max_elements)
+def _decode_cut_tensor(
+    t: dict[str, Any], cut: _Cut, ref: int, kind: str, max_elements: int, spec: TensorSpec | None
+) -> tuple[str, np.ndarray]:
+    name, where, dtype, shape, count = _tensor_head(t, kind, max_elements, spec)
     if ref in cut.used or not 0 <= ref < len(cut.spans):
         raise SchemaError(f"{where}: 'data' is not a JSON array", tensor=name)
     cut.used.add(ref)
@@ -539,10 +600,13 @@ def decode_request(
     *,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     max_json_tree: int = DEFAULT_MAX_JSON_TREE,
+    schema: Schema | None = None,
 ) -> InferRequest:
     """Parse a V2 inference request body (``header_length`` from ``Inference-Header-Content-Length``).
 
     ``max_elements`` bounds each input tensor's element count (checked on the shape, before allocating).
+    With the model's ``schema``, an input whose declared datatype is not the model's is refused from
+    its head, before its data is read (:func:`check_declared`).
     A JSON header over :data:`LEAN_BODY_SIZE` bytes has its long numeric arrays parsed slice by slice
     into the tensors (peak memory: the body, the tensors and one slice; see the notes above
     :data:`LEAN_BODY_SIZE`); the rest of it may be at most ``max_json_tree`` bytes
@@ -555,7 +619,8 @@ def decode_request(
     doc, rest, cut = _load_json(body, header_length, "request", max_json_tree)
     if "inputs" not in doc:
         raise SchemaError("the request has no 'inputs'")
-    inputs = _decode_tensors(doc["inputs"], rest, "input", max_elements, cut)
+    specs = None if schema is None else {spec.name: spec for spec in schema.inputs}
+    inputs = _decode_tensors(doc["inputs"], rest, "input", max_elements, cut, specs)
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise SchemaError("request 'parameters' must be an object")
@@ -605,12 +670,34 @@ declares INT32, the model takes FP32 (V2 requests are not cast)
         if got is want or got == want:
             continue
         declared = DType.BYTES.value if got.kind in "OSU" else _V2_NAMES.get(got, str(got))
-        raise SchemaError(
-            f"input {spec.name!r}: expected {spec.dtype.value} shape {list(spec.shape)}, got {got} shape "
-            f"{list(arr.shape)}: the request declares {declared}, the model takes {spec.dtype.value} "
-            "(V2 requests are not cast)",
-            tensor=spec.name,
-        )
+        raise _not_cast(spec, str(got), declared, arr.shape)
+
+
+def check_declared(spec: TensorSpec | None, datatype: DType, shape: Sequence[int]) -> None:
+    """Refuse an input whose declared datatype is not ``spec``'s, from its head (datatype and shape) alone.
+
+    The decoders call it before they read a tensor's data, so a BYTES body sent to an FP32 input is
+    refused without splitting a single element; the message is :func:`check_datatypes`'s. ``spec``
+    None (an input the model does not have) passes: the schema names it later.
+
+    Example:
+        >>> from aimass.schema import TensorSpec
+        >>> check_declared(TensorSpec(name="x", dtype="FP32", shape=[-1]), DType.BYTES, [3])
+        Traceback (most recent call last):
+        aimass.errors.SchemaError: input 'x': expected FP32 shape [-1], got object shape [3]: the request \
+declares BYTES, the model takes FP32 (V2 requests are not cast)
+    """
+    if spec is not None and spec.dtype is not datatype:
+        raise _not_cast(spec, str(datatype.numpy), datatype.value, shape)
+
+
+def _not_cast(spec: TensorSpec, got: str, declared: str, shape: Sequence[int]) -> SchemaError:
+    return SchemaError(
+        f"input {spec.name!r}: expected {spec.dtype.value} shape {list(spec.shape)}, got {got} shape "
+        f"{list(shape)}: the request declares {declared}, the model takes {spec.dtype.value} "
+        "(V2 requests are not cast)",
+        tensor=spec.name,
+    )
 
 
 def _assemble(doc: dict[str, Any], chunks: list[Any]) -> tuple[bytes, int | None]:
