@@ -193,11 +193,22 @@ class PredictionError(AimassError):
 
 
 class RemoteError(AimassError):
-    """A remote model server answered with an error or could not be reached."""
+    """A remote model server answered with an error or could not be reached.
 
-    def __init__(self, message: str, *, status_code: int = 502) -> None:
+    The message says the status and the host, never what the server answered: that text is the
+    remote's, may hold anything (a proxy's error page, a secret), and a model server would relay the
+    message to its own clients. ``detail`` keeps the start of the answer, redacted, for the caller.
+
+    Example:
+        >>> e = RemoteError("remote server h:80 answered HTTP 403", status_code=403, detail="Forbidden")
+        >>> e.status_code, e.detail
+        (403, 'Forbidden')
+    """
+
+    def __init__(self, message: str, *, status_code: int = 502, detail: str = "") -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.detail = detail
 
 
 class ServiceUnavailable(AimassError):

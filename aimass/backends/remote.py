@@ -10,7 +10,11 @@ HTTP: one pooled ``httpx.Client`` (and one ``httpx.AsyncClient`` per event loop 
 timeouts, and retries on connection errors only (a request that reached the server is never
 sent twice). Server errors come back typed: 400/422 -> :class:`~aimass.errors.SchemaError` with the
 server's message and tensor name, 404 -> :class:`~aimass.errors.ModelNotFound`, anything else ->
-:class:`~aimass.errors.RemoteError` carrying the status.
+:class:`~aimass.errors.RemoteError` carrying the status. A remote's answer is its own text (a
+proxy's error page, a secret): only a V2 error document's message is passed on (redacted, capped);
+any other answer never enters a message, which names the status and the host
+(:func:`remote_failure`), and its first 200 characters, redacted, go to ``RemoteError.detail`` and
+the log.
 
 ``options``: ``timeout`` (seconds, default 30), ``connect_timeout`` (5), ``retries`` (3),
 ``binary_threshold`` (bytes, default 65536; ``None`` never), ``binary_output`` (default: when the
@@ -67,9 +71,19 @@ from aimass.errors import (
 )
 from aimass.files import read_json
 from aimass.protocol import documents
+from aimass.redaction import REASON_LIMIT, cut, redact
 from aimass.schema import Schema
 
-__all__ = ["InProcessTransport", "RemoteBackend", "mount", "package_token", "raise_for_status", "unmount"]
+__all__ = [
+    "InProcessTransport",
+    "RemoteBackend",
+    "mount",
+    "package_token",
+    "raise_for_status",
+    "refusal_text",
+    "remote_failure",
+    "unmount",
+]
 
 _URL = re.compile(
     r"^(?P<base>https?://[^/?#]+(?:/[^?#]*?)?)/v2/models/(?P<name>[^/?#]+)(?:/versions/(?P<version>[^/?#]+))?/?$"
@@ -84,6 +98,7 @@ CLIENT_TOKEN_HOSTS_ENV = "AIMASS_CLIENT_TOKEN_HOSTS"
 # What a saved remote package may set: nothing that carries credentials or picks other hosts.
 _PACKAGE_OPTIONS = ("timeout", "connect_timeout", "retries", "binary_threshold")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_MESSAGE_LIMIT = 500  # characters of a V2 refusal's message passed on (a schema error names shapes)
 _log = logging.getLogger("aimass")
 
 
@@ -141,40 +156,92 @@ class InProcessTransport(SharedTransport):
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
-def _message(response: Any) -> tuple[str, str | None]:
+def _v2_message(response: Any) -> tuple[str | None, str | None]:
+    """The message and tensor of a V2 error document (``{"error": ...}``); None for any other answer."""
     try:
         doc = response.json()
     except ValueError:
-        return response.text.strip() or response.reason_phrase, None
+        return None, None
     if isinstance(doc, dict):
         if "error" in doc:
             tensor = doc.get("tensor")
-            return str(doc["error"]), tensor if isinstance(tensor, str) else None
+            return refusal_text(str(doc["error"])), tensor if isinstance(tensor, str) else None
         if "detail" in doc:  # MLServer / FastAPI validation errors
-            return json.dumps(doc["detail"]), None
-    return json.dumps(doc), None
+            return refusal_text(json.dumps(doc["detail"])), None
+    return None, None
+
+
+def refusal_text(message: str) -> str:
+    """A V2 refusal's message (bad tensor, unknown model) as passed on: redacted and capped.
+
+    The refusal is the protocol's answer and names the tensor, so it is kept (HTTP and gRPC), but
+    like every text a remote server chooses it loses paths and secrets and stops at 500 characters.
+
+    Example:
+        >>> refusal_text("input 'x': expected FP32 shape [-1, 4], got INT8 shape [2]")
+        "input 'x': expected FP32 shape [-1, 4], got INT8 shape [2]"
+    """
+    return cut(redact(message[: 4 * _MESSAGE_LIMIT]), _MESSAGE_LIMIT)
+
+
+def remote_failure(url: str, host: str, status: str, status_code: int, answer: str) -> RemoteError:
+    """The :class:`~aimass.errors.RemoteError` for a remote server's error answer, for HTTP and gRPC alike.
+
+    The message names the URL, the status and the host, never the answer: a model server relays
+    the message to its own clients and its index, and the answer may hold anything (a proxy's
+    error page, ``DB_PASSWORD=...``). The answer's first characters, redacted, go to
+    ``RemoteError.detail`` and to one warning in the log.
+
+    Example:
+        >>> e = remote_failure("http://h/v2/models/m", "h:80", "HTTP 403", 403, "DB_PASSWORD=hunter2")
+        >>> str(e), e.detail
+        ('http://h/v2/models/m: HTTP 403 from remote server h:80', 'DB_PASSWORD=<redacted>')
+    """
+    detail = cut(redact(answer[: 4 * REASON_LIMIT]))
+    if detail:
+        _log.warning("remote server %s answered %s: %s", host, status, detail)
+    return RemoteError(f"{redact(url)}: {status} from remote server {host}", status_code=status_code, detail=detail)
 
 
 def raise_for_status(response: Any, url: str) -> None:
-    """Turn a V2 server's error answer into the aimass exception for its status."""
+    """Turn a V2 server's error answer into the aimass exception for its status (see :func:`remote_failure`)."""
     status = response.status_code
-    if 300 <= status < 400:  # never followed: the request's headers would go where the server says
-        where = response.headers.get("location", "?")
-        raise RemoteError(f"{url}: HTTP {status}: redirect to {where} not followed")
-    if status < 400:
+    if status < 300:
         return
-    message, tensor = _message(response)
-    if status == 404 or (status == 400 and "unknown model" in message.lower()):  # Triton answers 400
-        raise ModelNotFound(message)
-    if status in (400, 422):
-        if tensor is None and (found := _TENSOR_IN_MESSAGE.match(message)):
-            tensor = found.group(1)
-        raise SchemaError(message, tensor=tensor)
-    raise RemoteError(f"{url}: HTTP {status}: {message}", status_code=status)
+    origin = _host(url)
+    if status < 400:  # never followed: the request's headers would go where the server says
+        where = cut(redact(response.headers.get("location", "?")), _MESSAGE_LIMIT)
+        raise RemoteError(f"{redact(url)}: HTTP {status} from remote server {origin}: redirect to {where} not followed")
+    message, tensor = _v2_message(response)
+    if message is not None:
+        if status == 404 or (status == 400 and "unknown model" in message.lower()):  # Triton answers 400
+            raise ModelNotFound(message)
+        if status in (400, 422):
+            if tensor is None and (found := _TENSOR_IN_MESSAGE.match(message)):
+                tensor = found.group(1)
+            raise SchemaError(message, tensor=tensor)
+    failure = remote_failure(url, origin, f"HTTP {status}", status, response.text or response.reason_phrase)
+    if status == 404:  # not a V2 answer, but still: nothing at that URL
+        raise ModelNotFound(str(failure)) from None
+    raise failure
+
+
+def _broken_answer(url: str, error: Exception) -> RemoteError:
+    # A protocol error's text may quote the bytes the remote sent: kept out of the message, like an answer.
+    return remote_failure(url, _host(url), f"a broken answer ({type(error).__name__})", 502, str(error))
 
 
 def _origin(url: Any) -> tuple[str, int]:
     return url.host, url.port or _DEFAULT_PORTS[url.scheme]
+
+
+def _host(url: str) -> str:
+    """``host:port`` of an absolute URL (what an error message names instead of a remote's answer)."""
+    try:
+        target = _httpx().URL(url)
+        return "{}:{}".format(*_origin(target))
+    except (KeyError, ValueError):  # a relative URL or an unknown scheme: the URL names it already
+        return "?"
 
 
 def _token_host_allowed(url: str, env: Mapping[str, str]) -> bool:
@@ -366,7 +433,7 @@ class RemoteBackend(Backend):
             except httpx.TimeoutException as e:
                 raise RemoteError(f"{url}: no answer within the timeout ({e})", status_code=504) from e
             except httpx.HTTPError as e:
-                raise RemoteError(f"{url}: {type(e).__name__}: {e}", status_code=502) from e
+                raise _broken_answer(url, e) from e
         raise AssertionError("unreachable")
 
     async def _asend(self, method: str, url: str, **kwargs: Any) -> Any:
@@ -382,7 +449,7 @@ class RemoteBackend(Backend):
             except httpx.TimeoutException as e:
                 raise RemoteError(f"{url}: no answer within the timeout ({e})", status_code=504) from e
             except httpx.HTTPError as e:
-                raise RemoteError(f"{url}: {type(e).__name__}: {e}", status_code=502) from e
+                raise _broken_answer(url, e) from e
         raise AssertionError("unreachable")
 
     def _aclient(self) -> Any:
@@ -405,9 +472,6 @@ class RemoteBackend(Backend):
         response = self._send("GET", url)
         if missing_ok and response.status_code == 404:
             return None
-        if response.status_code == 404:
-            message, _ = _message(response)
-            raise ModelNotFound(f"{url}: {message}")
         raise_for_status(response, url)
         try:
             return response.json()

@@ -8,7 +8,8 @@ HTTP remote (:mod:`aimass.backends.remote`): same schema, outputs in schema orde
 errors come back typed: INVALID_ARGUMENT -> :class:`~aimass.errors.SchemaError` with the server's
 message and tensor name, NOT_FOUND -> :class:`~aimass.errors.ModelNotFound`, anything else ->
 :class:`~aimass.errors.RemoteError` carrying the matching HTTP status (UNAVAILABLE 503,
-DEADLINE_EXCEEDED 504, UNAUTHENTICATED 401, ...).
+DEADLINE_EXCEEDED 504, UNAUTHENTICATED 401, ...) and naming the host, never the server's details
+text (kept, redacted and cut, in ``RemoteError.detail`` and the log), as for HTTP.
 
 One ``grpc`` channel (thread-safe) for ``predict`` and one ``grpc.aio`` channel per event loop for
 ``apredict``; a request is never sent twice. ``options``: ``timeout`` (seconds, default 30),
@@ -41,7 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from aimass.backends.base import Backend
-from aimass.backends.remote import CLIENT_TOKEN_ENV, CLIENT_TOKEN_HOSTS_ENV, package_token
+from aimass.backends.remote import CLIENT_TOKEN_ENV, CLIENT_TOKEN_HOSTS_ENV, package_token, refusal_text, remote_failure
 from aimass.dependencies import require
 from aimass.errors import (
     GRPC_CODES,
@@ -49,7 +50,6 @@ from aimass.errors import (
     IntegrityError,
     ModelLoadError,
     ModelNotFound,
-    RemoteError,
     SchemaError,
     UnsupportedOperation,
 )
@@ -95,16 +95,22 @@ def _target(match: re.Match[str]) -> tuple[str, int]:
     return host, int(port)
 
 
-def _typed_error(error: Any, url: str) -> AimassError:
-    """A gRPC failure as the aimass exception the HTTP remote raises for the matching status."""
+def _typed_error(error: Any, url: str, target: str) -> AimassError:
+    """A gRPC failure as the aimass exception the HTTP remote raises for the matching status.
+
+    NOT_FOUND and INVALID_ARGUMENT are V2 refusals that name the model or tensor: their message is
+    passed on, redacted and capped; any other answer's text stays out of the message
+    (:func:`~aimass.backends.remote.remote_failure`).
+    """
     code = error.code().name if error.code() is not None else "UNKNOWN"
-    message = error.details() or code
-    if code == "NOT_FOUND":
-        return ModelNotFound(message)
-    if code == "INVALID_ARGUMENT":
+    details = error.details() or ""
+    if code in ("NOT_FOUND", "INVALID_ARGUMENT"):
+        message = refusal_text(details) or code
+        if code == "NOT_FOUND":
+            return ModelNotFound(message)
         found = _TENSOR_IN_MESSAGE.match(message)
         return SchemaError(message, tensor=found.group(1) if found else None)
-    return RemoteError(f"{url}: gRPC {code}: {message}", status_code=_HTTP_STATUS.get(code, 502))
+    return remote_failure(url, target, f"gRPC {code}", _HTTP_STATUS.get(code, 502), details)
 
 
 def _token_host_allowed(host: str, port: int, scheme: str, env: Mapping[str, str]) -> bool:
@@ -225,7 +231,7 @@ class GrpcRemoteBackend(Backend):
         try:
             return method(request, timeout=self._timeout, metadata=self._metadata)
         except grpc.RpcError as e:
-            raise _typed_error(e, self.url) from None
+            raise _typed_error(e, self.url, self.target) from None
 
     def _astub(self) -> Any:
         # A grpc.aio channel belongs to the event loop it was made on.
@@ -263,7 +269,7 @@ class GrpcRemoteBackend(Backend):
                 self._request(inputs), timeout=self._timeout, metadata=self._metadata
             )
         except grpc.RpcError as e:
-            raise _typed_error(e, self.url) from None
+            raise _typed_error(e, self.url, self.target) from None
         return self._outputs(response)
 
     def save(self, directory: Path) -> list[str]:

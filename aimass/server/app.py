@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +40,9 @@ from aimass.errors import SchemaError, ServiceUnavailable
 from aimass.metrics import Metrics
 from aimass.model import Model
 from aimass.protocol import documents, v2
+from aimass.redaction import redact
+from aimass.server import payload_log as payload_logs
+from aimass.server import shadow as shadows
 from aimass.server.http import BearerToken, HTTPError, error_response
 from aimass.server.payload_log import PayloadLog, new_request_id
 from aimass.server.repository import BatchingConfig, Budget, Limits, Repository, ServedModel
@@ -65,8 +67,6 @@ EXTENSIONS = list(documents.EXTENSIONS)  # what GET /v2 announces
 
 _JSON = [(b"content-type", b"application/json")]
 _BINARY_CT = v2.BINARY_CONTENT_TYPE.encode()
-# An absolute path of two or more components, not preceded by a word, dot or slash (so not a URL's path).
-_ABS_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.@+~-]+/)+[\w.@+~-]*")
 
 
 T = TypeVar("T")
@@ -183,7 +183,9 @@ class App:
         await _send(send, status, self.redact(body), [*_JSON, *extra])
 
     def redact(self, body: bytes) -> bytes:
-        """An error body without the bearer token or server file-system paths (kept in the server's log).
+        """An error body without the bearer token, server file-system paths or secret-looking values.
+
+        The full text stays in the server's log; :func:`aimass.redaction.redact` says what is removed.
 
         A path is cut to ``.../<last component>`` when its first component is a directory at this
         machine's root (``/home``, ``/tmp``, ``/srv`` ...); URL paths such as ``/v2/models/x`` stay.
@@ -192,13 +194,7 @@ class App:
             >>> app.redact(b'{"error":"cannot read /srv/models/fraud/1/model.onnx"}')   # doctest: +SKIP
             b'{"error":"cannot read .../model.onnx"}'
         """
-        text = body.decode(errors="replace")
-        token = self.auth.token
-        if token and token in text:
-            text = text.replace(token, "<token>")
-        if "/" in text:
-            text = _ABS_PATH.sub(_redact_path, text)
-        return text.encode()
+        return redact(body.decode(errors="replace"), (self.auth.token,)).encode()
 
     def _check_auth(self, scope: Scope) -> None:
         self.auth.check_headers(scope["headers"])
@@ -384,14 +380,6 @@ class App:
         raise HTTPError(f"no route {method} {path}", 404)
 
 
-def _redact_path(match: re.Match[str]) -> str:
-    path = match.group(0)
-    first = path[1:].split("/", 1)[0]
-    if not os.path.isdir("/" + first):
-        return path  # not a path on this machine (a URL path such as /v2/models/x): harmless to echo
-    return ".../" + path.rstrip("/").rsplit("/", 1)[-1]
-
-
 def _lengths(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, int | None]:
     """``Content-Length`` and ``Inference-Header-Content-Length``, checked."""
     content_length, header_length = None, None
@@ -483,7 +471,12 @@ def create_app(
     dashboard: bool = True,
     payload_log: PayloadLog | str | os.PathLike[str] | None = None,
     payload_sample_rate: float = 1.0,
+    payload_max_queue_bytes: int = payload_logs.DEFAULT_MAX_QUEUE_BYTES,
+    payload_max_bytes: int = payload_logs.DEFAULT_MAX_BYTES,
+    payload_max_age: float = payload_logs.DEFAULT_MAX_AGE,
     shadow: Iterable[ShadowRule] | None = None,
+    shadow_max_in_flight: int = shadows.DEFAULT_MAX_IN_FLIGHT,
+    shadow_max_bytes: int = shadows.DEFAULT_MAX_BYTES,
     tracing: bool | ServerTracing = False,
 ) -> App:
     """Build the ASGI app over explicit models and/or a repository directory ``<repo>/<name>/<version>/``.
@@ -503,9 +496,12 @@ def create_app(
     served traffic to drift monitors (see :class:`Repository`). ``dashboard`` serves the read-only
     pages at ``/`` (:mod:`aimass.server.dashboard`; its data needs the same token). ``payload_log``
     (a directory, an fsspec URL or a :class:`~aimass.server.payload_log.PayloadLog`) records a
-    ``payload_sample_rate`` share of requests and their answers in Parquet files. ``shadow`` rules
+    ``payload_sample_rate`` share of requests and their answers in Parquet files, within
+    ``payload_max_queue_bytes`` of tensors in memory, ``payload_max_bytes`` of files on disk and
+    ``payload_max_age`` seconds (0: no limit; see :class:`PayloadLog`). ``shadow`` rules
     mirror a share of an alias's requests to a candidate version and compare its answers
-    (:mod:`aimass.server.shadow`). ``tracing`` (True, or a :class:`~aimass.server.tracing.ServerTracing`)
+    (:mod:`aimass.server.shadow`), at most ``shadow_max_in_flight`` runs holding ``shadow_max_bytes``
+    at once (more are dropped and counted). ``tracing`` (True, or a :class:`~aimass.server.tracing.ServerTracing`)
     makes OpenTelemetry spans of each inference request (needs the ``[otel]`` extra).
 
     Example:
@@ -547,13 +543,26 @@ def create_app(
     if payload_log is not None:
         plog = payload_log
         if not isinstance(plog, PayloadLog):
-            plog = PayloadLog(plog, sample_rate=payload_sample_rate)
+            plog = PayloadLog(
+                plog,
+                sample_rate=payload_sample_rate,
+                max_queue_bytes=payload_max_queue_bytes,
+                max_bytes=payload_max_bytes,
+                max_age=payload_max_age,
+            )
         plog.bind_metrics(metrics.registry)
         app.payload_log = plog
     if tracing:
         app.tracing = tracing if isinstance(tracing, ServerTracing) else ServerTracing()
     if shadow:
-        app.shadow = Shadow(shadow, repo, registry=metrics.registry, payload_log=app.payload_log)
+        app.shadow = Shadow(
+            shadow,
+            repo,
+            registry=metrics.registry,
+            payload_log=app.payload_log,
+            max_in_flight=shadow_max_in_flight,
+            max_bytes=shadow_max_bytes,
+        )
     if dashboard:
         from aimass.server.dashboard import server_dashboard
 
