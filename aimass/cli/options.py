@@ -39,13 +39,16 @@ __all__ = [
     "with_options",
 ]
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(us|µs|ms|s)?\s*$")
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(us|µs|ms|s|min|m|h|d)?\s*$")
+# unit -> (multiplier, divisor): sub-second units divide, so "500us" is exactly 500 / 1e6
+_DURATION_UNITS = {"us": (1, 1e6), "µs": (1, 1e6), "ms": (1, 1e3), "s": (1, 1)}
+_DURATION_UNITS.update({"min": (60, 1), "m": (60, 1), "h": (3600, 1), "d": (86400, 1)})
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
 
 
 def parse_duration(text: str) -> float:
-    """``"500us"``, ``"2ms"``, ``"0.01"``/``"0.01s"`` -> seconds.
+    """``"500us"``, ``"2ms"``, ``"0.01"``/``"0.01s"``, ``"5m"``, ``"12h"``, ``"7d"`` -> seconds.
 
     Example:
         >>> parse_duration("500us")
@@ -53,9 +56,9 @@ def parse_duration(text: str) -> float:
     """
     m = _DURATION.match(text)
     if m is None:
-        raise typer.BadParameter(f"{text!r} is not a duration: use e.g. 500us, 2ms or 0.01 (seconds)")
-    value, unit = float(m[1]), m[2] or "s"
-    return value / {"us": 1e6, "µs": 1e6, "ms": 1e3, "s": 1.0}[unit]
+        raise typer.BadParameter(f"{text!r} is not a duration: use e.g. 500us, 2ms, 0.01 (seconds), 5m, 12h or 7d")
+    multiplier, divisor = _DURATION_UNITS[m[2] or "s"]
+    return float(m[1]) * multiplier / divisor
 
 
 def parse_size(text: str) -> int:
@@ -183,6 +186,16 @@ class ServerOptions:
         str, typer.Option(help="record requests and answers as Parquet files in this directory or fsspec URL")
     ] = ""
     log_sample_rate: Annotated[float, typer.Option(help="share of requests --log-payloads records (0 to 1)")] = 1.0
+    log_max_queue_bytes: Annotated[
+        str,
+        typer.Option(help="--log-payloads: tensor bytes queued in memory for the writer; more are dropped (0: no cap)"),
+    ] = "256MiB"
+    log_max_bytes: Annotated[
+        str, typer.Option(help="--log-payloads: log files kept on disk, oldest removed first (0: no cap)")
+    ] = "1GiB"
+    log_max_age: Annotated[
+        str, typer.Option(help="--log-payloads: remove log files older than this: 12h, 7d, 3600 (seconds; 0: keep)")
+    ] = "7d"
     trace: Annotated[
         bool, typer.Option(help="OpenTelemetry spans (decode, queue, compute, encode) per request; needs [otel]")
     ] = False
@@ -190,6 +203,12 @@ class ServerOptions:
         list[str] | None,
         typer.Option(help="mirror requests of an alias to a candidate: MODEL@ALIAS=VERSION[:SHARE]; repeatable"),
     ] = None
+    shadow_max_in_flight: Annotated[
+        int, typer.Option(help="--shadow: runs at once; requests beyond are not mirrored (dropped and counted)")
+    ] = 8
+    shadow_max_bytes: Annotated[
+        str, typer.Option(help="--shadow: tensor bytes the runs in flight hold; beyond, dropped and counted (0: none)")
+    ] = "128MiB"
     dashboard: Annotated[
         bool, typer.Option(help="serve the read-only dashboard at / (its data needs the same bearer token)")
     ] = True
@@ -217,7 +236,12 @@ class ServerOptions:
             "monitor": self.monitor,
             "payload_log": self.log_payloads or None,
             "payload_sample_rate": self.log_sample_rate,
+            "payload_max_queue_bytes": parse_size(self.log_max_queue_bytes),
+            "payload_max_bytes": parse_size(self.log_max_bytes),
+            "payload_max_age": parse_duration(self.log_max_age),
             "shadow": _shadow_rules(self.shadow or []),
+            "shadow_max_in_flight": self.shadow_max_in_flight,
+            "shadow_max_bytes": parse_size(self.shadow_max_bytes),
             "tracing": self.trace,
             "dashboard": self.dashboard,
         }

@@ -45,7 +45,9 @@ def _run(app: object, rows: list[np.ndarray], path: str) -> list[v2.InferRespons
 
 def test_candidates_are_compared_never_answered(library: Path) -> None:
     rules = [ShadowRule("mlp", "production", "2"), ShadowRule("mlp", "staging", "3", share=0.5)]
-    app = create_app(repository=library, shadow=rules, max_batch_size=0)
+    # Every request mirrored: room for all of them in flight (the bound is tested in
+    # tests/security/test_bounded_queues.py); the default of 8 drops some of these back-to-back requests.
+    app = create_app(repository=library, shadow=rules, max_batch_size=0, shadow_max_in_flight=64)
     x, _ = models.dataset(200, seed=5)
     rows = list(np.array_split(x, 40))
     answers = _run(app, rows, "/v2/models/mlp/versions/production/infer")
@@ -58,6 +60,7 @@ def test_candidates_are_compared_never_answered(library: Path) -> None:
     v2_ = Model.load(library / "mlp" / "2")
     expected = (v1.predict(x)["y"].argmax(1) == v2_.predict(x)["y"].argmax(1)).mean()
     assert report["2"]["requests"] == 40 and report["2"]["rows"] == 200 and report["2"]["errors"] == 0
+    assert report["2"]["dropped"] == 0
     assert report["2"]["agreement"] == pytest.approx(expected) and expected < 1.0  # a different model shows
     assert report["2"]["max_abs_diff"] > 0.01
     assert report["3"]["requests"] == 0  # nothing was sent to "staging"
@@ -66,7 +69,8 @@ def test_candidates_are_compared_never_answered(library: Path) -> None:
 
 
 def test_identical_candidate_agrees_and_share_is_drawn(library: Path) -> None:
-    app = create_app(repository=library, shadow=[ShadowRule("mlp", "production", "3", share=0.5)], max_batch_size=0)
+    rules = [ShadowRule("mlp", "production", "3", share=0.5)]
+    app = create_app(repository=library, shadow=rules, max_batch_size=0, shadow_max_in_flight=256)
     x, _ = models.dataset(400, seed=6)
     _run(app, list(np.array_split(x, 200)), "/v2/models/mlp/versions/production/infer")
     assert app.shadow is not None
