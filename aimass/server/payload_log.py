@@ -13,8 +13,8 @@ settings, and never slows a request down:
   (``aimass_payload_log_dropped_total`` and ``aimass_payload_log_dropped_bytes_total``, by
   ``reason``), never waited for.
 - **Writing.** A background thread writes the records, one Parquet row per request row (the batch
-  axis spread out), straight from the arrays (no Python lists), at most ``_SLICE_ROWS`` rows at a
-  time, to ``<destination>/<model>/<version>/part-<time>-<n>.parquet``; a file is written under a
+  axis spread out), straight from the arrays (no Python lists), 65 536 rows at a time at most, to
+  ``<destination>/<model>/<version>/part-<time>-<n>-<writer>.parquet``; a file is written under a
   hidden name and renamed when complete, so readers never see half a file, and a new one starts
   after ``rotate_bytes`` (bytes written) or ``rotate_seconds``.
 - **Disk.** Completed files are removed, oldest first, while the logs under the destination
@@ -80,7 +80,8 @@ _SHAPE_KEY = b"aimass.shape"
 # ~60 bytes a row, so a request of millions of narrow rows is written in slices, not expanded whole.
 _SLICE_ROWS = 65_536
 _STAMP = "%Y%m%dT%H%M%S"
-_PART = re.compile(r"^part-(\d{8}T\d{6})-(\d+)\.parquet$")  # completed files; the only ones ever removed
+# Completed files, the only ones ever removed: part-<UTC time>-<n>[-<writer>].parquet
+_PART = re.compile(r"^part-(\d{8}T\d{6})-(\d+)(?:-[0-9a-f]+)?\.parquet$")
 _SWEEP_SECONDS = 60.0  # how often the disk cap and retention are checked besides at each completed file
 
 
@@ -163,6 +164,8 @@ class PayloadLog:
         self._lock = threading.Lock()  # queued_bytes: the request path adds, the writer subtracts
         self._queue: queue.Queue[PayloadRecord | None] = queue.Queue(maxsize=max_queue)
         self._seq = itertools.count()
+        # Two writers (server processes, restarts within a second) never pick the same file name.
+        self._writer_id = uuid.uuid4().hex[:8]
         self._writers: dict[tuple[str, str], _PartWriter] = {}
         self._counters: Any = None
         self._thread = threading.Thread(target=self._write_loop, name="aimass-payload-log", daemon=True)
@@ -305,7 +308,7 @@ class PayloadLog:
             if writer is None:
                 stamp = dt.datetime.now(dt.UTC).strftime(_STAMP)
                 directory = f"{self.root}/{key[0]}/{key[1]}"
-                stem = f"part-{stamp}-{next(self._seq):05d}"
+                stem = f"part-{stamp}-{next(self._seq):05d}-{self._writer_id}"
                 writer = self._writers[key] = _PartWriter(self.fs, directory, stem, table.schema)
             writer.write(table)
         return completed
