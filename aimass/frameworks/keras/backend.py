@@ -41,6 +41,7 @@ from aimass.backends.base import Backend
 from aimass.dependencies import distribution_version, require_framework
 from aimass.device import split_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError
+from aimass.frameworks.keras.savedmodel_ops import check_savedmodel
 from aimass.schema import DType, Schema, TensorSpec
 
 __all__ = ["KerasBackend", "SavedModelBackend"]
@@ -347,13 +348,17 @@ class SavedModelBackend(Backend):
         workdir = None
         if isinstance(source, (str, Path)):
             path = Path(source)
+            shown = f"{path.name}/saved_model.pb"  # what users see: never an absolute path
             if path.name == "saved_model.pb":
                 path = path.parent
+                shown = f"{path.name}/saved_model.pb"
             elif path.name.endswith(_ARCHIVE_SUFFIX):
                 workdir = tempfile.TemporaryDirectory(prefix="aimass-savedmodel-")
                 path = _extract(path, Path(workdir.name))
             if not (path / "saved_model.pb").is_file():
                 raise ModelLoadError(f"{path.name!r} is not a SavedModel directory: it has no saved_model.pb")
+            # A SavedModel is a program: its ops are checked before TensorFlow reads the directory.
+            check_savedmodel(path, shown, trusted=bool(options.get("trust_code")))
             try:
                 with tf.device(_check_device(device)):
                     source = tf.saved_model.load(str(path), tags=options.get("tags"))
@@ -381,7 +386,10 @@ class SavedModelBackend(Backend):
         # Loaded variables stay where they were restored; re-save and re-load to move them.
         with tempfile.TemporaryDirectory(prefix="aimass-savedmodel-") as tmp:
             self._save_dir(Path(tmp) / "m")
-            return SavedModelBackend.load(Path(tmp) / "m", device=device, schema=self.schema)
+            # Re-saved from an object already loaded (checked, or trusted by the user): not re-checked.
+            return SavedModelBackend.load(
+                Path(tmp) / "m", device=device, schema=self.schema, options={"trust_code": True}
+            )
 
     def save(self, directory: Path) -> list[str]:
         with tempfile.TemporaryDirectory(prefix="aimass-savedmodel-") as tmp:

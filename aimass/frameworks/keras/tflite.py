@@ -31,7 +31,7 @@ from aimass.device import split_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError
 from aimass.schema import DType, Schema, TensorSpec
 
-__all__ = ["TFLiteBackend"]
+__all__ = ["TFLiteBackend", "custom_ops"]
 
 
 def _interpreter_class() -> Any:
@@ -39,6 +39,31 @@ def _interpreter_class() -> Any:
         "ai_edge_litert.interpreter", backend="tflite", extra="tensorflow", package="ai-edge-litert"
     )
     return module.Interpreter
+
+
+def custom_ops(model_bytes: bytes) -> list[str]:
+    """The custom operators a TFLite flatbuffer names (Flex ops are ``Flex<TF op>``), read without an interpreter.
+
+    Example:
+        >>> custom_ops(Path("mlp.tflite").read_bytes())   # doctest: +SKIP
+        []
+    """
+    schema = require_framework(
+        "ai_edge_litert.schema_py_generated", backend="tflite", extra="tensorflow", package="ai-edge-litert"
+    )
+    try:
+        model = schema.Model.GetRootAsModel(model_bytes, 0)
+        codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+        custom = schema.BuiltinOperator.CUSTOM
+        # Newer files keep the code in builtin_code; older ones only in deprecated_builtin_code.
+        names = {
+            (c.CustomCode() or b"").decode("utf-8", "replace")
+            for c in codes
+            if c is not None and custom in (c.BuiltinCode(), c.DeprecatedBuiltinCode())
+        }
+    except Exception:  # not a flatbuffer we can walk: the interpreter's verifier gives the real error
+        return []
+    return sorted(n or "<unnamed>" for n in names)
 
 
 def _spec(name: str, detail: Mapping[str, Any]) -> TensorSpec:
@@ -107,11 +132,27 @@ class TFLiteBackend(Backend):
     extra: ClassVar[str] = "tensorflow"
     suffixes: ClassVar[tuple[str, ...]] = (".tflite",)
 
-    def __init__(self, model_bytes: bytes, schema: Schema | None, options: Mapping[str, Any]) -> None:
+    def __init__(
+        self, model_bytes: bytes, schema: Schema | None, options: Mapping[str, Any], shown: str = "the TFLite model"
+    ) -> None:
         self._bytes = model_bytes
         self._options = dict(options)
         self._local = threading.local()
-        runner, self.signature = self._first_runner()
+        # Select-TF (Flex) ops need TensorFlow's kernels, which the LiteRT interpreter does not
+        # link: refuse them by name before any interpreter is created.
+        flex = [op for op in custom_ops(model_bytes) if op.startswith("Flex")]
+        if flex:
+            raise ModelLoadError(
+                f"{shown} uses Select TensorFlow (Flex) ops that the LiteRT interpreter does not run: "
+                f"{', '.join(flex[:8])}{f' and {len(flex) - 8} more' if len(flex) > 8 else ''}; "
+                "convert it with TFLite builtin ops only (the converter's default supported_ops)"
+            )
+        try:
+            runner, self.signature = self._first_runner()
+        except RuntimeError as e:  # allocate_tensors: a custom op with no registered kernel, and friends
+            custom = custom_ops(model_bytes)
+            named = f" (its custom ops: {', '.join(custom[:8])})" if custom else ""
+            raise ModelLoadError(f"LiteRT could not prepare {shown}{named}: {str(e)[:300]}") from e
         self._local.runner = runner
         inferred = Schema(
             inputs=[_spec(n, d) for n, d in runner.inputs.items()],
@@ -164,13 +205,15 @@ class TFLiteBackend(Backend):
                 data = Path(source).read_bytes()
             except OSError as e:
                 raise ModelLoadError(f"cannot read TFLite file {Path(source).name!r}: {e.strerror}") from e
+            shown = f"TFLite file {Path(source).name!r}"
         elif isinstance(source, (bytes, bytearray, memoryview)):
             data = bytes(source)
+            shown = "the TFLite model"
         else:
             raise ModelLoadError(
                 f"the tflite backend loads .tflite files or their bytes, not a {type(source).__name__}"
             )
-        return cls(data, schema, options or {})
+        return cls(data, schema, options or {}, shown)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         runner = getattr(self._local, "runner", None)
