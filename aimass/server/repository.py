@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from aimass import redaction
 from aimass.batching import Batcher, Placement
-from aimass.errors import ModelLoadError, ModelNotFound, ServiceUnavailable
+from aimass.errors import AimassError, ModelLoadError, ModelNotFound, ServiceUnavailable
 from aimass.metrics import Metrics, ModelMetrics
 from aimass.model import Model
 from aimass.package import is_package, read_manifest
@@ -347,10 +348,12 @@ class Repository:
         for name in self.sources():
             try:
                 self.load(name)
-            except ModelLoadError as e:
+            except Exception:
+                # One broken package (a remote host down, a framework's bare RuntimeError ...) must not
+                # stop the others: load() marked it UNAVAILABLE with its reason and logged it. A model
+                # the caller handed in by name is the caller's own input: its failure is theirs to see.
                 if name in self._explicit:
                     raise
-                log.error("model %r not loaded: %s", name, e)
 
     # -- discovery ----------------------------------------------------------------------------
 
@@ -421,25 +424,33 @@ class Repository:
         if not versions:
             raise ModelNotFound(f"model {name!r} is not in the repository")
         served: dict[str, ServedModel] = {}
-        try:
-            for version, src in versions.items():
-                start = time.perf_counter()
-                try:
-                    served[version] = self._build(name, version, src)
-                except Exception:
-                    self._life.load_failures.labels(name, version).inc()
+        for version, src in versions.items():
+            start = time.perf_counter()
+            try:
+                served[version] = self._build(name, version, src)
+            except Exception as e:
+                self._life.load_failures.labels(name, version).inc()
+                why = self._failed(name, version, e)
+                self._errors[name] = why
+                if isinstance(e, AimassError):
                     raise
-                self._life.loads.labels(name, version).inc()
-                self._life.load_seconds.labels(name, version).observe(time.perf_counter() - start)
-        except ModelLoadError as e:
-            self._errors[name] = str(e)
-            raise
+                # Typed, so the load request answers 400 with the short reason, not a 500 traceback.
+                raise ModelLoadError(f"model {name!r} version {version!r}: {why}") from e
+            self._life.loads.labels(name, version).inc()
+            self._life.load_seconds.labels(name, version).observe(time.perf_counter() - start)
         with self._lock:
             self._loaded[name] = served
             self._latest[name] = served[max(served, key=version_key)]
             self._errors.pop(name, None)
         self._count()
         return sorted(served, key=version_key)
+
+    @staticmethod
+    def _failed(name: str, version: str, error: BaseException) -> str:
+        """Log a failed load with a short redacted reason, and return that reason (index, answers)."""
+        why = f"load failed: {redaction.reason(error)}"
+        log.error("model %r version %r is UNAVAILABLE: %s", name, version, why)
+        return why
 
     async def aload(self, name: str) -> list[str]:
         """:meth:`load` from the event loop: under a budget, each version loads within it (LRU eviction)."""
@@ -471,7 +482,14 @@ class Repository:
                     continue
                 start = time.perf_counter()
                 before = resident_bytes()
-                served = self._build(name, version, src)
+                try:
+                    served = self._build(name, version, src)
+                except Exception as e:
+                    if isinstance(src, Model) or name in self._explicit:
+                        raise  # the caller's own input (see __init__)
+                    self._life.load_failures.labels(name, version).inc()
+                    self._reasons[(name, version)] = self._failed(name, version, e)
+                    continue
                 served.pinned = True
                 served.memory = max(growth_since(before, collect=False), package_bytes(src))
                 self._install(served, versions, time.perf_counter() - start)
@@ -578,8 +596,12 @@ class Repository:
                 served.memory = max(await loop.run_in_executor(self.executor, growth_since, before), estimate)
         except Exception as e:
             self._life.load_failures.labels(name, version).inc()
-            self._reasons[key] = f"load failed: {e}"
-            raise
+            why = self._reasons[key] = self._failed(name, version, e)
+            # Whatever the load raised (a remote's 403, a framework's RuntimeError), the request that
+            # asked for the model gets one clear answer; the next request tries to load it again.
+            raise ServiceUnavailable(
+                f"model {name!r} version {version!r} is unavailable: {why}", retry_after=self.limits.retry_after
+            ) from e
         finally:
             self._loading.pop(key, None)
         if self.budget.memory_budget and served.memory > self.budget.memory_budget:
@@ -708,6 +730,11 @@ class Repository:
                         return versions[picked]
                 known = sorted(versions, key=version_key)
                 raise ModelNotFound(f"model {name!r} has no version {version!r}; loaded versions are {known}")
+        failed = self._errors.get(name)
+        if failed is not None and name not in self._loaded:
+            raise ServiceUnavailable(
+                f"model {name!r} is unavailable: {failed}; once fixed: POST /v2/repository/models/{name}/load"
+            )
         if name in self._explicit or name in self.sources():
             raise ModelNotFound(f"model {name!r} is not loaded: POST /v2/repository/models/{name}/load")
         raise ModelNotFound(f"unknown model {name!r}; models are {sorted(self._loaded)}")
@@ -743,9 +770,9 @@ class Repository:
         if not versions:
             raise ModelNotFound(f"unknown model {name!r}; models are {sorted(self.sources())}")
         picked = self._pick(name, version, versions)
-        reason = self._reasons.get((name, picked), "")
-        if reason.startswith("load failed"):
-            raise ModelNotFound(f"model {name!r} version {picked!r} is not ready: {reason}")
+        why = self._reasons.get((name, picked), "")
+        if why.startswith("load failed"):
+            raise ServiceUnavailable(f"model {name!r} version {picked!r} is unavailable: {why}")
 
     def versions(self, name: str) -> list[str]:
         """The versions of ``name`` served: loaded ones, or under a budget every loadable one."""
