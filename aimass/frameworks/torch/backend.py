@@ -8,7 +8,10 @@ names come from ``forward``'s parameters; outputs are named ``output`` (one tens
 Files: ``.pt2`` is loaded with ``torch.export.load``; ``.pt``/``.pth``/``.ts`` is tried as
 TorchScript, and otherwise with ``torch.load(weights_only=True)`` unless the caller passes
 ``options={"allow_pickle": True}`` (pickle runs arbitrary code: only for files you trust).
-Saving writes a ``torch.export`` program with the dynamic (-1) dimensions kept dynamic.
+Both program formats are checked first (:mod:`aimass.frameworks.torch.programs`): a ``.pt2`` loads
+when every operator it names is on ``allowed_ops.txt``, TorchScript only with ``trust_code=True``.
+Saving writes a ``torch.export`` program with the dynamic (-1) dimensions kept dynamic (a
+TorchScript module is saved as TorchScript, and its package needs trust to load).
 
 Acceleration (``options``): ``autocast="fp16"``/``"bf16"`` runs forward under ``torch.autocast``
 (outputs are cast back to the schema's dtypes), ``compile=True`` (or a dict of ``torch.compile``
@@ -29,7 +32,7 @@ import contextlib
 import copy
 import inspect
 import sys
-import zipfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,6 +43,7 @@ from aimass.backends.base import Backend
 from aimass.dependencies import require_framework
 from aimass.device import as_torch_tensor, check_device, output_on_device, split_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError, SchemaError
+from aimass.frameworks.torch.programs import check_torch_file, is_torchscript
 from aimass.schema import DType, Schema, TensorSpec
 
 __all__ = ["TorchBackend"]
@@ -96,14 +100,6 @@ def _call_order(module: Any, schema: Schema) -> list[str]:
     return order
 
 
-def _is_torchscript(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as z:
-            return any(n.split("/", 2)[1:2] == ["code"] for n in z.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
 class TorchBackend(Backend):
     """A PyTorch callable (``nn.Module``, exported program module or TorchScript) run under inference mode."""
 
@@ -153,7 +149,9 @@ class TorchBackend(Backend):
         options = options or {}
         _check_device(device)
         if isinstance(source, (str, Path)):
-            source, file_schema = _load_file(Path(source), allow_pickle=bool(options.get("allow_pickle")))
+            source, file_schema = _load_file(
+                Path(source), allow_pickle=bool(options.get("allow_pickle")), trusted=bool(options.get("trust_code"))
+            )
             schema = schema or file_schema
         if isinstance(source, torch.export.ExportedProgram):
             schema = schema or _schema_from_exported(source)
@@ -292,6 +290,12 @@ class TorchBackend(Backend):
     def save(self, directory: Path) -> list[str]:
         torch = self._torch
         if isinstance(self.module, torch.jit.ScriptModule):
+            warnings.warn(
+                "a TorchScript module is saved as TorchScript (model.ts), a program that cannot be inspected "
+                "without running it: loading this package will need trust_code=True",
+                UserWarning,
+                stacklevel=2,
+            )
             torch.jit.save(self.module, str(directory / "model.ts"))
             return ["model.ts"]
         sample = self._example or self.schema.example()
@@ -329,14 +333,16 @@ def _check_device(device: str) -> None:
             )
 
 
-def _load_file(path: Path, *, allow_pickle: bool) -> tuple[Any, Schema | None]:
+def _load_file(path: Path, *, allow_pickle: bool, trusted: bool) -> tuple[Any, Schema | None]:
     torch = _torch()
     if not path.exists():
         raise ModelLoadError(f"no such file: {path.name!r}")
+    # Before any torch call reads the file: .pt2 graphs and TorchScript are programs.
+    check_torch_file(path, trusted=trusted)
     try:
         if path.suffix == ".pt2":
             return torch.export.load(str(path)), None
-        if _is_torchscript(path):
+        if is_torchscript(path):
             return torch.jit.load(str(path), map_location="cpu"), None
         obj = torch.load(str(path), map_location="cpu", weights_only=not allow_pickle)
     except Exception as e:  # torch's unpickler raises UnpicklingError/RuntimeError/AttributeError ...
