@@ -29,7 +29,7 @@ import os
 import re
 import struct
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -48,6 +48,7 @@ __all__ = [
     "InferRequest",
     "InferResponse",
     "RequestedOutput",
+    "TensorHead",
     "check_datatypes",
     "check_declared",
     "decode_request",
@@ -57,6 +58,7 @@ __all__ = [
     "encode_response",
     "encode_tensor",
     "split_uniform",
+    "tensor_head",
 ]
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -262,9 +264,27 @@ def _json_numbers(data: Any, dtype: DType, where: str, name: str) -> np.ndarray:
     return arr.astype(want)
 
 
-def _tensor_head(
-    t: Any, kind: str, max_elements: int, spec: TensorSpec | None = None
-) -> tuple[str, str, DType, list[int], int]:
+class TensorHead(NamedTuple):
+    """A tensor's head, checked: its name, the ``where`` that messages start with, datatype, shape, element count."""
+
+    name: str
+    where: str
+    dtype: DType
+    shape: list[int]
+    elements: int
+
+
+def tensor_head(
+    t: Any, kind: str = "input", max_elements: int = DEFAULT_MAX_ELEMENTS, spec: TensorSpec | None = None
+) -> TensorHead:
+    """Check a tensor object's name, datatype and shape (and ``spec``'s datatype) before reading its data.
+
+    A shape of more than ``max_elements`` elements and a datatype other than ``spec``'s raise SchemaError.
+
+    Example:
+        >>> tensor_head({"name": "x", "datatype": "FP32", "shape": [2, 3]}).elements
+        6
+    """
     if not isinstance(t, dict) or not isinstance(t.get("name"), str):
         raise SchemaError(f"each {kind} must be an object with a string 'name', got {str(t)[:80]}")
     name: str = t["name"]
@@ -281,7 +301,7 @@ def _tensor_head(
         raise SchemaError(
             f"{where}: shape {shape} holds {count} elements, more than the limit of {max_elements}", tensor=name
         )
-    return name, where, dtype, shape, count
+    return TensorHead(name, where, dtype, shape, count)
 
 
 def decode_tensor(
@@ -301,7 +321,7 @@ def decode_tensor(
         >>> decode_tensor({"name": "x", "datatype": "INT32", "shape": [2], "data": [1, 2]})
         ('x', array([1, 2], dtype=int32))
     """
-    name, where, dtype, shape, count = _tensor_head(t, kind, max_elements, spec)
+    name, where, dtype, shape, count = tensor_head(t, kind, max_elements, spec)
     if chunk is not None:
         if dtype is DType.BYTES:
             return name, _decode_bytes(chunk, count, where, name).reshape(shape)
@@ -577,7 +597,7 @@ def _decode_tensors(
 def _decode_cut_tensor(
     t: dict[str, Any], cut: _Cut, ref: int, kind: str, max_elements: int, spec: TensorSpec | None
 ) -> tuple[str, np.ndarray]:
-    name, where, dtype, shape, count = _tensor_head(t, kind, max_elements, spec)
+    name, where, dtype, shape, count = tensor_head(t, kind, max_elements, spec)
     if ref in cut.used or not 0 <= ref < len(cut.spans):
         raise SchemaError(f"{where}: 'data' is not a JSON array", tensor=name)
     cut.used.add(ref)
