@@ -41,8 +41,11 @@ from aimass.metrics import Metrics
 from aimass.model import Model
 from aimass.protocol import documents, v2
 from aimass.redaction import redact
+from aimass.schema import Schema
 from aimass.server import payload_log as payload_logs
 from aimass.server import shadow as shadows
+from aimass.server.browser import BrowserPolicy, changes_state
+from aimass.server.deadlines import STATE_KEY, SlowClients
 from aimass.server.http import BearerToken, HTTPError, error_response
 from aimass.server.payload_log import PayloadLog, new_request_id
 from aimass.server.repository import BatchingConfig, Budget, Limits, Repository, ServedModel
@@ -97,6 +100,7 @@ class App:
         auth_token: str | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         max_elements: int = v2.DEFAULT_MAX_ELEMENTS,
+        browser: BrowserPolicy | None = None,
     ) -> None:
         self.repository = repository
         self.metrics = metrics
@@ -104,6 +108,10 @@ class App:
         self.max_body_size = max_body_size
         self.max_elements = max_elements
         self.auth = BearerToken(auth_token)  # the one token check: HTTP, gRPC metadata, dashboard
+        # Host allow-list and cross-site rules (aimass.server.browser); the default takes any Host.
+        self.browser = browser or BrowserPolicy()
+        # Connections cut by the protocol's deadlines (aimass.server.deadlines), counted via the lifespan state.
+        self.slow_clients = SlowClients(metrics.registry)
         self._server_meta = orjson.dumps(documents.server_metadata("aimass", __version__, EXTENSIONS))
         # The read-only pages at / (aimass.server.dashboard), set by create_app; None: no dashboard.
         self.dashboard: Dashboard | None = None
@@ -121,12 +129,15 @@ class App:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            await self._lifespan(scope, receive, send)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                state = scope.get("state")
+                if state is not None:  # the server's protocol reports slow clients it cut through it
+                    state[STATE_KEY] = self.slow_clients.cut
                 if self.dashboard is not None:
                     self.dashboard.start()  # samples the metrics every few seconds, never per request
                 await send({"type": "lifespan.startup.complete"})
@@ -141,6 +152,12 @@ class App:
         path: str = scope["path"]
         method: str = scope["method"]
         try:
+            browser = self.browser
+            # Health answers nothing and probes address a pod by its IP: no Host check there.
+            if browser.allowed_hosts is not None and not path.startswith("/v2/health/"):
+                browser.check_host(scope["headers"])
+            if changes_state(method):
+                browser.check_state_change(scope["headers"], method=method, path=path)
             parts = path.strip("/").split("/")
             if parts[0] != "v2":
                 if path == "/metrics" and method == "GET":
@@ -247,16 +264,12 @@ class App:
         # hold a loaded model (and every load waiting for room) while it sends.
         body = await _read_body(receive, self.max_body_size, content_length)
 
-        async def decode() -> v2.InferRequest:
-            if len(body) <= v2.LEAN_BODY_SIZE:
-                return v2.decode_request(body, header_length, max_elements=self.max_elements)
-            # A large body decodes in a worker thread, and v2 parses its big arrays in slices that each
-            # hold the GIL for a few ms, so the loop keeps answering (health checks included)
-            # meanwhile. Small bodies stay inline: a thread hop would cost them more than decoding.
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.executor, self._decode, body, header_length)
+        async def decode(schema: Schema) -> v2.InferRequest:
+            # v2 parses a large body's big arrays in slices that each hold the GIL for a few ms: off
+            # the loop (see offload), the loop keeps answering (health checks included) meanwhile.
+            return await self.offload(len(body), self._decode, body, header_length, schema)
 
-        def encode(answer: Answer) -> tuple[bytes, int | None]:
+        async def encode(answer: Answer) -> tuple[bytes, int | None]:
             return v2.encode_response(
                 answer.outputs,
                 model_name=answer.served.name,
@@ -276,14 +289,16 @@ class App:
         self,
         name: str,
         version: str | None,
-        decode: Callable[[], Awaitable[v2.InferRequest]],
-        encode: Callable[[Answer], T],
+        decode: Callable[[Schema], Awaitable[v2.InferRequest]],
+        encode: Callable[[Answer], Awaitable[T]],
         headers: Iterable[tuple[bytes, bytes]] = (),
     ) -> T:
         """One inference request, whatever the transport: the one path HTTP and gRPC both take.
 
         Takes the model (loading it on demand under a budget, never evicted while in use), decodes
-        with the transport's ``decode``, checks declared datatypes (the strict wire), runs it through
+        with the transport's ``decode`` (given the model's schema, so that a declared datatype other
+        than the model's is refused before the data is read), checks declared datatypes (the strict
+        wire), runs it through
         the batcher, keeps the requested outputs, logs the payload, mirrors shadow traffic, encodes
         with the transport's ``encode`` and counts it all in the model's metrics and trace spans
         (``headers`` carry the caller's W3C ``traceparent``). Errors propagate for the transport to
@@ -316,8 +331,8 @@ class App:
         self,
         served: ServedModel,
         requested: str | None,
-        decode: Callable[[], Awaitable[v2.InferRequest]],
-        encode: Callable[[Answer], T],
+        decode: Callable[[Schema], Awaitable[v2.InferRequest]],
+        encode: Callable[[Answer], Awaitable[T]],
         marks: Marks | None,
     ) -> T:
         mm = served.metrics
@@ -325,7 +340,7 @@ class App:
         mm.in_flight.inc()
         start = time.perf_counter()
         try:
-            request = await decode()
+            request = await decode(served.model.schema)
             if marks is not None:
                 marks.decoded = trace_clock()
             v2.check_datatypes(request.inputs, served.model.schema)  # strict wire: V2 requests are not cast
@@ -342,7 +357,7 @@ class App:
             shadow = self.shadow
             if shadow is not None and (rule := shadow.pick(served.name, requested, served.version)) is not None:
                 shadow.mirror(rule, request.inputs, outputs, request_id)  # in the background; never answers
-            result = encode(Answer(served, request, outputs, request_id))
+            result = await encode(Answer(served, request, outputs, request_id))
             if marks is not None:
                 marks.encoded = trace_clock()
             return result
@@ -353,8 +368,22 @@ class App:
             mm.in_flight.dec()
             mm.request_seconds.observe(time.perf_counter() - start)
 
-    def _decode(self, body: bytes, header_length: int | None) -> v2.InferRequest:
-        return v2.decode_request(body, header_length, max_elements=self.max_elements)
+    def _decode(self, body: bytes, header_length: int | None, schema: Schema) -> v2.InferRequest:
+        return v2.decode_request(body, header_length, max_elements=self.max_elements, schema=schema)
+
+    async def offload(self, size: int, fn: Callable[..., T], /, *args: Any) -> T:
+        """``fn(*args)`` for a message of ``size`` bytes: inline up to :data:`~aimass.protocol.v2.LEAN_BODY_SIZE`,
+        above it in a worker thread, so the event loop keeps serving (health checks included) meanwhile.
+
+        The one rule for decoding and encoding large messages, HTTP and gRPC alike; small ones stay
+        inline, where a thread hop would cost more than the work.
+
+        Example:
+            >>> await app.offload(len(body), v2.decode_request, body)   # doctest: +SKIP
+        """
+        if size <= v2.LEAN_BODY_SIZE:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     # -- /v2/repository -------------------------------------------------------------------------
 
@@ -371,6 +400,8 @@ class App:
             # Load-failure reasons come from backends and may name files: redacted like errors.
             return await _send(send, 200, self.redact(orjson.dumps(self.repository.index(ready_only=ready))), _JSON)
         if len(parts) == 5 and parts[2] == "models" and parts[4] in ("load", "unload"):
+            if not body.strip():  # a bare POST is what a page on another site can send: it must say more
+                self.browser.check_state_change(scope["headers"], method=method, path=path, empty_body=True)
             name = parts[3]
             if parts[4] == "load":
                 await self.repository.aload(name)  # in a worker thread; under a budget, within it
@@ -478,6 +509,8 @@ def create_app(
     shadow_max_in_flight: int = shadows.DEFAULT_MAX_IN_FLIGHT,
     shadow_max_bytes: int = shadows.DEFAULT_MAX_BYTES,
     tracing: bool | ServerTracing = False,
+    allowed_hosts: Collection[str] | None = None,
+    allowed_origins: Collection[str] = (),
 ) -> App:
     """Build the ASGI app over explicit models and/or a repository directory ``<repo>/<name>/<version>/``.
 
@@ -503,6 +536,9 @@ def create_app(
     (:mod:`aimass.server.shadow`), at most ``shadow_max_in_flight`` runs holding ``shadow_max_bytes``
     at once (more are dropped and counted). ``tracing`` (True, or a :class:`~aimass.server.tracing.ServerTracing`)
     makes OpenTelemetry spans of each inference request (needs the ``[otel]`` extra).
+    ``allowed_hosts`` (None: any) is the Host allow-list and ``allowed_origins`` the origins besides
+    the server's own that may change state (:mod:`aimass.server.browser`; ``aimass serve`` lists the
+    loopback names when it listens on loopback, see :func:`~aimass.server.browser.allowed_hosts_for`).
 
     Example:
         >>> app = create_app({"mlp": "mlp.onnx"}, max_queue_delay=0.0005, auth_token="s3cret")   # doctest: +SKIP
@@ -539,6 +575,7 @@ def create_app(
         auth_token=token,
         max_body_size=max_body_size,
         max_elements=max_elements,
+        browser=BrowserPolicy(allowed_hosts, allowed_origins),
     )
     if payload_log is not None:
         plog = payload_log

@@ -148,14 +148,14 @@ def test_unload_while_requests_are_in_flight(tmp_path: Path) -> None:
         async with _client(app) as c:
             running = [asyncio.ensure_future(_infer(c)) for _ in range(6)]
             await _until(lambda: started[0] == 6)
-            assert (await c.post("/v2/repository/models/mlp/unload")).status_code == 200
+            assert (await c.post("/v2/repository/models/mlp/unload", json={})).status_code == 200
             r = await _infer(c)
             assert r.status_code == 404 and "is not loaded" in r.json()["error"]
             gate.set()
             for r in await asyncio.gather(*running):
                 assert r.status_code == 200
                 np.testing.assert_allclose(v2.decode_response(r.content).outputs["y"], expected, rtol=1e-6)
-            assert (await c.post("/v2/repository/models/mlp/load")).status_code == 200
+            assert (await c.post("/v2/repository/models/mlp/load", json={})).status_code == 200
             assert (await _infer(c)).status_code == 200
 
     asyncio.run(run())
@@ -190,7 +190,7 @@ def test_reload_a_new_version_under_traffic_fails_no_request(tmp_path: Path) -> 
             await asyncio.sleep(5.0 if LONG else 0.3)
             # Publish version 2 while 16 clients keep sending, then reload: the loader runs in a worker thread.
             await asyncio.get_running_loop().run_in_executor(None, v2_model.save, repo / "mlp" / "2")
-            r = await c.post("/v2/repository/models/mlp/load")
+            r = await c.post("/v2/repository/models/mlp/load", json={})
             assert r.status_code == 200, r.text
             before = seen["2"]
             await _until(lambda: seen["2"] > before + (5000 if LONG else 50), timeout=60)

@@ -187,7 +187,7 @@ def generate(rng: random.Random) -> Iterator[Case]:
         elif kind == "repository":
             name = rng.choice(["..", ".", "../mlp", "mlp/../fails", ".hidden", "nope", "%2e%2e", "mlp\x00", "notes"])
             action = rng.choice(["load", "unload"])
-            yield Case(kind, "POST", f"/v2/repository/models/{name}/{action}", b"", expect={404})
+            yield Case(kind, "POST", f"/v2/repository/models/{name}/{action}", b"{}", expect={404})
         elif kind == "metadata":
             path = rng.choice(["/v2", "/v2/models/mlp", "/v2/models/mlp/ready", "/v2/models/mlp/config",
                                "/v2/health/live", "/v2/health/ready", "/metrics"])  # fmt: skip

@@ -110,7 +110,7 @@ def test_no_answer_holds_a_server_path(mlp: Model, tmp_path: Path) -> None:
     answers: list[httpx.Response] = []
     with _client(app) as c:
         for name in ["broken", "direct", "mlp", "nope"]:
-            answers.append(c.post(f"/v2/repository/models/{name}/load"))
+            answers.append(c.post(f"/v2/repository/models/{name}/load", json={}))
         answers.append(c.post("/v2/repository/index"))
         answers.append(c.post("/v2/models/mlp/infer", content=b"{bad"))
         answers.append(c.get("/v2/models/direct"))
@@ -141,9 +141,9 @@ def test_repository_load_names_cannot_leave_the_root(mlp: Model, tmp_path: Path,
     app = create_app(repository=root)
     with _client(app, token=None) as c:
         for action in ("load", "unload"):
-            r = c.post(f"/v2/repository/models/{name}/{action}")
+            r = c.post(f"/v2/repository/models/{name}/{action}", json={})
             assert r.status_code == 404, r.text
-        r = c.post("/v2/repository/models/../outside/load")  # the client normalises ..: never reaches us
+        r = c.post("/v2/repository/models/../outside/load", json={})  # the client normalises ..: never reaches us
         assert r.status_code == 404
         assert [e["name"] for e in c.post("/v2/repository/index").json()] == ["mlp"]
 
@@ -162,7 +162,8 @@ def test_raw_dotdot_paths_reach_no_model(mlp: Model, tmp_path: Path) -> None:
         async def send(message: MutableMapping[str, Any]) -> None:
             sent.append(dict(message))
 
-        scope = {"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b""}
+        headers = [(b"content-type", b"application/json")]  # a bare POST is refused before any route (CSRF)
+        scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "query_string": b""}
         await app(scope, receive, send)
         return int(sent[-2]["status"])
 
@@ -188,7 +189,7 @@ def test_symlinks_out_of_the_repository_are_not_served(mlp: Model, tmp_path: Pat
     app = create_app(repository=root)
     assert [(e["name"], e["version"]) for e in app.repository.index()] == [("inside", "1"), ("mlp", "1"), ("mlp", "3")]
     with _client(app, token=None) as c:
-        assert c.post("/v2/repository/models/evil/load").status_code == 404
+        assert c.post("/v2/repository/models/evil/load", json={}).status_code == 404
         body, headers = v2.encode_request({"x": np.ones((1, 4), np.float32)})
         assert c.post("/v2/models/mlp/versions/7/infer", content=body, headers=headers).status_code == 404
 

@@ -239,13 +239,13 @@ def test_405_and_auth(client: httpx.Client, repo: Path, mlp: Model) -> None:
 
 
 def test_repository_unload_and_load(client: httpx.Client, mlp: Model) -> None:
-    assert client.post("/v2/repository/models/two/unload").status_code == 200
+    assert client.post("/v2/repository/models/two/unload", json={}).status_code == 200
     index = {(e["name"], e["state"]) for e in client.post("/v2/repository/index").json()}
     assert ("two", "UNAVAILABLE") in index
     assert client.post("/v2/repository/index", json={"ready": True}).json()[-1]["name"] == "mlp"
     _error(client.get("/v2/models/two/ready"), 404, "not loaded")
-    _error(client.post("/v2/repository/models/ghost/load"), 404, "not in the repository")
-    assert client.post("/v2/repository/models/two/load").status_code == 200
+    _error(client.post("/v2/repository/models/ghost/load", json={}), 404, "not in the repository")
+    assert client.post("/v2/repository/models/two/load", json={}).status_code == 200
     assert client.get("/v2/models/two/ready").status_code == 200
     _healthy(client, mlp)
 
