@@ -123,6 +123,10 @@ def _shadow_rules(items: list[str]) -> list[Any] | None:
         raise typer.BadParameter(str(e), param_hint="'--shadow'") from None
 
 
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerOptions:
     """The V2 app's options: the same for a server here (``aimass serve``) and on Ray replicas (``scale deploy``)."""
@@ -216,9 +220,25 @@ class ServerOptions:
         bool,
         typer.Option(help="load packages that hold Python code (PythonModel), which runs: only from sources you trust"),
     ] = False
+    allowed_hosts: Annotated[
+        str,
+        typer.Option(
+            help="Host names served, comma-separated (*.example.com, *: any); others get 400. Default: the "
+            "loopback names when --host is loopback, else any (with a warning)"
+        ),
+    ] = ""
+    allowed_origins: Annotated[
+        str,
+        typer.Option(
+            help="web origins besides the server's own that may send POSTs, comma-separated "
+            "(https://ui.example.com; *: any); others get 403"
+        ),
+    ] = ""
 
     def app_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`aimass.server.create_app` (bad durations/sizes raise ``BadParameter``)."""
+        from aimass.server.browser import allowed_hosts_for
+
         return {
             "max_batch_size": self.max_batch_size,
             "max_queue_delay": parse_duration(self.max_queue_delay),
@@ -244,6 +264,8 @@ class ServerOptions:
             "shadow_max_bytes": parse_size(self.shadow_max_bytes),
             "tracing": self.trace,
             "dashboard": self.dashboard,
+            "allowed_hosts": allowed_hosts_for(self.host, _comma_list(self.allowed_hosts)),
+            "allowed_origins": _comma_list(self.allowed_origins),
         }
 
     def model_options(self) -> dict[str, Any] | None:

@@ -8,19 +8,41 @@ Example (shell)::
     aimass serve models/                              # <models>/<name>/<version>/ packages
     aimass serve fraud=pkg/fraud mlp.onnx --port 8000 --max-batch-size 64 --max-queue-delay 500us
     aimass serve models/ --grpc-port 8001             # V2 over gRPC too, beside HTTP
+    aimass serve models/ --host 0.0.0.0 --allowed-hosts api.example.com --auth-token "$TOKEN"
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from aimass.cli.options import ServerOptions, with_options
+from aimass.cli.options import ServerOptions, parse_duration, with_options
 
 # The parsers live in aimass.cli.options; they stay importable from here.
-__all__ = ["register", "serve"]
+__all__ = ["register", "serve", "warn_exposure"]
+
+log = logging.getLogger("aimass.server")
+
+
+def warn_exposure(host: str, *, token: bool, allowed_hosts: list[str] | tuple[str, ...] | None) -> list[str]:
+    """Print (to stderr) and log the warnings of a server listening on ``host``; returns them.
+
+    Example:
+        >>> warn_exposure("127.0.0.1", token=False, allowed_hosts=("localhost",))
+        []
+    """
+    from aimass.server.browser import exposure_warnings
+
+    warnings = exposure_warnings(host, token=token, allowed_hosts=allowed_hosts)
+    for text in warnings:
+        typer.echo(f"warning: {text}", err=True)
+        if log.hasHandlers():  # without any, logging would print the same line a second time
+            log.warning(text)
+    return warnings
 
 
 @with_options
@@ -41,6 +63,13 @@ def serve(
         int,
         typer.Option(help="server processes sharing the port(s), each with its own models; a crashed one is restarted"),
     ] = 1,
+    header_timeout: Annotated[
+        str, typer.Option(help="close a connection whose request headers take longer: 10s, 500ms (0: no limit)")
+    ] = "10s",
+    body_timeout: Annotated[
+        str,
+        typer.Option(help="close a connection whose request body takes longer after its headers (0: no limit)"),
+    ] = "60s",
     ray: Annotated[bool, typer.Option(hidden=True, help="moved: aimass scale deploy")] = False,
 ) -> None:
     """Serve models over the Open Inference Protocol (KServe V2 / Triton HTTP) in this process."""
@@ -50,6 +79,12 @@ def serve(
     from aimass.server import serve as run
 
     options = server.app_options()
+    deadlines: dict[str, Any] = {
+        "header_timeout": parse_duration(header_timeout),
+        "body_timeout": parse_duration(body_timeout),
+    }
+    token = bool(options["auth_token"] or os.environ.get("AIMASS_SERVER_TOKEN"))
+    warn_exposure(server.host, token=token, allowed_hosts=options["allowed_hosts"])
     repository = None
     models: dict[str, str] = {}
     for src in sources:
@@ -82,6 +117,7 @@ def serve(
             log_level=log_level,
             model_options=server.model_options(),
             threads=options.pop("workers"),
+            **deadlines,
             **options,
         )
         return
@@ -95,7 +131,7 @@ def serve(
         f"aimass serving {names} on http://{server.host}:{server.port}/v2{grpc_note} "
         f"(batching: max_batch_size={server.max_batch_size})"
     )
-    run(app, host=server.host, port=server.port, log_level=log_level, grpc_port=grpc_port or None)
+    run(app, host=server.host, port=server.port, log_level=log_level, grpc_port=grpc_port or None, **deadlines)
 
 
 def register(app: typer.Typer) -> None:

@@ -40,6 +40,7 @@ from typing import Any
 
 from aimass.errors import ModelLoadError
 from aimass.metrics import MULTIPROCESS_ENV
+from aimass.server.deadlines import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
 from aimass.server.run import uvicorn_options
 
 __all__ = ["serve_workers"]
@@ -61,6 +62,8 @@ def serve_workers(
     log_level: str = "warning",
     setup: Callable[[], None] | None = None,
     threads: int | None = None,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
     **app_options: Any,
 ) -> None:
     """Serve models from ``workers`` processes sharing ``host:port`` until interrupted (SIGINT/SIGTERM).
@@ -70,7 +73,8 @@ def serve_workers(
     module-level function, pickled to each worker) runs in every worker before its models load:
     the place to :func:`aimass.backends.register` a backend of your own. Raises ModelLoadError when
     a worker cannot start (a model that does not load), after stopping the others. ``threads`` is
-    each worker's model thread pool (``create_app(workers=...)``).
+    each worker's model thread pool (``create_app(workers=...)``). ``header_timeout`` / ``body_timeout``
+    bound the time a request takes to arrive (:func:`aimass.server.run.uvicorn_options`).
 
     Example:
         >>> serve_workers(repository="models/", workers=4, grpc_port=8001)   # doctest: +SKIP
@@ -88,7 +92,8 @@ def serve_workers(
         _check_free(host, grpc_port)
     app_options = {**app_options, "workers": threads}
     factory = functools.partial(_worker_app, _as_paths(models), repository, app_options, setup, host, grpc_port)
-    config = uvicorn.Config(factory, factory=True, host=host, port=port, workers=workers, **uvicorn_options(log_level))
+    options = uvicorn_options(log_level, header_timeout=header_timeout, body_timeout=body_timeout)
+    config = uvicorn.Config(factory, factory=True, host=host, port=port, workers=workers, **options)
     sock = config.bind_socket()  # first: a port in use ends here, before anything is created
     metrics_dir = tempfile.mkdtemp(prefix="aimass-metrics-")
     previous = os.environ.get(MULTIPROCESS_ENV)

@@ -55,8 +55,10 @@ def test_every_command_runs_under_the_error_handler() -> None:
 def test_serve_and_scale_deploy_share_the_server_options() -> None:
     serve, deploy = options("serve"), options("scale", "deploy")
     assert set(deploy) == names(ServerOptions) | names(DeployOptions)
-    # uvicorn's log level, the gRPC port and worker processes: a server here only (Ray has its own proxy and replicas)
-    assert set(serve) == names(ServerOptions) | {"--log-level", "--grpc-port", "--workers"}
+    # uvicorn's log level and request deadlines, the gRPC port and worker processes: a server here only (Ray
+    # has its own proxy and replicas)
+    here = {"--log-level", "--grpc-port", "--workers", "--header-timeout", "--body-timeout"}
+    assert set(serve) == names(ServerOptions) | here
     for name in names(ServerOptions):
         assert (serve[name].default, serve[name].help, serve[name].envvar) == (
             deploy[name].default,
