@@ -10,7 +10,8 @@ A symbol records input names but not shapes, so both sources need ``example_inpu
 ``schema=``. Inputs are named ``data`` (``data0, data1 ...`` for several, Gluon's export
 convention) unless the example's keys name them; outputs are ``output`` (``output_0 ...``).
 Saving writes ``model-symbol.json`` and ``model-0000.params``; loading a ``-symbol.json`` path
-reads the ``-NNNN.params`` beside it with the highest epoch (or ``options={"params": path}``).
+reads the ``-NNNN.params`` beside it with the highest epoch (or ``options={"params": path}``),
+and in a package only among the params files its manifest lists: an unlisted one is ignored.
 
 numpy aliases: mxnet 1.9.1 is the last release of a retired project and still uses the aliases
 ``np.bool``, ``np.int``, ``np.float``, ``np.complex``, ``np.object`` and ``np.str`` that numpy
@@ -28,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import builtins
+import re
 import sys
 import threading
 import warnings
@@ -41,6 +43,7 @@ from aimass.backends.base import Backend
 from aimass.dependencies import require_framework
 from aimass.device import split_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError
+from aimass.package import checksummed_names, member
 from aimass.schema import DType, Schema, TensorSpec
 
 __all__ = ["NUMPY_ALIASES", "MXNetBackend", "import_mxnet", "restore_numpy_aliases"]
@@ -233,7 +236,7 @@ def _load_pair(path: Path, params_path: Any) -> tuple[Any, dict[str, Any]]:
         raise ModelLoadError(f"{path.name!r} is not an MXNet '-symbol.json' file")
     prefix = path.name[: -len("-symbol.json")]
     if params_path is None:
-        candidates = sorted(path.parent.glob(f"{prefix}-[0-9][0-9][0-9][0-9].params"))
+        candidates = _params_files(path.parent, prefix)
         if not candidates:
             raise ModelLoadError(f"no {prefix}-NNNN.params beside {path.name!r} (pass options={{'params': path}})")
         params_path = candidates[-1]
@@ -244,6 +247,20 @@ def _load_pair(path: Path, params_path: Any) -> tuple[Any, dict[str, Any]]:
         raise ModelLoadError(f"mxnet could not load {path.name!r}: {str(e).splitlines()[0]}") from e
     params = {k.split(":", 1)[-1]: v for k, v in saved.items()}  # "arg:name" / "aux:name" -> name
     return symbol, params
+
+
+def _params_files(directory: Path, prefix: str) -> list[Path]:
+    """The ``<prefix>-NNNN.params`` files beside a symbol, by epoch.
+
+    Inside a package only the files its manifest lists (and :func:`aimass.package.verify` has
+    checksummed) are candidates: a params file dropped in later, even with a higher epoch, is
+    ignored rather than picked. Outside a package, every such file beside the symbol is.
+    """
+    pattern = re.compile(rf"{re.escape(prefix)}-[0-9]{{4}}\.params")
+    _, listed = checksummed_names(directory)
+    if not listed:  # not in a package (a package lists at least the symbol file it was loaded by)
+        return sorted(f for f in directory.glob(f"{prefix}-*.params") if pattern.fullmatch(f.name))
+    return sorted(member(directory, name) for name in listed if pattern.fullmatch(name))
 
 
 def _input_schema(example_input: Any, names: list[str] | None) -> Schema:

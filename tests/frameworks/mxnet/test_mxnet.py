@@ -159,3 +159,19 @@ def test_missing_mxnet_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "mxnet", None)  # as if not installed
     with pytest.raises(BackendUnavailable, match=r"mxnet backend needs mxnet: pip install 'aimass\[mxnet\]'"):
         MXNetBackend.load("missing-symbol.json")
+
+
+def test_a_package_reads_only_the_params_its_manifest_lists(mx: Any, tmp_path: Path) -> None:
+    # A params file dropped into a package later, with a higher epoch, used to win the glob and
+    # change every prediction with no error: inside a package only listed (checksummed) files count.
+    x = models.dataset(8)[0]
+    Model.load(models.mxnet_mlp(), example_input=x).save(tmp_path / "pkg")
+    expected = Model.load(tmp_path / "pkg").predict(x)["output"]
+    saved = mx.nd.load(str(tmp_path / "pkg" / "model-0000.params"))
+    mx.nd.save(str(tmp_path / "pkg" / "model-0001.params"), {k: v * 2 + 1 for k, v in saved.items()})
+    np.testing.assert_array_equal(Model.load(tmp_path / "pkg").predict(x)["output"], expected)
+    # Outside a package the exported pair still takes the highest epoch beside the symbol, as
+    # documented, and that file does change the predictions.
+    (tmp_path / "pkg" / "aimass.json").unlink()
+    loose = Model.load(tmp_path / "pkg" / "model-symbol.json", example_input=x)
+    assert not np.allclose(loose.predict(x)["output"], expected)
