@@ -15,6 +15,12 @@ paths), and the code beside that status in :data:`aimass.errors.GRPC_CODES` (400
 trailer, 504 DEADLINE_EXCEEDED, 500 INTERNAL). Messages larger than ``max_message_size`` (default:
 the app's HTTP body limit) are refused by gRPC itself with RESOURCE_EXHAUSTED.
 
+ModelInfer messages arrive and leave as bytes: above :data:`aimass.protocol.v2.LEAN_BODY_SIZE` they
+are read and written in a worker thread (:meth:`App.offload <aimass.server.app.App.offload>`, the
+rule HTTP bodies follow), their tensor data decoded by numpy without one Python object per value
+(:func:`aimass.protocol.grpc.codec.read_infer_request`), and an input whose declared datatype is not
+the model's is refused from its head, before its data is read.
+
 Example:
     >>> app = create_app({"mlp": "mlp.onnx"})                       # doctest: +SKIP
     >>> serve_http_and_grpc(app, port=8000, grpc_port=8001)         # doctest: +SKIP
@@ -39,6 +45,7 @@ from aimass import __version__
 from aimass.dependencies import require
 from aimass.errors import AimassError, ModelNotFound, ServiceUnavailable
 from aimass.protocol import documents, v2
+from aimass.schema import Schema
 from aimass.server.app import Answer, App
 from aimass.server.http import error_response
 
@@ -47,6 +54,16 @@ __all__ = ["BackgroundServer", "InferenceServicer", "create_server", "grpc_statu
 log = logging.getLogger("aimass.server")
 
 _AUTH_KEY = "authorization"
+_SERVICE = "GRPCInferenceService"
+# Methods whose messages the servicer reads and writes itself (as bytes), so grpc does not parse or
+# serialize them on the event loop.
+_BYTES_METHODS = frozenset({"ModelInfer"})
+_CARDINALITY = {
+    (False, False): "unary_unary_rpc_method_handler",
+    (False, True): "unary_stream_rpc_method_handler",
+    (True, False): "stream_unary_rpc_method_handler",
+    (True, True): "stream_stream_rpc_method_handler",
+}
 # Background servers run until stopped, referenced or not (grpc stops a server it garbage-collects).
 _RUNNING: set[BackgroundServer] = set()
 
@@ -106,7 +123,7 @@ class InferenceServicer:
 
         # Triton's methods that aimass does not serve answer UNIMPLEMENTED (streaming, statistics,
         # shared memory, trace and log settings).
-        service = self._pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+        service = self._pb.DESCRIPTOR.services_by_name[_SERVICE]
         for method in service.methods:
             if not hasattr(self, method.name):
                 setattr(self, method.name, self._unimplemented(method.name))
@@ -195,24 +212,35 @@ class InferenceServicer:
 
     # -- inference ----------------------------------------------------------------------------------
 
-    async def ModelInfer(self, request: Any, context: Any) -> Any:
-        codec = self._codec
+    async def ModelInfer(self, request: bytes, context: Any) -> bytes | None:
+        codec, app = self._codec, self.app
 
-        async def decode() -> v2.InferRequest:
-            return codec.decode_infer_request(request, max_elements=self.app.max_elements)
+        def decode_now(schema: Schema) -> v2.InferRequest:
+            return codec.decode_infer_request(message, max_elements=app.max_elements, schema=schema)
 
-        def encode(answer: Answer) -> Any:
+        async def decode(schema: Schema) -> v2.InferRequest:
+            return await app.offload(len(request), decode_now, schema)
+
+        def encode_now(answer: Answer) -> bytes:
             served = answer.served
-            return codec.encode_infer_response(
+            response = codec.encode_infer_response(
                 answer.outputs, model_name=served.name, model_version=served.version, request_id=answer.request_id
             )
+            return bytes(response.SerializeToString())
+
+        async def encode(answer: Answer) -> bytes:
+            size = sum(getattr(value, "nbytes", 0) for value in answer.outputs.values())
+            return await app.offload(size, encode_now, answer)
 
         try:
             self._authorize(context)
-            headers = () if self.app.tracing is None else _headers(context)
+            # The message came as bytes (see _add_servicer): a large one is read in a worker thread.
+            message = await app.offload(len(request), codec.read_infer_request, request)
+            head = message.head
+            headers = () if app.tracing is None else _headers(context)
             # The one inference path (aimass.server.app.App.infer): budget, batcher, strict wire,
             # payload logs, shadow traffic, metrics and spans are the same as over HTTP.
-            return await self.app.infer(request.model_name, request.model_version or None, decode, encode, headers)
+            return await app.infer(head.model_name, head.model_version or None, decode, encode, headers)
         except Exception as e:
             await self._abort(context, e)
             return None
@@ -258,7 +286,6 @@ def create_server(
     let a second server share a port silently (SO_REUSEPORT); ``reuse_port=False`` refuses instead.
     """
     grpc = _grpc()
-    _, _, pb_grpc = _stubs()
     size = max_message_size or app.max_body_size
     options = [
         ("grpc.max_receive_message_length", size),
@@ -266,12 +293,36 @@ def create_server(
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     server = grpc.aio.server(options=options)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(app), server)
+    _add_servicer(InferenceServicer(app), server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as e:  # grpc says only "Failed to bind"
         raise OSError(f"cannot listen for gRPC on {host}:{port} ({e}): is the port in use?") from None
     return server, bound
+
+
+def _add_servicer(servicer: InferenceServicer, server: Any) -> None:
+    """Register ``servicer``'s methods as the generated ``add_GRPCInferenceServiceServicer_to_server`` does,
+    except that the methods in ``_BYTES_METHODS`` take and return bytes: grpc would parse and serialize
+    their messages on the event loop, where a 64 MiB message of small integers holds it for seconds.
+    """
+    grpc = _grpc()
+    _, pb, _ = _stubs()
+    service = pb.DESCRIPTOR.services_by_name[_SERVICE]
+    handlers = {}
+    for method in service.methods:
+        handler = getattr(grpc, _CARDINALITY[method.client_streaming, method.server_streaming])
+        if method.name in _BYTES_METHODS:
+            handlers[method.name] = handler(getattr(servicer, method.name))
+            continue
+        request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
+        handlers[method.name] = handler(
+            getattr(servicer, method.name),
+            request_deserializer=request.FromString,
+            response_serializer=response.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 def _event_loop_runner() -> asyncio.Runner:
