@@ -35,7 +35,8 @@ _SECRET_PAIR = re.compile(
     r"(?i)\b([\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?))"
     r"(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&\"'<>]+)"
 )
-_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+[\w.~+/=-]{4,}")
+# A credential after Bearer/Basic has a digit or a symbol in it, so prose ("bearer token") stays.
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+(?=[\w.~+/=-]*[\d.~+/=_-])[\w.~+/=-]{6,}")
 _USERINFO = re.compile(r"(?<=://)[^/@\s:]+(?::[^/@\s]*)?@")
 
 
@@ -54,7 +55,7 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     machine's root (``/home``, ``/tmp``, ``/srv`` ...); URL paths such as ``/v2/models/x`` stay.
 
     Example:
-        >>> redact("token s3cret at http://bob:pw@host/v2 sent Bearer abcdef", secrets=["s3cret"])
+        >>> redact("token s3cret at http://bob:pw@host/v2 sent Bearer ab12.cd34", secrets=["s3cret"])
         'token <token> at http://<user>@host/v2 sent Bearer <redacted>'
     """
     for secret in secrets:

@@ -127,6 +127,13 @@ class Store:
         for alias, targets in aliases.items():
             if not _valid_targets(alias, targets):
                 raise StoreError(f"{name}/{ALIASES}: alias {alias!r} has malformed targets {targets!r}")
+        for alias, gate in gates.items():
+            # Gates decide whether an alias may move: checked here, so no reader trips on one later.
+            if not (isinstance(gate, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in gate.items())):
+                raise StoreError(
+                    f"{name}/{ALIASES}: gate of alias {alias!r} must map metric names to conditions "
+                    f"such as {{'accuracy': '>=0.9'}}, got {gate!r}"
+                )
         return dict(state)
 
     def _write_state(self, name: str, state: Mapping[str, Any]) -> None:
@@ -154,15 +161,25 @@ class Store:
         return dict(self._state(check_name(name))["gates"])
 
     def info(self, name: str, version: int) -> VersionInfo:
-        """What is recorded about one version."""
+        """What is recorded about one version.
+
+        A malformed ``aliases.json`` does not hide the version: its ``aliases`` are then empty and
+        ``problem`` says why (:meth:`aliases` itself still refuses the file).
+        """
         manifest = self._manifest(check_name(name), version)
         meta = manifest.metadata.get(METADATA_KEY) or {}
         if not (isinstance(meta, dict) and all(isinstance(meta.get(k) or {}, dict) for k in ("metrics", "tags"))):
             raise IntegrityError(
                 f"{name}/{version}/{MANIFEST}: metadata.{METADATA_KEY} must hold 'metrics' and 'tags' objects"
             )
-        aliases = {}
-        for alias, targets in self.aliases(name).items():
+        aliases, problem = {}, None
+        try:
+            every = self.aliases(name)
+        except StoreError as e:
+            # A malformed aliases.json takes away this model's aliases, with the reason, and nothing else:
+            # the version is still listed (and every other model with it).
+            every, problem = {}, f"aliases unavailable: {e}"
+        for alias, targets in every.items():
             if version in targets:
                 aliases[alias] = targets[version] / sum(targets.values())
         return VersionInfo(
@@ -177,6 +194,7 @@ class Store:
             tags=dict(meta.get("tags") or {}),
             aliases=aliases,
             has_profile="profile" in manifest.metadata,
+            problem=problem,
         )
 
     def listing(self, name: str | None = None) -> Listing:

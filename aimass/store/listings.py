@@ -35,6 +35,7 @@ class VersionInfo:
     tags: dict[str, str]
     aliases: dict[str, float]  # alias -> share of its traffic
     has_profile: bool
+    problem: str | None = None  # why part of the row is missing (a malformed aliases.json), else None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -82,7 +83,8 @@ class Listing:
     def _columns(self) -> list[str]:
         keys = {k for row in self.rows for k in row}
         extra = ("tags", "framework") if self.detail else ()
-        return [c for c in (*_COLUMNS, *extra) if c in keys]
+        problem = ("problem",) if any(row.get("problem") for row in self.rows) else ()
+        return [c for c in (*_COLUMNS, *extra, *problem) if c in keys]
 
     def __str__(self) -> str:
         cols = self._columns()

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from aimass import charts
 from aimass.compress.report import Report
-from aimass.errors import ModelNotFound
+from aimass.errors import ModelNotFound, StoreError
 from aimass.evaluate import Evaluation, check_gate
 from aimass.monitor import drift_charts
 from aimass.package import MANIFEST, Manifest, parse_manifest
+from aimass.redaction import reason
 from aimass.store import Listing, Store
 from aimass.store.library import METADATA_KEY
 
@@ -30,6 +31,15 @@ if TYPE_CHECKING:
     from aimass.server.repository import Repository, ServedModel
 
 __all__ = ["Catalog"]
+
+
+# A model whose files cannot be read: listed with its error and nothing else.
+_EMPTY: dict[str, Any] = {"versions": [], "latest": None, "backend": None, "aliases": {}, "served": []}
+
+
+def _why(error: BaseException) -> str:
+    """What the dashboard shows for one model's failure: short, without server paths or secrets."""
+    return reason(error)
 
 
 def _order(version: str) -> tuple[int, int, str]:
@@ -119,45 +129,59 @@ class Catalog:
         names = sorted({*self._library_names(), *self._served()})
         models, all_rows = [], []
         for name in names:
-            rows = self._rows(name)
+            try:
+                rows = self._rows(name)
+            except Exception as e:  # one model's broken files: that model says why, the others are listed
+                models.append({**_EMPTY, "name": name, "error": _why(e)})
+                continue
             all_rows.extend(rows)
             latest = rows[-1]
-            models.append(
-                {
-                    "name": name,
-                    "versions": [r["version"] for r in rows],
-                    "latest": latest["version"],
-                    "backend": latest["backend"],
-                    "aliases": self._aliases(name),
-                    "served": [r["version"] for r in rows if r["served"]],
-                }
-            )
+            aliases, problem = self._aliases(name)
+            entry: dict[str, Any] = {
+                "name": name,
+                "versions": [r["version"] for r in rows],
+                "latest": latest["version"],
+                "backend": latest["backend"],
+                "aliases": aliases,
+                "served": [r["version"] for r in rows if r["served"]],
+            }
+            if problem:
+                entry["error"] = problem
+            models.append(entry)
         return {"models": models, "charts": Listing(all_rows).svg() if all_rows else []}
 
-    def _aliases(self, name: str) -> dict[str, dict[str, float]]:
+    def _aliases(self, name: str) -> tuple[dict[str, dict[str, float]], str | None]:
+        """Aliases with their traffic shares, and why there are none when ``aliases.json`` is malformed."""
         if self.store is None or name not in self._library_names():
-            return {}
+            return {}, None
+        try:
+            found = self.store.aliases(name)
+        except StoreError as e:
+            return {}, f"aliases unavailable: {_why(e)}"
         out = {}
-        for alias, targets in self.store.aliases(name).items():
+        for alias, targets in found.items():
             total = sum(targets.values()) or 1.0
             out[alias] = {str(v): w / total for v, w in sorted(targets.items())}
-        return out
+        return out, None
 
     def model(self, name: str) -> dict[str, Any]:
         """One model: its versions (rows), aliases (canary shares as a chart), gates, metric charts."""
         rows = self._rows(name)
         if not rows:
             raise ModelNotFound(f"unknown model {name!r}")
-        aliases = self._aliases(name)
-        gates = self._gates(name)
+        aliases, problem = self._aliases(name)
+        gates = self._gates(name) if problem is None else {}  # gates live in the same file
         chart_aliases = {a: {f"v{v}": w for v, w in t.items()} for a, t in aliases.items()}
-        return {
+        doc = {
             "name": name,
             "versions": rows,
             "aliases": aliases,
             "gates": gates,
             "charts": [charts.shares(chart_aliases, title="traffic per alias"), *Listing(rows).svg()],
         }
+        if problem:
+            doc["error"] = problem
+        return doc
 
     def _in_library(self, name: str) -> bool:
         return self.store is not None and name in self._library_names()
@@ -191,7 +215,7 @@ class Catalog:
         doc["schema"] = schema.model_dump(mode="json")
         metrics = doc["metrics"]
         doc["evaluation"] = evaluation
-        gates = self._gates(name)
+        gates = self._gates(name) if not doc.get("problem") else {}  # a malformed aliases.json holds the gates
         doc["gates"] = {alias: {"gate": g, "failures": check_gate(metrics, g)} for alias, g in gates.items()}
         doc["report"] = None if report is None else {"text": report.text(), "charts": report.svg()}
         metric_chart = (

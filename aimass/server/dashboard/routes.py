@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import resources
@@ -24,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from aimass.errors import AimassError
 from aimass.package import is_package
+from aimass.redaction import reason, redact
 from aimass.server.dashboard.catalog import Catalog
 from aimass.server.dashboard.live import LiveSampler
 from aimass.server.http import BearerToken, HTTPError, error_response
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["API", "STATIC", "Dashboard", "Response", "server_dashboard", "ui_app"]
 
+log = logging.getLogger("aimass.server")
 Scope = MutableMapping[str, Any]
 Response = tuple[int, bytes, list[tuple[bytes, bytes]]]
 API = "/dashboard/api/"
@@ -114,8 +118,34 @@ class Dashboard:
         self.auth.check_headers(scope["headers"])
         if self.live is not None:
             self.start()  # under a test client without lifespan events, the first look starts it
-        doc = await self._document(route, scope)
+        try:
+            doc = await self._document(route, scope)
+        except Exception as e:
+            return self.failure(e, route)
         return _json(doc)
+
+    def failure(self, error: BaseException, route: str = "") -> Response:
+        """A typed JSON error: ``{"error": ..., "type": ...}``, the status from the error tree, no secrets.
+
+        An aimass error keeps its status and message; anything else (a library file that cannot be
+        read, a bug) is a 500 ``InternalError`` with a short reason, its traceback in the server's log.
+        Paths, the token and secret-looking values are removed (:func:`aimass.redaction.redact`).
+
+        Example:
+            >>> board.failure(ModelNotFound("unknown model 'x'"))[:2]   # doctest: +SKIP
+            (404, b'{"error":"unknown model \'x\'","type":"ModelNotFound"}')
+        """
+        status = error_response(error)[0]
+        if isinstance(error, AimassError):
+            message, kind = str(error), type(error).__name__
+        else:
+            log.error("dashboard route %r failed", route, exc_info=error)
+            message, kind = f"internal error: {reason(error)}", "InternalError"
+        doc = {"error": redact(message, (self.auth.token,)), "type": kind}
+        headers = list(_JSON)
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        return status, orjson.dumps(doc), headers
 
     def _static(self, name: str, extra: list[tuple[bytes, bytes]]) -> Response:
         body = self._files.get(name)
@@ -200,10 +230,7 @@ class _UIApp:
                 raise HTTPError(f"no route {method} {path}", 404)
             status, body, headers = found
         except Exception as e:
-            status, body = error_response(e)
-            headers = list(_JSON)
-            if status == 401:
-                headers.append((b"www-authenticate", b"Bearer"))
+            status, body, headers = self.dashboard.failure(e, path)
         await send(
             {
                 "type": "http.response.start",
