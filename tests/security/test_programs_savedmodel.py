@@ -118,6 +118,18 @@ def test_the_saver_may_restore_only_the_package_variables(tmp_path: Path) -> Non
     assert "/srv/other" not in str(refused)
 
 
+def test_the_restore_function_may_not_write(tmp_path: Path) -> None:
+    sm = models.keras_savedmodel(tmp_path / "sm")
+
+    def write_too(restore: Any) -> None:
+        save = restore.node_def.add(name="save_again", op="SaveV2")  # on the saver's own file, even
+        save.input.append(restore.signature.input_arg[0].name)
+
+    _edit_restore_function(sm, write_too)
+    refused = _refusal(sm, "SaveV2", "sm/saved_model.pb")
+    assert "the restore function" in str(refused)
+
+
 def test_checkpoint_ops_reached_from_serving_are_refused(tmp_path: Path) -> None:
     sm = models.keras_savedmodel(tmp_path / "sm")
     proto = saved_model_pb2.SavedModel()

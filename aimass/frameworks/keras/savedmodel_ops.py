@@ -16,8 +16,10 @@ not run them (it restores the package's own ``variables/`` from Python), and TF1
 that argument with the package's own variables path. So the functions reachable *only* from those
 two calls may also use the ops of ``allowed_saver_ops.txt``, provided every file-prefix input of a
 file op is derived from that argument (string constants joined to it must stay relative: no ``..``,
-no leading ``/``, no ``scheme://``). The same ops anywhere else, a saver node that is not a
-function call (TF1-style savers), or a prefix taken from anywhere else is refused.
+no leading ``/``, no ``scheme://``), and the restore call's functions only read (no ``SaveV2`` or
+``MergeV2Checkpoints``: TF1-style loaders run the restore call). The same ops anywhere else, in a
+function nested below a saver function, or on a path taken from anywhere else are refused; so are
+TF1-style savers, which are plain graph nodes rather than function calls.
 
 Example:
     >>> from aimass.frameworks.keras.savedmodel_ops import check_savedmodel
@@ -43,6 +45,7 @@ ALLOWED_SAVER_OPS = _HERE / "allowed_saver_ops.txt"
 _KIND = "SavedModel"
 _CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
 # The input of each file op that names a path (checkpoint prefix); index into its data inputs.
+_WRITES = frozenset({"SaveV2", "MergeV2Checkpoints"})
 _PATH_INPUTS: dict[str, tuple[int, ...]] = {
     "SaveV2": (0,),
     "RestoreV2": (0,),
@@ -161,11 +164,12 @@ def savedmodel_ops(data: bytes, shown: str) -> SavedModelOps:
         graph = meta.graph_def
         functions = {f.signature.name: f for f in graph.library.function}
         names = set(functions)
-        saver_nodes: set[str] = set()
-        filename = ""
+        restore_node, saver_nodes, filename = "", set(), ""
         if meta.HasField("saver_def"):
             filename = _node_name(meta.saver_def.filename_tensor_name)
-            saver_nodes = {_node_name(meta.saver_def.save_tensor_name), _node_name(meta.saver_def.restore_op_name)}
+            restore_node = _node_name(meta.saver_def.restore_op_name)
+            saver_nodes = {_node_name(meta.saver_def.save_tensor_name), restore_node}
+        restores: set[str] = set()  # functions the restore call runs: loaders may run them, so they only read
         serving_roots: list[str] = []
         saver_calls: dict[str, str] = {}  # saver-called function -> its argument holding the file prefix
         for node in graph.node:
@@ -182,9 +186,12 @@ def savedmodel_ops(data: bytes, shown: str) -> SavedModelOps:
             ):
                 # TF2's saver: a call whose first argument is the saver's file (fed by the loader).
                 saver_calls[called[0]] = function.signature.input_arg[0].name
+                if node.name == restore_node:
+                    restores.add(called[0])
                 found.serving.add(node.op)
                 continue
-            found.serving.add(node.op)  # TF1-style savers (SaveV2 ... as graph nodes) are checked as serving
+            if node.op not in names:  # a direct call by function name is not an op
+                found.serving.add(node.op)  # TF1-style savers (SaveV2 ... as graph nodes) count as serving
             serving_roots.extend(called)
         # The object graph's functions, the signatures' and any other are all in the library: what
         # is not reachable from the saver calls alone is checked as serving code.
@@ -197,6 +204,8 @@ def savedmodel_ops(data: bytes, shown: str) -> SavedModelOps:
             found.saver.update(ops)
             if name in saver_calls:
                 wrong = _paths_not_from(function, saver_calls[name])
+                if name in restores:  # TF1-style loaders run the restore call: it must not write
+                    wrong += [(op, f"{op} in {name}, the restore function") for op in sorted(ops & _WRITES)]
             else:  # nested deeper than TF's own savers ever are: no file op allowed there
                 wrong = [(op, f"{op} in {name}, not in a saver call") for op in sorted(ops & set(_PATH_INPUTS))]
             for op, why in wrong:
