@@ -156,6 +156,20 @@ def test_ordinary_savedmodels_load_without_trust(tmp_path: Path) -> None:
     np.testing.assert_array_equal(out["n2"], np.array([10, 14], np.int32))
 
 
+def test_common_keras_layers_are_on_the_allow_list(tmp_path: Path) -> None:
+    keras = pytest.importorskip("keras")
+    img, tok = keras.Input((8, 8, 3), name="img"), keras.Input((5,), name="tok", dtype="int32")
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(img)
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.MaxPooling2D()(keras.layers.BatchNormalization()(h)))
+    s = keras.layers.LayerNormalization()(keras.layers.LSTM(4)(keras.layers.Embedding(20, 4)(tok)))
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.Concatenate()([h, s]))
+    net = keras.Model([img, tok], out)
+    net.export(str(tmp_path / "sm"), verbose=False)
+    m = Model.load(tmp_path / "sm")  # no trust: Conv2D, pooling, batch/layer norm, While (LSTM), Softmax
+    x = {"img": np.ones((2, 8, 8, 3), np.float32), "tok": np.array([[1, 2, 3, 4, 5]] * 2, np.int32)}
+    np.testing.assert_allclose(m.predict(x)["output_0"], net([x["img"], x["tok"]]).numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_a_tflite_file_with_flex_ops_is_a_typed_load_error(tmp_path: Path) -> None:
     pytest.importorskip("ai_edge_litert")
 
