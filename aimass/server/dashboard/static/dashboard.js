@@ -101,9 +101,10 @@ async function modelsPage(view) {
     data.models.map((m) => [
       link(m.name, "#/m/" + enc(m.name)),
       m.versions.length,
-      link("v" + m.latest, "#/m/" + enc(m.name) + "/" + enc(m.latest)),
-      m.backend,
-      aliasTags(m.aliases),
+      m.latest === null ? "–" : link("v" + m.latest, "#/m/" + enc(m.name) + "/" + enc(m.latest)),
+      m.backend || "–",
+      // One model's broken files show on its own row (as text), the others list as usual.
+      m.error ? el("span", { class: "muted model-error" }, m.error) : aliasTags(m.aliases),
       m.served.length ? m.served.map((v) => "v" + v).join(", ") : "–",
     ]),
     "models-table",
