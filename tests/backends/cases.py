@@ -63,7 +63,7 @@ def _torchscript_file(tmp: Path) -> Model:
 
     torch.jit.script(models.torch_mlp()).save(str(tmp / "mlp.ts"))
     x, _ = models.dataset(8)
-    return Model.load(tmp / "mlp.ts", example_input=x)
+    return Model.load(tmp / "mlp.ts", example_input=x, trust_code=True)  # TorchScript is a program: trust
 
 
 def _xgb_object(builder: Callable[[], Any]) -> Callable[[Path], Model]:
@@ -228,7 +228,7 @@ CASES: list[Case] = [
     ),
     Case("torch-module", _torch_module, "torch", reference=_torch_module_ref),
     Case("torch-export-file", _torch_export_file, "torch", reference=_torch_export_ref),
-    Case("torchscript-file", _torchscript_file, "torch", reference=_torchscript_ref),
+    Case("torchscript-file", _torchscript_file, "torch", reference=_torchscript_ref, trust_code=True),
     Case(
         "xgboost-classifier",
         _xgb_object(models.xgb_classifier),

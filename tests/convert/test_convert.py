@@ -161,6 +161,6 @@ def test_exported_programs_convert_and_torchscript_fails_loudly(x: np.ndarray, t
     source = Model.load(tmp_path / "mlp.pt2")
     _assert_report_is_real(source, source.convert("onnx", data=x, repeats=0), x, tmp_path / "pt2")
     torch.jit.script(models.torch_mlp()).save(str(tmp_path / "mlp.ts"))
-    scripted = Model.load(tmp_path / "mlp.ts", example_input=x[:4])
+    scripted = Model.load(tmp_path / "mlp.ts", example_input=x[:4], trust_code=True)
     with pytest.raises(ConversionError, match=r"torch\.onnx\.export failed"):
         scripted.convert("onnx", repeats=0)
