@@ -235,7 +235,7 @@ def test_shadow_flood_over_http_never_exceeds_the_bound(library: Path) -> None:
 
     async def main() -> int:
         peak = 0
-        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
 
             async def one() -> None:
