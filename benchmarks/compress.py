@@ -44,6 +44,7 @@ import models
 
 from aimass import Model
 from aimass.compress.report import latency_before_after, model_size, time_in_turns
+from aimass.frameworks.onnx.int8_cpu import cpu_isa
 from aimass.measure import compare_outputs
 
 
@@ -63,19 +64,8 @@ def cpu_facts() -> str:
 
 
 def int8_isa() -> str:
-    """The best int8 instruction set this CPU has: amx, avx512_vnni, avx_vnni, avx2 or none."""
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    for isa, flag in (("amx", "amx_int8"), ("avx512_vnni", "avx512_vnni"), ("avx_vnni", "avx_vnni"), ("avx2", "avx2")):
-        if flag in flags:
-            return isa
-    return "none"
+    """This CPU's int8 class (amx, avx512_vnni, avx_vnni, avx512, avx2, other), as compress('int8') reads it."""
+    return cpu_isa()
 
 
 def pretrained_dir() -> Path | None:

@@ -34,7 +34,7 @@ import dataclasses
 import functools
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from aimass.backends.base import Derived, no_unknown_options
 from aimass.dependencies import require
 from aimass.errors import UnsupportedOperation
 from aimass.frameworks.onnx.backend import OnnxBackend
+from aimass.frameworks.onnx.int8_cpu import cpu_isa, kernel_recipe
 from aimass.frameworks.onnx.optimize import fuse
 from aimass.frameworks.onnx.smooth import FLOAT_PART, SMOOTH_MUL, input_ranges, outlier_ratio, smoothable
 from aimass.frameworks.onnx.smooth import smooth as smooth_graph
@@ -197,7 +198,9 @@ def _fused_base(backend: OnnxBackend, bench: _Bench, notes: list[str], **shape: 
     return _preprocessed(proto, notes), False
 
 
-def _dynamic(proto: Any, *, per_channel: bool, exclude: list[str], only: list[str] | None = None) -> bytes:
+def _dynamic(
+    proto: Any, *, per_channel: bool, exclude: list[str], only: list[str] | None = None, reduce_range: bool = False
+) -> bytes:
     oq = _ort_quant()
     # the outlier channels smoothing split off stay float: that is their purpose
     exclude = [*exclude, *(n.name for n in proto.graph.node if n.name.endswith(FLOAT_PART))]
@@ -207,6 +210,7 @@ def _dynamic(proto: Any, *, per_channel: bool, exclude: list[str], only: list[st
         copy.deepcopy(proto),
         weight_type=oq.QuantType.QInt8,
         per_channel=per_channel,
+        reduce_range=reduce_range,
         nodes_to_exclude=exclude or None,
         nodes_to_quantize=only,
         extra_options=extra,
@@ -254,6 +258,7 @@ def dynamic_int8(
     rank_rows: int = RANK_ROWS,
     num_heads: int | None = None,
     hidden_size: int | None = None,
+    isa: str | None = None,
     **unknown: Any,
 ) -> Derived:
     """Dynamic int8 (``int8``), smoothed and with layers chosen by measured drift; see the module docstring.
@@ -262,10 +267,13 @@ def dynamic_int8(
     ``optimize=False`` skips fusion; ``static=True``/``False`` forces or skips the static candidate;
     ``smooth=False`` skips smoothing, ``smooth=0.6`` tries only that alpha, ``smooth=True`` tries
     it even when plain int8 meets the target; ``rank_rows`` is how many of the worst check rows
-    rank the layers.
+    rank the layers. ``isa`` names the CPU class the model will run on (one of
+    :data:`~aimass.frameworks.onnx.int8_cpu.ISAS`; default: this machine's), which decides whether
+    weights are 7-bit (:func:`~aimass.frameworks.onnx.int8_cpu.kernel_recipe`).
     """
     no_unknown_options(unknown)
-    notes: list[str] = []
+    kernels = kernel_recipe(isa or cpu_isa())
+    notes: list[str] = [kernels.note()]
     inputs, _ = sample_inputs(backend.schema, data)
     bench = _Bench(backend, inputs)
     if optimize is False:
@@ -278,9 +286,10 @@ def dynamic_int8(
     names = [n for n, _ in nodes]
     pc = True if per_channel is None else per_channel
     label = "per-channel" if pc else "per-tensor"
+    quantize = functools.partial(_dynamic, per_channel=pc, reduce_range=kernels.reduce_range)
     tried: list[_Tried] = []
     layers: list[dict[str, Any]] = []
-    first = bench.measure(f"int8 {label}, all layers", _dynamic(base, per_channel=pc, exclude=list(exclude or [])), [])
+    first = bench.measure(f"int8 {label}, all layers", quantize(base, exclude=list(exclude or [])), [])
     first.excluded = list(exclude or [])
     tried.append(first)
     search, search_label, alpha = base, label, None
@@ -289,6 +298,8 @@ def dynamic_int8(
     want_smooth = smooth is not False and (smooth is True or not isinstance(smooth, bool))
     if want_smooth and (first.cosine < min_cosine or smooth is not None):
         ranges = input_ranges(base, inputs)
+        if not ranges:
+            notes.append("smoothing: no MatMul reads its activations with a constant 2-D weight; nothing to smooth")
         alphas = SMOOTH_ALPHAS if smooth is None or isinstance(smooth, bool) else (float(smooth),)
         best: _Tried | None = None
         for a in alphas:
@@ -301,7 +312,7 @@ def dynamic_int8(
                     continue  # no input skewed enough to split: the same graph as without
                 t = bench.measure(
                     f"int8 {label}, {what}, all layers",
-                    _dynamic(smoothed, per_channel=pc, exclude=list(exclude or [])),
+                    quantize(smoothed, exclude=list(exclude or [])),
                     list(exclude or []),
                     time_from=min_cosine,
                 )
@@ -319,8 +330,9 @@ def dynamic_int8(
         else:
             search, alpha, search_label = base, None, label
     if exclude is None and len(names) > 1 and all(t.cosine < min_cosine for t in tried):
-        layers = _leave_sensitive_in_float(bench, search, search_label, names, dict(nodes), pc, min_cosine, rank_rows,
-                                           tried)  # fmt: skip
+        layers = _leave_sensitive_in_float(
+            bench, search, search_label, names, dict(nodes), quantize, min_cosine, rank_rows, tried
+        )
         if ranges:
             users = smoothable(base)
             outlier = {n.name: outlier_ratio(ranges[act]) for act, ns in users.items() if act in ranges for n in ns}
@@ -330,7 +342,7 @@ def dynamic_int8(
     rows = next(iter(inputs.values())).shape[0]
     missed = all(t.cosine < min_cosine for t in tried)
     if static or (static is None and missed and data is not None and rows >= STATIC_MIN_ROWS):
-        tried.append(_static_candidate(base, bench, inputs, pc, notes))
+        tried.append(_static_candidate(base, bench, inputs, pc, kernels.reduce_range, notes))
     passing = [t for t in tried if t.cosine >= min_cosine]
     # The fastest passing recipe at one row and at the whole batch together (geometric mean of both ratios).
     chosen = min(passing, key=lambda t: t.cost(bench.baseline)) if passing else max(tried, key=lambda t: t.cosine)
@@ -357,6 +369,8 @@ def dynamic_int8(
         "recipe": chosen.name,
         "per_channel": pc,
         "weight_type": "int8",
+        "cpu_class": kernels.isa,
+        "reduce_range": kernels.reduce_range,
         "fused": fused,
         "smoothed": "smoothed" in chosen.name,
         "layers_quantized": f"{len(names) - len(kept)}/{len(names)}",
@@ -388,7 +402,7 @@ def _leave_sensitive_in_float(
     label: str,
     names: list[str],
     ops: dict[str, str],
-    per_channel: bool,
+    quantize: Callable[..., bytes],
     min_cosine: float,
     rank_rows: int,
     tried: list[_Tried],
@@ -398,16 +412,12 @@ def _leave_sensitive_in_float(
     Ranking runs on the ``rank_rows`` check rows that int8 on every layer moves most (the rows
     that decide the worst cosine), so it costs one quantization and a small run per layer.
     """
-    everything = _outputs(_dynamic(base, per_channel=per_channel, exclude=[]), bench.backend, bench.inputs)
+    everything = _outputs(quantize(base, exclude=[]), bench.backend, bench.inputs)
     worst_rows = np.argsort(_row_cosines(list(bench.ref.values()), everything))[:rank_rows]
     few = {k: v[worst_rows] for k, v in bench.inputs.items()}
     ref = [v[worst_rows] for v in bench.ref.values()]
     alone = {
-        name: float(
-            _row_cosines(
-                ref, _outputs(_dynamic(base, per_channel=per_channel, exclude=[], only=[name]), bench.backend, few)
-            ).min()
-        )
+        name: float(_row_cosines(ref, _outputs(quantize(base, exclude=[], only=[name]), bench.backend, few)).min())
         for name in names
     }
     ranked = sorted(names, key=lambda n: alone[n])
@@ -416,7 +426,7 @@ def _leave_sensitive_in_float(
         skip = ranked[:k]
         t = bench.measure(
             f"int8 {label}, {k} layer(s) in float",
-            _dynamic(base, per_channel=per_channel, exclude=skip),
+            quantize(base, exclude=skip),
             skip,
             time_from=min_cosine,
         )
@@ -440,7 +450,7 @@ def _leave_sensitive_in_float(
 
 
 def _static_candidate(
-    base: Any, bench: _Bench, inputs: dict[str, np.ndarray], per_channel: bool, notes: list[str]
+    base: Any, bench: _Bench, inputs: dict[str, np.ndarray], per_channel: bool, reduce_range: bool, notes: list[str]
 ) -> _Tried:
     """Static QDQ int8 (uint8 activations) on MatMul/Gemm, calibrated on ``inputs``; measured like the others."""
     oq = _ort_quant()
@@ -451,6 +461,7 @@ def _static_candidate(
             calibration_data_reader=_reader(oq, inputs, len(next(iter(inputs.values())))),
             quant_format=oq.QuantFormat.QDQ,
             per_channel=per_channel,
+            reduce_range=reduce_range,
             activation_type=oq.QuantType.QUInt8,
             weight_type=oq.QuantType.QInt8,
             op_types_to_quantize=["MatMul", "Gemm"],
@@ -478,28 +489,46 @@ def _reader(oq: Any, inputs: dict[str, np.ndarray], rows: int) -> Any:
 
 
 def static_int8(
-    backend: OnnxBackend, *, data: Any = None, per_channel: bool = True, calibration_rows: int = 256, **unknown: Any
+    backend: OnnxBackend,
+    *,
+    data: Any = None,
+    per_channel: bool = True,
+    calibration_rows: int = 256,
+    isa: str | None = None,
+    **unknown: Any,
 ) -> Derived:
-    """Static int8 in QDQ format (``int8-static``), activation ranges calibrated on ``data``."""
+    """Static int8 in QDQ format (``int8-static``), activation ranges calibrated on ``data``.
+
+    ``isa`` is the CPU class it will run on, as for :func:`dynamic_int8`.
+    """
     no_unknown_options(unknown)
+    kernels = kernel_recipe(isa or cpu_isa())
     if data is None:
         raise ValueError("int8-static needs calibration samples: pass data= with representative inputs")
     oq = _ort_quant()
     inputs = backend.schema.coerce(data)
     n = next(iter(inputs.values())).shape[0]
     rows = min(n, calibration_rows)
-    notes: list[str] = []
+    notes: list[str] = [kernels.note()]
     blob = _run_quantizer(
         oq.quantize_static,
         _preprocessed(_named(_onnx_proto(backend)), notes),
         calibration_data_reader=_reader(oq, inputs, rows),
         quant_format=oq.QuantFormat.QDQ,
         per_channel=per_channel,
+        reduce_range=kernels.reduce_range,
         activation_type=oq.QuantType.QInt8,
         weight_type=oq.QuantType.QInt8,
         extra_options={"ActivationSymmetric": True},
     )
-    settings = {"format": "QDQ", "per_channel": per_channel, "calibration_rows": rows, "calibration": "minmax"}
+    settings = {
+        "format": "QDQ",
+        "per_channel": per_channel,
+        "calibration_rows": rows,
+        "calibration": "minmax",
+        "cpu_class": kernels.isa,
+        "reduce_range": kernels.reduce_range,
+    }
     return Derived(backend.derive(blob), settings, notes)
 
 

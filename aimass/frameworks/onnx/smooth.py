@@ -83,6 +83,15 @@ def input_ranges(proto: Any, inputs: dict[str, np.ndarray], names: list[str] | N
     onnx = _onnx()
     ort = require("onnxruntime", feature="onnx quantization", extra="onnx")
     wanted = list(names if names is not None else smoothable(proto))
+    graph_inputs = {i.name for i in proto.graph.input}
+    found: dict[str, np.ndarray] = {}
+    for name in wanted:  # a graph input's range is the data's own: no run needed (nor valid as an output)
+        if name in graph_inputs and name in inputs:
+            v = np.asarray(inputs[name])
+            found[name] = np.abs(v.reshape(-1, v.shape[-1])).max(axis=0).astype(np.float32)
+    wanted = [n for n in wanted if n not in found]
+    if not wanted:  # session.run([]) would return every output, not none
+        return found
     probe = copy.deepcopy(proto)
     existing = {o.name for o in probe.graph.output}
     for name in wanted:
@@ -93,7 +102,6 @@ def input_ranges(proto: Any, inputs: dict[str, np.ndarray], names: list[str] | N
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     feeds = {i.name: inputs[i.name] for i in session.get_inputs() if i.name in inputs}
     rows = len(next(iter(feeds.values()))) if feeds else 0
-    found: dict[str, np.ndarray] = {}
     for start in range(0, max(rows, 1), CHUNK_ROWS):  # a few rows at a time: activations of every layer at once
         values = session.run(wanted, {k: v[start : start + CHUNK_ROWS] for k, v in feeds.items()})
         for name, v in zip(wanted, values, strict=True):
