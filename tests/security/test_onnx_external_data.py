@@ -125,7 +125,7 @@ def test_a_model_file_cannot_read_the_working_directory(server_dir: Path, tmp_pa
 
 def test_model_bytes_cannot_read_the_working_directory(server_dir: Path) -> None:
     # Bytes have no directory: nothing external may be read for them.
-    _refused(_reading("aimass.toml"), "initializer 'leak'", "'aimass.toml'", "given as bytes")
+    _refused(_reading("aimass.toml"), "initializer 'leak'", "'aimass.toml'", "given in memory")
 
 
 def test_a_proto_cannot_read_the_working_directory(server_dir: Path) -> None:
@@ -149,7 +149,7 @@ def test_an_unlisted_file_inside_the_package_is_refused(server_dir: Path, tmp_pa
 def test_absolute_locations_are_refused(server_dir: Path, tmp_path: Path) -> None:
     location = str(server_dir / "aimass.toml")
     pkg = _package(tmp_path / "evil", _reading(location))
-    message = _refused(pkg, "initializer 'leak'", "leaves that directory")
+    message = _refused(pkg, "initializer 'leak'", "leaves it")
     assert message.count(str(tmp_path)) == 1  # the location the model names, shown once, no path of ours
 
 
@@ -158,10 +158,10 @@ def test_climbing_locations_are_refused(tmp_path: Path, location: str) -> None:
     (tmp_path / "aimass.toml").write_bytes(SECRET)
     (tmp_path / "pkgs").mkdir()
     pkg = _package(tmp_path / "pkgs" / "evil", _reading(location.replace("../", "../../", 1)))
-    _refused(pkg, "initializer 'leak'", "leaves that directory")
+    _refused(pkg, "initializer 'leak'", "leaves it")
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "evil.onnx").write_bytes(_reading(location))
-    _refused(tmp_path / "models" / "evil.onnx", "initializer 'leak'", "leaves that directory")
+    _refused(tmp_path / "models" / "evil.onnx", "initializer 'leak'", "leaves it")
 
 
 def test_symlinks_out_are_refused(tmp_path: Path) -> None:
@@ -200,3 +200,9 @@ def test_data_inside_the_package_and_listed_is_read(server_dir: Path, tmp_path: 
 def test_a_length_beyond_the_file_is_refused(tmp_path: Path) -> None:
     pkg = _package(tmp_path / "short", _reading("leak.bin", length=64), {"leak.bin": b"0123"})
     _refused(pkg, "initializer 'leak'", "does not read")
+
+
+def test_sizes_past_the_embedding_limit_are_refused_before_reading(tmp_path: Path) -> None:
+    # A few bytes of model claiming 2 GiB of data: refused from the declared sizes, nothing allocated.
+    pkg = _package(tmp_path / "huge", _reading("leak.bin", length=2**31), {"leak.bin": b"0123"})
+    _refused(pkg, "'model.onnx'", "protobuf holds at most")

@@ -111,15 +111,15 @@ def _data_file(label: str, location: str, base: Path | None, listed: Collection[
     said = f"ONNX model {where!r}: {label} keeps its data in {_shown(location)}"
     if base is None:
         raise ModelLoadError(
-            f"{said}, but the model was given as bytes, so there is no directory to read it from: "
-            "load the .onnx file by its path, with its data file beside it"
+            f"{said}, but the model was given in memory (bytes or a ModelProto), so there is no directory to "
+            "read it from: load the .onnx file by its path, with its data file beside it"
         )
     try:
         file = member(base, location, f"ONNX model {where!r}")
     except IntegrityError:
         raise ModelLoadError(
-            f"{said}: expected a file name relative to the model's directory, with no '..', absolute path "
-            "or symbolic link; got one that leaves that directory"
+            f"{said}: expected the plain relative name of a file inside the model's directory, got one that "
+            "leaves it (an absolute path, '.' or '..' components, or a symbolic link on the way)"
         ) from None
     if listed is not None and location not in listed:
         raise ModelLoadError(
