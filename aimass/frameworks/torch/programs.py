@@ -36,6 +36,7 @@ import pickletools
 import re
 import zipfile
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +276,7 @@ def _plain_guard(code: str) -> bool:
     return True
 
 
+@lru_cache(maxsize=4096)  # a graph repeats the same few shape expressions on every node
 def _plain_sympy(expr: str) -> bool:
     try:
         tree = ast.parse(expr, mode="eval")
@@ -341,9 +343,9 @@ def _pickle_globals(payload: bytes) -> Iterator[str | None]:
             elif name in ("EXT1", "EXT2", "EXT4", "OBJ"):
                 yield None  # a global from copyreg's registry, or a class taken from the stack
             elif name in _MEMO_PUT:
-                memo[int(arg) if name != "MEMOIZE" else len(memo)] = recent[-1] if recent else None
+                memo[arg if isinstance(arg, int) else len(memo)] = recent[-1] if recent else None  # MEMOIZE: no arg
             elif name in _MEMO_GET:
-                recent.append(memo.get(int(arg)))
+                recent.append(memo.get(arg) if isinstance(arg, int) else None)
             elif name in _STRING_OPS:
                 recent.append(arg if isinstance(arg, str) else None)
             elif name not in ("PROTO", "FRAME"):
