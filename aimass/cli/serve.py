@@ -28,7 +28,13 @@ __all__ = ["register", "serve", "warn_exposure"]
 log = logging.getLogger("aimass.server")
 
 
-def warn_exposure(host: str, *, token: bool, allowed_hosts: list[str] | tuple[str, ...] | None) -> list[str]:
+def warn_exposure(
+    host: str,
+    *,
+    token: bool,
+    allowed_hosts: list[str] | tuple[str, ...] | None,
+    exposed: str = "run, load and unload models",
+) -> list[str]:
     """Print (to stderr) and log the warnings of a server listening on ``host``; returns them.
 
     Example:
@@ -37,7 +43,7 @@ def warn_exposure(host: str, *, token: bool, allowed_hosts: list[str] | tuple[st
     """
     from aimass.server.browser import exposure_warnings
 
-    warnings = exposure_warnings(host, token=token, allowed_hosts=allowed_hosts)
+    warnings = exposure_warnings(host, token=token, allowed_hosts=allowed_hosts, exposed=exposed)
     for text in warnings:
         typer.echo(f"warning: {text}", err=True)
         if log.hasHandlers():  # without any, logging would print the same line a second time

@@ -33,16 +33,27 @@ def ui(
         typer.Option(envvar="AIMASS_SERVER_TOKEN", show_envvar=True, help="bearer token the data requests need"),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+    allowed_hosts: Annotated[
+        str,
+        typer.Option(
+            help="Host names served, comma-separated (*: any); default: the loopback names when --host is "
+            "loopback, else any (with a warning)"
+        ),
+    ] = "",
 ) -> None:
     """Show the model library in the browser: versions, aliases, metrics, reports (read-only)."""
+    from aimass.cli.serve import warn_exposure
     from aimass.server import serve
+    from aimass.server.browser import allowed_hosts_for
     from aimass.server.dashboard import ui_app
     from aimass.store import Store
 
     if root is not None and "://" not in root and not Path(root).expanduser().is_dir():
         raise typer.BadParameter(f"no library directory {root!r}")
     store = Store(root)
-    app = ui_app(store, token=token or None)
+    hosts = allowed_hosts_for(host, [h for h in allowed_hosts.split(",") if h.strip()])
+    app = ui_app(store, token=token or None, allowed_hosts=hosts)
+    warn_exposure(host, token=bool(token), allowed_hosts=hosts, exposed="read the model library")
     typer.echo(f"aimass ui: the library at {store.root} on http://{host}:{port}/")
     serve(app, host=host, port=port, log_level=log_level)
 

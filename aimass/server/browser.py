@@ -102,8 +102,12 @@ def allowed_hosts_for(bind_host: str, allowed: Collection[str] | None = None) ->
     return LOOPBACK_HOSTS if is_loopback(bind_host) else None
 
 
-def exposure_warnings(bind_host: str, *, token: bool, allowed_hosts: Collection[str] | None) -> list[str]:
+def exposure_warnings(
+    bind_host: str, *, token: bool, allowed_hosts: Collection[str] | None, exposed: str = "run, load and unload models"
+) -> list[str]:
     """What to warn about at start when the server listens beyond loopback (empty on loopback).
+
+    ``exposed`` says what anyone who reaches the address could do without a token.
 
     Example:
         >>> [w.split(":")[0] for w in exposure_warnings("0.0.0.0", token=False, allowed_hosts=None)]
@@ -114,8 +118,8 @@ def exposure_warnings(bind_host: str, *, token: bool, allowed_hosts: Collection[
     out = []
     if not token:
         out.append(
-            f"listening on {bind_host} without a bearer token: anyone who can reach this address can run, "
-            "load and unload models (set AIMASS_SERVER_TOKEN or --auth-token)"
+            f"listening on {bind_host} without a bearer token: anyone who can reach this address can {exposed} "
+            "(set AIMASS_SERVER_TOKEN)"
         )
     if allowed_hosts is None:
         out.append(

@@ -328,3 +328,15 @@ def test_a_slow_but_steady_client_within_the_deadline_is_served(repo: Path) -> N
             assert _infer_ok(client)
             time.sleep(1.5)  # longer than the header deadline, shorter than uvicorn's keep-alive (5 s)
             assert _infer_ok(client)
+
+
+def test_the_library_dashboard_refuses_a_foreign_host(tmp_path: Path) -> None:
+    from aimass.server.browser import allowed_hosts_for
+    from aimass.server.dashboard import ui_app
+    from aimass.store import Store
+
+    app = ui_app(Store(str(tmp_path)), allowed_hosts=allowed_hosts_for("127.0.0.1"))  # what `aimass ui` builds
+    with _client(app) as c:
+        assert c.get("/dashboard/api/models").status_code == 200
+        r = c.get("/dashboard/api/models", headers={"host": "attacker.example"})
+        assert r.status_code == 400 and "not served here" in r.json()["error"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ import orjson
 from aimass.errors import AimassError
 from aimass.package import is_package
 from aimass.redaction import reason, redact
+from aimass.server.browser import BrowserPolicy
 from aimass.server.dashboard.catalog import Catalog
 from aimass.server.dashboard.live import LiveSampler
 from aimass.server.http import BearerToken, HTTPError, error_response
@@ -206,10 +207,11 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class _UIApp:
-    """ASGI app serving only the dashboard over a library (``aimass ui``)."""
+    """ASGI app serving only the dashboard over a library (``aimass ui``), to the Host names ``browser`` allows."""
 
-    def __init__(self, dashboard: Dashboard) -> None:
+    def __init__(self, dashboard: Dashboard, browser: BrowserPolicy | None = None) -> None:
         self.dashboard = dashboard
+        self.browser = browser or BrowserPolicy()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -225,6 +227,7 @@ class _UIApp:
         path, method = scope["path"], scope["method"]
         headers: list[tuple[bytes, bytes]]
         try:
+            self.browser.check_host(scope["headers"])  # a DNS-rebinding page must not read the library
             found = await self.dashboard.handle(method, path, scope)
             if found is None:
                 raise HTTPError(f"no route {method} {path}", 404)
@@ -241,8 +244,11 @@ class _UIApp:
         await send({"type": "http.response.body", "body": body})
 
 
-def ui_app(store: Store, *, token: str | None = None) -> _UIApp:
+def ui_app(store: Store, *, token: str | None = None, allowed_hosts: Collection[str] | None = None) -> _UIApp:
     """An ASGI app serving the dashboard of the library ``store`` (no model server; ``token`` = bearer auth).
+
+    ``allowed_hosts`` (None: any) is the Host allow-list (:mod:`aimass.server.browser`); ``aimass ui``
+    lists the loopback names when it listens on loopback.
 
     Example:
         >>> import uvicorn
@@ -250,7 +256,7 @@ def ui_app(store: Store, *, token: str | None = None) -> _UIApp:
     """
     title = f"aimass library {store.root.rstrip('/').rsplit('/', 1)[-1]}"
     board = Dashboard(Catalog(store=store), auth=BearerToken(token), title=title)
-    return _UIApp(board)
+    return _UIApp(board, BrowserPolicy(allowed_hosts))
 
 
 def server_dashboard(
