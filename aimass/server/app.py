@@ -13,6 +13,11 @@ large 413, model failure 500 with its message, model queue full 503 (with ``Retr
 timeout 504. The body is always ``{"error": "..."}``; what goes out never holds the bearer token or
 a server file-system path (paths are cut to their last component, see :meth:`App.redact`).
 
+Before any route, :mod:`aimass.server.browser` refuses a Host outside the allow-list (400; health
+endpoints excepted) and a request that changes state which a page on another site could have sent
+(foreign ``Origin`` 403, form or text Content-Type 415). Requests that arrive too slowly are cut
+below the app, in uvicorn's protocol (:mod:`aimass.server.deadlines`), and counted in its metrics.
+
 Example:
     >>> from aimass import Model
     >>> from aimass.server import create_app
