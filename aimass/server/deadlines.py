@@ -201,7 +201,7 @@ if importlib.util.find_spec("httptools") is not None:
             self.deadlines.stop()
             super().connection_lost(exc)
 
-    __all__ += ["HttpToolsWithDeadlines"]
+    __all__ = sorted([*__all__, "HttpToolsWithDeadlines"])
 
 
 def protocol(
