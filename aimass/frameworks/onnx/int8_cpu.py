@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import platform
 from collections.abc import Iterable
 from pathlib import Path
@@ -99,13 +100,16 @@ def _cpuid_flags() -> set[str] | None:
     """The AVX flags numpy's CPUID probe found in this process, in ``/proc/cpuinfo`` spelling; None if unknown."""
     # numpy publishes its probe only through np.show_runtime(); the dict behind it is the one place
     # in the dependencies that reads CPUID, so read it (numpy 2 moved it, and warns on numpy.core).
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features  # numpy 2.x
-    except ImportError:
+    features: dict[str, bool] | None = None
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):
         try:
-            from numpy.core._multiarray_umath import __cpu_features__ as features  # numpy 1.x
+            features = getattr(importlib.import_module(module), "__cpu_features__", None)
         except ImportError:
-            return None
+            continue
+        if features is not None:
+            break
+    if features is None:
+        return None
     names = {"AVX2": "avx2", "AVX512BW": "avx512bw", "AVX512VNNI": "avx512_vnni", "AVX512F": "avx512f"}
     return {flag for key, flag in names.items() if features.get(key)}
 

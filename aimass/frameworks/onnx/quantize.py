@@ -144,6 +144,8 @@ class _Tried:
     latency_ms: float  # a batch of up to TIME_ROWS check rows
     excluded: list[str]
     single_ms: float = float("nan")  # one row: per-call costs that a large batch hides (activation quantization)
+    alpha: float | None = None  # smoothing strength of the graph it quantized; None: not smoothed
+    kind: str = "dynamic"  # "dynamic" (every layer the caller did not exclude), "in float" (the search's), "static"
 
     def cost(self, baseline: _Tried) -> float:
         """Geometric mean of the time ratios to ``baseline`` at one row and at the whole batch (lower is faster)."""
@@ -170,7 +172,15 @@ class _Bench:
         return 1e3 * float(time_calls(call, seconds=0.0, min_calls=calls, settle=True).min())
 
     def measure(
-        self, name: str, blob: bytes, excluded: list[str], *, timed: bool = True, time_from: float | None = None
+        self,
+        name: str,
+        blob: bytes,
+        excluded: list[str],
+        *,
+        timed: bool = True,
+        time_from: float | None = None,
+        alpha: float | None = None,
+        kind: str = "dynamic",
     ) -> _Tried:
         """Worst cosine on the check inputs, and latency when ``timed`` and the cosine reaches ``time_from``.
 
@@ -179,9 +189,9 @@ class _Bench:
         candidate = self.backend.derive(blob)
         cos = _worst_cosine(compare_outputs(self.ref, candidate.run(self.inputs)))
         if not timed or (time_from is not None and cos < time_from):
-            return _Tried(name, blob, cos, float("nan"), excluded)
+            return _Tried(name, blob, cos, float("nan"), excluded, alpha=alpha, kind=kind)
         batch, single = self.time(candidate, self.batch, calls=2), self.time(candidate, self.row, calls=3)
-        return _Tried(name, blob, cos, batch, excluded, single)
+        return _Tried(name, blob, cos, batch, excluded, single, alpha=alpha, kind=kind)
 
 
 def _fused_base(backend: OnnxBackend, bench: _Bench, notes: list[str], **shape: Any) -> tuple[Any, bool]:
@@ -293,7 +303,6 @@ def dynamic_int8(
     first.excluded = list(exclude or [])
     tried.append(first)
     search, search_label, alpha = base, label, None
-    alpha_of: dict[str, float] = {}  # recipe name -> smoothing alpha
     ranges: dict[str, np.ndarray] = {}
     want_smooth = smooth is not False and (smooth is True or not isinstance(smooth, bool))
     if want_smooth and (first.cosine < min_cosine or smooth is not None):
@@ -315,9 +324,9 @@ def dynamic_int8(
                     quantize(smoothed, exclude=list(exclude or [])),
                     list(exclude or []),
                     time_from=min_cosine,
+                    alpha=a,
                 )
                 tried.append(t)
-                alpha_of[t.name] = a
                 if best is None or t.cosine > best.cosine:
                     best, search, alpha, search_label = t, smoothed, a, f"{label}, {what}"
         if best is not None and best.cosine > first.cosine:
@@ -331,7 +340,7 @@ def dynamic_int8(
             search, alpha, search_label = base, None, label
     if exclude is None and len(names) > 1 and all(t.cosine < min_cosine for t in tried):
         layers = _leave_sensitive_in_float(
-            bench, search, search_label, names, dict(nodes), quantize, min_cosine, rank_rows, tried
+            bench, search, search_label, alpha, names, dict(nodes), quantize, min_cosine, rank_rows, tried
         )
         if ranges:
             users = smoothable(base)
@@ -349,7 +358,7 @@ def dynamic_int8(
     if not passing:
         notes.append(f"no recipe reached cosine {min_cosine}; kept the closest ({chosen.cosine:.5f})")
     if chosen.excluded:
-        all_int8 = max(t.cosine for t in tried if "in float" not in t.name and "static" not in t.name)
+        all_int8 = max(t.cosine for t in tried if t.kind == "dynamic")
         why = ", ".join(
             f"{r['layer']} ({r['cosine_alone']:.5f} alone"
             + (f", input max/median {r['input_outlier']:.0f}" if r.get("input_outlier") else "")
@@ -372,7 +381,7 @@ def dynamic_int8(
         "cpu_class": kernels.isa,
         "reduce_range": kernels.reduce_range,
         "fused": fused,
-        "smoothed": "smoothed" in chosen.name,
+        "smoothed": chosen.alpha is not None,
         "layers_quantized": f"{len(names) - len(kept)}/{len(names)}",
         "min_cosine": min_cosine,
         "recipes": [
@@ -387,8 +396,8 @@ def dynamic_int8(
         ],
         "check_rows": rows,
     }
-    if "smoothed" in chosen.name:
-        settings["smooth_alpha"] = alpha_of.get(chosen.name, alpha)
+    if chosen.alpha is not None:
+        settings["smooth_alpha"] = chosen.alpha
     if layers:
         settings["per_layer"] = layers
     if chosen.excluded:
@@ -400,6 +409,7 @@ def _leave_sensitive_in_float(
     bench: _Bench,
     base: Any,
     label: str,
+    alpha: float | None,
     names: list[str],
     ops: dict[str, str],
     quantize: Callable[..., bytes],
@@ -429,6 +439,8 @@ def _leave_sensitive_in_float(
             quantize(base, exclude=skip),
             skip,
             time_from=min_cosine,
+            alpha=alpha,
+            kind="in float",
         )
         tried.append(t)
         return t
@@ -469,8 +481,8 @@ def _static_candidate(
         )
     except Exception as e:  # calibration runs the graph with extra outputs; some graphs refuse
         notes.append(f"static int8 not measured ({type(e).__name__}: {str(e)[:120]})")
-        return _Tried("int8 static (QDQ)", b"", -1.0, float("inf"), [])
-    return bench.measure("int8 static (QDQ, calibrated)", blob, [])
+        return _Tried("int8 static (QDQ)", b"", -1.0, float("inf"), [], kind="static")
+    return bench.measure("int8 static (QDQ, calibrated)", blob, [], kind="static")
 
 
 def _reader(oq: Any, inputs: dict[str, np.ndarray], rows: int) -> Any:
