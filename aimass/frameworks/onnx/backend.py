@@ -264,6 +264,7 @@ class OnnxBackend(Backend):
         example_input: Any = None,
         options: Mapping[str, Any] | None = None,
     ) -> OnnxBackend:
+        _ort()  # BackendUnavailable naming the extra before anything is read or parsed
         if isinstance(source, (str, Path)):
             path = Path(source)
             try:
