@@ -1,6 +1,9 @@
 """ONNX models through onnxruntime.
 
-Accepts a ``.onnx`` path, serialized model bytes or an ``onnx.ModelProto``. The schema is read
+Accepts a ``.onnx`` path, serialized model bytes or an ``onnx.ModelProto``. Weights kept in a
+separate file (ONNX external data, e.g. ``encoder.onnx.data``) are read relative to the ``.onnx``
+file, never the working directory, only from a plain file inside its directory (in a package, a
+listed artifact), and embedded (:mod:`aimass.frameworks.onnx.external_data`). The schema is read
 from the session; execution providers follow the device (``cpu`` -> CPU EP, ``cuda:N`` -> CUDA EP
 with CPU fallback, led by the TensorRT EP when this onnxruntime has it). ``options`` may hold
 ``session_options`` (an ``ort.SessionOptions`` or a dict of its attributes, e.g.
