@@ -20,21 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aimass.dependencies import import_target
+from aimass import plugins
 from aimass.errors import SchemaError, UnsupportedOperation
 
 if TYPE_CHECKING:
     from aimass.model import Model
 
-__all__ = ["TRAINERS", "update"]
-
-# backend -> the framework's trainer, "module:function(backend, inputs, labels, **options) -> Backend".
-TRAINERS: dict[str, str] = {
-    "xgboost": "aimass.frameworks.xgboost.train:train",
-    "torch": "aimass.frameworks.torch.train:train",
-    "keras": "aimass.frameworks.keras.train:train",
-    "sklearn": "aimass.frameworks.sklearn.train:train",
-}
+__all__ = ["update"]
 
 
 def update(
@@ -68,11 +60,12 @@ def update(
     if y.shape[0] != rows:
         raise SchemaError(f"update got {rows} input rows but {y.shape[0]} labels")
     name = model.backend_name
-    if name not in TRAINERS:
+    trainers = plugins.keys(plugins.TRAINER)
+    if name not in trainers:
         raise UnsupportedOperation(
-            f"update is implemented for {', '.join(TRAINERS)} models; this one runs on the {name!r} backend"
+            f"update is implemented for {', '.join(trainers)} models; this one runs on the {name!r} backend"
         )
-    backend = import_target(TRAINERS[name])(
+    backend = plugins.lookup(plugins.TRAINER, name)(
         model.backend,
         inputs,
         y,

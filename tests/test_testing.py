@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from aimass import Model
-from aimass.backends import BACKENDS, get_backend, register
+from aimass import Model, plugins
+from aimass.backends import get_backend, register
 from aimass.backends.base import Backend
 from aimass.device import split_device
 from aimass.errors import DeviceError, ModelLoadError
@@ -97,12 +97,12 @@ class LinearBackend(Backend):
 @pytest.fixture(scope="module", autouse=True)
 def registered() -> Iterator[None]:
     """The backend is known to aimass while this module's tests run, and forgotten afterwards."""
-    assert BACKEND_NAME not in BACKENDS
+    assert BACKEND_NAME not in plugins.keys(plugins.BACKEND)
     register(BACKEND_NAME, f"{__name__}:LinearBackend")
     try:
         yield
     finally:
-        BACKENDS.pop(BACKEND_NAME, None)
+        plugins.unregister(plugins.BACKEND, BACKEND_NAME)
 
 
 # --- the third party's cases: its model built two ways; the reference is plain NumPy on the same weights ---

@@ -1,8 +1,11 @@
-"""Backend registry: a name maps to ``"module:Class"``, imported only when chosen.
+"""Backends by name: the backend table of :mod:`aimass.plugins`, imported only when chosen.
 
+Each framework declares its backends in its manifest (``aimass/frameworks/<name>/plugin.py``, or an
+installed distribution's ``aimass.frameworks`` entry point); :func:`register` adds one in code.
 Detection never imports a framework that is not already needed: objects are matched by the
-modules of their classes, paths by suffix. Backend modules themselves import their framework
-lazily (inside ``load``), so even importing a backend class is cheap.
+modules of their classes, paths by suffix, in the manifests' detection order. Backend modules
+themselves import their framework lazily (inside ``load``), so even importing a backend class is
+cheap.
 
 Example:
     >>> from aimass.backends import detect, get_backend
@@ -17,55 +20,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aimass.dependencies import import_target
+from aimass import plugins
 from aimass.errors import BackendNotFound
 
 if TYPE_CHECKING:
     from aimass.backends.base import Backend
 
-__all__ = ["BACKENDS", "detect", "get_backend", "register"]
-
-# Order matters for detection: the first backend that accepts a source wins.
-BACKENDS: dict[str, str] = {
-    # First: a PythonModel subclass may also derive from a framework's class (a torch Module, say).
-    "python": "aimass.python_model:PythonBackend",
-    "onnx": "aimass.frameworks.onnx.backend:OnnxBackend",
-    # Before torch: transformers models are torch Modules too; also save_pretrained directories.
-    "transformers": "aimass.frameworks.transformers.backend:TextBackend",
-    "torch": "aimass.frameworks.torch.backend:TorchBackend",
-    "xgboost": "aimass.frameworks.xgboost.backend:XGBoostBackend",
-    "compose": "aimass.compose:ComposedBackend",  # pipelines/ensembles: loaded from packages, never detected
-    # keras before tensorflow: Keras 3 models also derive from TensorFlow's trackable classes.
-    "keras": "aimass.frameworks.keras.backend:KerasBackend",
-    "tensorflow": "aimass.frameworks.keras.backend:SavedModelBackend",
-    "tflite": "aimass.frameworks.keras.tflite:TFLiteBackend",
-    "mxnet": "aimass.frameworks.mxnet.backend:MXNetBackend",
-    "sklearn": "aimass.frameworks.sklearn.backend:SklearnBackend",  # after xgboost: XGBClassifier has sklearn mixins
-    "remote": "aimass.backends.remote:RemoteBackend",
-    "grpc": "aimass.backends.remote_grpc:GrpcRemoteBackend",  # grpc:// and grpcs:// model URLs
-    "tensorrt": "aimass.frameworks.tensorrt.backend:TensorRTBackend",
-}
+__all__ = ["detect", "get_backend", "register"]
 
 
-def register(name: str, target: str) -> None:
-    """Register (or replace) a backend as ``"package.module:ClassName"``.
+def register(name: str, target: str | type[Backend]) -> None:
+    """Register (or replace) a backend as ``"package.module:ClassName"`` (or the class itself).
+
+    A new name is tried last in detection; a replaced one keeps its place.
 
     Example:
         >>> register("onnx", "aimass.frameworks.onnx.backend:OnnxBackend")
     """
-    if ":" not in target:
+    if isinstance(target, str) and ":" not in target:
         raise ValueError(f"backend target must look like 'module:Class', got {target!r}")
-    BACKENDS[name] = target
+    plugins.register(plugins.BACKEND, name, target)
 
 
 def get_backend(name: str) -> type[Backend]:
     """The backend class registered under ``name`` (imports its module, not its framework)."""
     try:
-        target = BACKENDS[name]
+        return plugins.lookup(plugins.BACKEND, name)
     except KeyError:
-        raise BackendNotFound(f"no backend named {name!r}; known backends: {sorted(BACKENDS)}") from None
-    klass: type[Backend] = import_target(target)
-    return klass
+        known = sorted(plugins.keys(plugins.BACKEND))
+        raise BackendNotFound(f"no backend named {name!r}; known backends: {known}") from None
 
 
 def detect(source: Any) -> type[Backend]:
@@ -73,7 +56,8 @@ def detect(source: Any) -> type[Backend]:
 
     Raises :class:`~aimass.errors.BackendNotFound` when no backend recognises ``source``.
     """
-    for name in BACKENDS:
+    names = plugins.keys(plugins.BACKEND)
+    for name in names:
         klass = get_backend(name)
         if klass.accepts(source):
             return klass
@@ -84,4 +68,4 @@ def detect(source: Any) -> type[Backend]:
         what = f"file {Path(source).name!r} (suffix {Path(source).suffix or 'none'!r})"
     else:
         what = f"object of type {type(source).__module__}.{type(source).__qualname__}"
-    raise BackendNotFound(f"no backend recognises {what}; known backends: {sorted(BACKENDS)}")
+    raise BackendNotFound(f"no backend recognises {what}; known backends: {sorted(names)}")

@@ -2,7 +2,7 @@
 
 The teacher is any Model (any backend, even remote): only its predictions are used. The student
 is an untrained (or pre-trained) torch ``nn.Module`` or Keras model taking the teacher's inputs
-and producing logits; its framework's trainer (:data:`DISTILLERS`, in ``aimass/frameworks/<name>/train.py``)
+and producing logits; its framework's distiller (declared in ``aimass/frameworks/<name>/plugin.py``)
 does the training. Loss per batch, with ``T = temperature``::
 
     alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels)
@@ -20,13 +20,12 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aimass import plugins
 from aimass.backends import detect
-from aimass.dependencies import import_target
 from aimass.errors import BackendNotFound, UnsupportedOperation
 from aimass.schema import DType, Schema, TensorSpec
 from aimass.training import looks_like_probabilities
@@ -34,18 +33,7 @@ from aimass.training import looks_like_probabilities
 if TYPE_CHECKING:
     from aimass.model import Model
 
-__all__ = ["DISTILLERS", "SHRINKERS", "distill", "distill_layers"]
-
-# The student's framework -> its distillation trainer, "module:function" (tf_keras students are
-# detected as "tensorflow"; they train through Keras too).
-DISTILLERS: dict[str, str] = {
-    "torch": "aimass.frameworks.torch.train:distill",
-    "keras": "aimass.frameworks.keras.train:distill",
-    "tensorflow": "aimass.frameworks.keras.train:distill",
-}
-# The teacher's backend -> "module:function" building a shallower student from the teacher's own
-# layers (``compress(m, "distill", layers=3, data=...)``).
-SHRINKERS: dict[str, str] = {"torch": "aimass.frameworks.torch.student:fewer_layers"}
+__all__ = ["distill", "distill_layers"]
 
 
 def distill(
@@ -73,8 +61,7 @@ def distill(
     Example:
         >>> s = distill(t, student_net, x, labels=y, temperature=3.0, alpha=0.7, epochs=10)   # doctest: +SKIP
     """
-    from aimass.compress import enforce_max_drop
-    from aimass.compress.report import measure
+    from aimass.compress.report import enforce_max_drop, measure
     from aimass.model import Model
 
     if temperature <= 0:
@@ -138,7 +125,7 @@ def _target_kind(target: np.ndarray) -> str:
     return "logits"
 
 
-def _distiller(student: Any) -> Callable[..., Any]:
+def _distiller(student: Any) -> plugins.Distiller:
     """The trainer for ``student``'s framework, found by the backend registry's detection (imports nothing)."""
     from aimass.model import Model
 
@@ -146,12 +133,12 @@ def _distiller(student: Any) -> Callable[..., Any]:
         name = student.backend_name if isinstance(student, Model) else detect(student).name
     except BackendNotFound:
         name = ""
-    if name not in DISTILLERS:
+    distillers = plugins.keys(plugins.DISTILLER)
+    if name not in distillers:
         raise UnsupportedOperation(
-            f"distill trains torch nn.Module or Keras students ({', '.join(DISTILLERS)}), got {type(student).__name__}"
+            f"distill trains torch nn.Module or Keras students ({', '.join(distillers)}), got {type(student).__name__}"
         )
-    fn: Callable[..., Any] = import_target(DISTILLERS[name])
-    return fn
+    return plugins.lookup(plugins.DISTILLER, name)
 
 
 def distill_layers(
@@ -176,20 +163,20 @@ def distill_layers(
     Example:
         >>> small = distill_layers(m, layers=3, data=tokens, epochs=3)   # doctest: +SKIP
     """
-    from aimass.compress import enforce_max_drop
-    from aimass.compress.report import measure
+    from aimass.compress.report import enforce_max_drop, measure
     from aimass.model import Model
 
     if data is None:
         raise ValueError("distill needs data=: unlabelled inputs (token batches) to train the student on")
-    if teacher.backend_name not in SHRINKERS:
+    shrinkers = plugins.keys(plugins.SHRINKER)
+    if teacher.backend_name not in shrinkers:
         raise UnsupportedOperation(
-            f"distill with layers= builds students for {', '.join(SHRINKERS)} models, not {teacher.backend_name}"
+            f"distill with layers= builds students for {', '.join(shrinkers)} models, not {teacher.backend_name}"
         )
     inputs = teacher.schema.coerce(data)
     name = output or _target_output(teacher.schema)
     target = teacher.predict_batch(inputs, batch_size=64, progress=False)[name]
-    shrink = import_target(SHRINKERS[teacher.backend_name])
+    shrink = plugins.lookup(plugins.SHRINKER, teacher.backend_name)
     result = shrink(teacher.backend, layers=layers, inputs=inputs, target=target, output=name, **options)
     student = Model(result.backend, name=f"{teacher.name or 'model'}-student", example=teacher.example)
     report = measure(

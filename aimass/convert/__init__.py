@@ -7,8 +7,9 @@ per output against the tolerance, file sizes and latency of both. Outputs furthe
 ``atol + rtol * max |source|`` raise :class:`~aimass.errors.ConversionError` with the report.
 Without ``data=`` the check runs on the example the model was loaded with (see
 :mod:`aimass.convert.check` for what happens when there is none). ``optimize=True`` also fuses
-the graph where the target has an optimizer (:data:`OPTIMIZERS`; ONNX: transformer attention,
-LayerNorm, GELU), and the report gives the plain export's latency beside the fused one's.
+the graph where the target has an optimizer (ONNX: transformer attention, LayerNorm, GELU), and
+the report gives the plain export's latency beside the fused one's. Each framework declares its
+exporters (and the ONNX folder its importer and optimizer) in its manifest; see :mod:`aimass.plugins`.
 
 Example:
     >>> from aimass import Model
@@ -21,35 +22,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aimass.dependencies import import_target
+from aimass import plugins
 from aimass.errors import UnsupportedOperation
 
 if TYPE_CHECKING:
     from aimass.model import Model
 
-__all__ = ["EXPORTERS", "IMPORTERS", "convert"]
-
-# (source backend, target format) -> the framework's exporter, "module:function". An exporter takes
-# the source backend (and options) and returns a Backend of the target, or an artifact that
-# IMPORTERS[target] turns into one.
-EXPORTERS: dict[tuple[str, str], str] = {
-    ("torch", "onnx"): "aimass.frameworks.torch.export_onnx:torch_to_onnx",
-    ("keras", "onnx"): "aimass.frameworks.keras.export_onnx:keras_to_onnx",
-    ("tensorflow", "onnx"): "aimass.frameworks.keras.export_onnx:keras_to_onnx",
-    ("xgboost", "onnx"): "aimass.frameworks.xgboost.export_onnx:xgboost_to_onnx",
-    ("sklearn", "onnx"): "aimass.frameworks.sklearn.export:to_onnx",
-    # A text model stays a text model: its network moves to onnxruntime, the tokenizer stays.
-    ("transformers", "onnx"): "aimass.frameworks.transformers.export_onnx:text_to_onnx",
-    ("keras", "tflite"): "aimass.frameworks.keras.export_tflite:keras_to_tflite",
-    ("tensorflow", "tflite"): "aimass.frameworks.keras.export_tflite:keras_to_tflite",
-}
-# target format -> "module:function(artifact, source_schema) -> Backend", for exporters that return files.
-IMPORTERS: dict[str, str] = {"onnx": "aimass.frameworks.onnx.graph:load_aligned"}
-# target format -> "module:function(backend) -> Derived | None": graph fusion for optimize=True
-# (None when nothing in the graph could be fused).
-OPTIMIZERS: dict[str, str] = {"onnx": "aimass.frameworks.onnx.optimize:fused_backend"}
-# Why a target has no exporter from some sources, where the reason helps more than the list.
-_HINTS: dict[str, str] = {"tflite": " (no maintained torch/onnx -> TFLite converter installs beside torch here)"}
+__all__ = ["convert"]
 
 
 def convert(
@@ -67,7 +46,7 @@ def convert(
 
     ``atol``/``rtol`` set the tolerance (default 1e-4 + 1e-3 * max |source output|); ``repeats``
     is the number of timed calls per batch size in the report (0 skips timing).
-    ``optimize=True`` fuses the converted graph (the fast fp32 baseline; see :data:`OPTIMIZERS`).
+    ``optimize=True`` fuses the converted graph (the fast fp32 baseline; the target's optimizer).
     Other ``options`` go to the converter (``opset=``; torch: ``dynamo=False`` for the legacy
     exporter).
 
@@ -78,28 +57,31 @@ def convert(
     from aimass.convert.check import measured
     from aimass.model import Model
 
-    if optimize and target.lower() not in OPTIMIZERS:
-        raise UnsupportedOperation(f"optimize=True is available for {', '.join(OPTIMIZERS)} targets, not {target}")
+    optimizers = plugins.keys(plugins.OPTIMIZER)
+    if optimize and target.lower() not in optimizers:
+        raise UnsupportedOperation(f"optimize=True is available for {', '.join(optimizers)} targets, not {target}")
 
     source = model if isinstance(model, Model) else Model.load(model)
     target = target.lower()
     key = (source.backend_name, target)
     if source.backend_name == target:
         raise UnsupportedOperation(f"the model already runs on the {target} backend")
-    if key not in EXPORTERS:
-        pairs = ", ".join(f"{a} -> {b}" for a, b in EXPORTERS)
+    exporters = plugins.keys(plugins.EXPORTER)
+    if key not in exporters:
+        pairs = ", ".join(f"{a} -> {b}" for a, b in exporters)
+        hint = plugins.entries(plugins.CONVERT_HINT).get(target, "")
         raise UnsupportedOperation(
-            f"cannot convert a {source.backend_name} model to {target}{_HINTS.get(target, '')}; supported: {pairs}"
+            f"cannot convert a {source.backend_name} model to {target}{hint}; supported: {pairs}"
         )
-    result = import_target(EXPORTERS[key])(source.backend, **options)
+    result = plugins.lookup(plugins.EXPORTER, key)(source.backend, **options)
     if not isinstance(result, Backend):
-        result = import_target(IMPORTERS[target])(result, source.schema)
+        result = plugins.lookup(plugins.IMPORTER, target)(result, source.schema)
     converted = Model(result, name=source.name, example=source.example)
     notes: list[str] = []
     settings: dict[str, Any] = {}
     plain = None
     if optimize:
-        derived = import_target(OPTIMIZERS[target])(converted.backend)
+        derived = plugins.lookup(plugins.OPTIMIZER, target)(converted.backend)
         if derived is None:
             notes.append("optimize=True: nothing in this graph could be fused; the plain export is kept")
         else:
