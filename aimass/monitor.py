@@ -35,7 +35,16 @@ from aimass.dependencies import require
 from aimass.errors import SchemaError
 from aimass.schema import DType, Schema
 
-__all__ = ["DriftReport", "FeatureDrift", "Monitor", "MonitorCollector", "Profile", "drift_charts", "feature_matrix"]
+__all__ = [
+    "DriftReport",
+    "FeatureDrift",
+    "Monitor",
+    "MonitorCollector",
+    "Profile",
+    "drift_charts",
+    "feature_matrix",
+    "latency_buckets",
+]
 
 PERCENTILES = np.linspace(0.0, 100.0, 101)
 MAX_FEATURES = 64  # per input; wider inputs (images, embeddings) are profiled on their first columns
@@ -448,13 +457,29 @@ def for_model(model: Any, *, window: int = 1000) -> Monitor:
 # -- Prometheus -----------------------------------------------------------------------------------
 
 
+def latency_buckets(bucket_counts: list[int]) -> list[tuple[str, int]]:
+    """Per-bucket latency counts as Prometheus histogram buckets: ``(upper bound, cumulative count)``.
+
+    The one rule both collectors use (this module's and the server's, :mod:`aimass.server.monitoring`).
+
+    Example:
+        >>> latency_buckets([1] * (len(LATENCY_BUCKETS) + 1))[-1]
+        ('+Inf', 15)
+    """
+    cumulative, buckets = 0, []
+    for bound, count in zip((*LATENCY_BUCKETS, float("inf")), bucket_counts, strict=True):
+        cumulative += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    return buckets
+
+
 class MonitorCollector:
     """A Prometheus collector over monitors, computed at scrape time; register it in any registry.
 
     Metrics (labels ``model``, ``version``; drift also ``feature``): ``aimass_predict_calls_total``,
     ``aimass_predict_errors_total``, ``aimass_predict_seconds`` (histogram),
     ``aimass_input_drift_psi``, ``aimass_input_drift_ks``, ``aimass_input_drift_window_rows``.
-    The names do not clash with the server's ``aimass_requests_total`` family (:mod:`aimass.metrics`),
+    The names do not clash with the server's ``aimass_requests_total`` family (:mod:`aimass.server.metrics`),
     so both can share one registry.
 
     Example:
@@ -501,11 +526,7 @@ class MonitorCollector:
             report = mon.report()
             calls.add_metric(key, report.requests)
             errors.add_metric(key, report.errors)
-            cumulative, buckets = 0, []
-            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), mon.bucket_counts, strict=True):
-                cumulative += count
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            seconds.add_metric(key, buckets, mon.seconds_total)
+            seconds.add_metric(key, latency_buckets(mon.bucket_counts), mon.seconds_total)
             rows.add_metric(key, report.window_rows)
             for f in report.features:
                 psi.add_metric([*key, f.feature], f.psi)

@@ -65,8 +65,8 @@ def viewer(port: int, every: float = 2.0) -> None:
 
 def in_process(versions: int = 20, samples: int = 150, n: int = 200) -> None:
     """The sampler's own costs, no network: one sample, and one live document over a full 5-minute ring."""
-    from aimass.metrics import Metrics
     from aimass.server.dashboard import LiveSampler
+    from aimass.server.metrics import Metrics
 
     metrics = Metrics()
     clock = [0.0]

@@ -111,7 +111,7 @@ def per_request_cost(lib: Path, repeats: int, n: int = 20000) -> None:
     """In process, no network: the model version's ``infer`` with and without its monitor, interleaved."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from aimass.metrics import Metrics
+    from aimass.server.metrics import Metrics
     from aimass.server.repository import BatchingConfig, Repository
 
     repo = Repository(lib, executor=ThreadPoolExecutor(2), metrics=Metrics(), batching=BatchingConfig(max_batch_size=0))

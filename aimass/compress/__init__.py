@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from aimass.compress.distill import distill, distill_layers
 from aimass.compress.methods import METHODS, compressor
-from aimass.compress.report import Report, measure
+from aimass.compress.report import Report, enforce_max_drop, measure
 from aimass.measure import sample_inputs
 
 if TYPE_CHECKING:
@@ -96,21 +96,3 @@ def compress(
     if max_drop is not None:
         enforce_max_drop(report, max_drop)
     return Model(candidate.backend, name=source.name, report=report, example=source.example)
-
-
-def enforce_max_drop(report: Report, max_drop: float) -> None:
-    """Raise :class:`~aimass.errors.CompressionRejected` when the report's metric fell by more than ``max_drop``."""
-    from aimass.errors import CompressionRejected
-
-    drop = report.metric_drop
-    what = f"{report.metric} dropped by {drop:.4g}" if drop is not None else ""
-    if drop is None:
-        agreements = [d.top1_agreement for d in report.drift if d.top1_agreement is not None]
-        if not agreements:
-            raise ValueError("max_drop needs labels= (or outputs with a top-1 class to compare)")
-        drop = 1.0 - min(agreements)
-        what = f"top-1 agreement with the original fell to {min(agreements):.4g}"
-    if drop > max_drop:
-        raise CompressionRejected(
-            f"{report.method} rejected: {what}, more than max_drop={max_drop}\n{report.text()}", report=report
-        )

@@ -42,6 +42,7 @@ __all__ = [
     "Recipe",
     "Report",
     "describe_data",
+    "enforce_max_drop",
     "latency_before_after",
     "measure",
     "model_size",
@@ -472,3 +473,27 @@ def describe_data(source: str, rows: int, example: Mapping[str, np.ndarray] | No
         given = next(iter(example.values())).shape[0] if example else rows // 2
         return f"{rows} rows from the load-time example ({given} given, then a copy with float inputs varied by 1%)"
     return f"{rows} rows generated from the schema (no data= and no load-time example)"
+
+
+def enforce_max_drop(report: Report, max_drop: float) -> None:
+    """Raise :class:`~aimass.errors.CompressionRejected` when the report's metric fell by more than ``max_drop``.
+
+    Beside :class:`Report`, so that ``compress`` and ``compress.distill`` both reach it without importing each other.
+
+    Example:
+        >>> enforce_max_drop(model.report, max_drop=0.01)   # doctest: +SKIP
+    """
+    from aimass.errors import CompressionRejected
+
+    drop = report.metric_drop
+    what = f"{report.metric} dropped by {drop:.4g}" if drop is not None else ""
+    if drop is None:
+        agreements = [d.top1_agreement for d in report.drift if d.top1_agreement is not None]
+        if not agreements:
+            raise ValueError("max_drop needs labels= (or outputs with a top-1 class to compare)")
+        drop = 1.0 - min(agreements)
+        what = f"top-1 agreement with the original fell to {min(agreements):.4g}"
+    if drop > max_drop:
+        raise CompressionRejected(
+            f"{report.method} rejected: {what}, more than max_drop={max_drop}\n{report.text()}", report=report
+        )

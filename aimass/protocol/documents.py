@@ -46,9 +46,9 @@ __all__ = [
     "READY",
     "UNAVAILABLE",
     "IndexEntry",
-    "ModelConfig",
     "ModelMetadata",
     "ServerMetadata",
+    "TritonConfig",
     "config_tensor",
     "index_entry",
     "model_config",
@@ -193,8 +193,11 @@ class ModelMetadata:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class ModelConfig:
-    """The parts of a Triton model config a client uses; ``schema`` has the batch dimension put back."""
+class TritonConfig:
+    """The parts of a Triton model config a client uses; ``schema`` has the batch dimension put back.
+
+    Not :class:`aimass.config.ModelConfig` (where a model is found, from ``aimass.toml``): a document a server sends.
+    """
 
     name: str
     max_batch_size: int
@@ -351,7 +354,7 @@ def schema_from_metadata(doc: Any, url: str | None = None) -> Schema:
     return schema
 
 
-def parse_model_config(doc: Any, url: str | None = None) -> ModelConfig:
+def parse_model_config(doc: Any, url: str | None = None) -> TritonConfig:
     """A Triton-style model config; with ``max_batch_size > 0`` each tensor's batch dimension comes back as -1."""
     where = _Where(url, "model config")
     d = _object(doc, where)
@@ -363,7 +366,7 @@ def parse_model_config(doc: Any, url: str | None = None) -> ModelConfig:
     batch = mbs > 0
     inputs = _tensors(d, "input", where, type_key="data_type", shape_key="dims", batch=batch)
     outputs = _tensors(d, "output", where, type_key="data_type", shape_key="dims", batch=batch)
-    return ModelConfig(
+    return TritonConfig(
         name=_string(d, "name", where, "name", default=""), max_batch_size=mbs, schema=_schema(inputs, outputs, where)
     )
 

@@ -42,7 +42,6 @@ import orjson
 
 from aimass import __version__
 from aimass.errors import SchemaError, ServiceUnavailable
-from aimass.metrics import Metrics
 from aimass.model import Model
 from aimass.protocol import documents, v2
 from aimass.redaction import redact
@@ -52,6 +51,7 @@ from aimass.server import shadow as shadows
 from aimass.server.browser import BrowserPolicy, changes_state
 from aimass.server.deadlines import STATE_KEY, SlowClients
 from aimass.server.http import BearerToken, HTTPError, error_response
+from aimass.server.metrics import Metrics
 from aimass.server.payload_log import PayloadLog, new_request_id
 from aimass.server.repository import BatchingConfig, Budget, Limits, Repository, ServedModel
 from aimass.server.shadow import Shadow, ShadowRule

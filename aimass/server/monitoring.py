@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from aimass.monitor import LATENCY_BUCKETS, MAX_FEATURES, Monitor, Profile
+from aimass.monitor import MAX_FEATURES, Monitor, Profile, latency_buckets
 from aimass.schema import Schema
 
-__all__ = ["OUTPUT_PROFILE_KEY", "MonitorCollector", "ServedMonitor", "has_profile"]
+__all__ = ["OUTPUT_PROFILE_KEY", "ServedMonitor", "ServedMonitorCollector", "has_profile"]
 
 OUTPUT_PROFILE_KEY = "output_profile"
 QUANTILES = (0.05, 0.5, 0.95)
@@ -184,11 +184,14 @@ def _rows(array: np.ndarray) -> np.ndarray:
     return np.atleast_1d(np.asarray(array))
 
 
-class MonitorCollector:
+class ServedMonitorCollector:
     """Prometheus collector over the served monitors of one server, computed at scrape time.
 
+    Its families (``aimass_monitor_*``, output quantiles) differ from those of
+    :class:`aimass.monitor.MonitorCollector` (``Model.monitor`` in a process): two classes, two names.
+
     Example:
-        >>> MonitorCollector(repository.monitors, registry=metrics.registry)   # doctest: +SKIP
+        >>> ServedMonitorCollector(repository.monitors, registry=metrics.registry)   # doctest: +SKIP
     """
 
     def __init__(self, monitors: Mapping[Any, ServedMonitor], *, registry: Any = None) -> None:
@@ -222,11 +225,7 @@ class MonitorCollector:
             doc = mon.report()
             calls.add_metric(key, doc["requests"])
             errors.add_metric(key, doc["errors"])
-            cumulative, buckets = 0, []
-            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), mon.inputs.bucket_counts, strict=True):
-                cumulative += count
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            seconds.add_metric(key, buckets, mon.inputs.seconds_total)
+            seconds.add_metric(key, latency_buckets(mon.inputs.bucket_counts), mon.inputs.seconds_total)
             rows.add_metric(key, doc["window_rows"])
             drifted.add_metric(key, len(doc["drifted"]))
             for f in doc["features"]:

@@ -28,16 +28,17 @@ from typing import Any
 import numpy as np
 
 from aimass import redaction
-from aimass.batching import Batcher, Placement
 from aimass.errors import AimassError, ModelLoadError, ModelNotFound, ServiceUnavailable
-from aimass.metrics import Metrics, ModelMetrics
 from aimass.model import Model
 from aimass.package import is_package, read_manifest
 from aimass.protocol import documents
+from aimass.server.batching import Batcher, Placement
 from aimass.server.budget import Budget, growth_since, package_bytes, release_memory, resident_bytes
-from aimass.server.monitoring import MonitorCollector, ServedMonitor, has_profile
+from aimass.server.metrics import Metrics, ModelMetrics
+from aimass.server.monitoring import ServedMonitor, ServedMonitorCollector, has_profile
 from aimass.server.tracing import MARKS, Marks
 from aimass.server.tracing import now as trace_clock
+from aimass.server.versions import version_key
 from aimass.server.warmup import WarmupResult, serving_settings, warm_up
 
 __all__ = ["LOADING", "MONITOR_MODES", "BatchingConfig", "Budget", "Limits", "Repository", "ServedModel", "version_key"]
@@ -47,11 +48,6 @@ log = logging.getLogger("aimass.server")
 Source = Model | Path
 LOADING = "LOADING"  # Triton's state of a version being loaded (index); READY / UNAVAILABLE: documents
 MONITOR_MODES = ("auto", "all", "off")
-
-
-def version_key(version: str) -> tuple[int, int, str]:
-    """Sort key: numeric versions in numeric order, after non-numeric ones."""
-    return (1, int(version), "") if version.isdigit() else (0, 0, version)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,7 +316,7 @@ class Repository:
         self.monitor_mode = monitor
         self.monitors: dict[tuple[str, str], ServedMonitor] = {}
         if monitor != "off":
-            MonitorCollector(self.monitors, registry=metrics.registry)
+            ServedMonitorCollector(self.monitors, registry=metrics.registry)
         self._life = metrics.lifecycle()
         self._explicit: dict[str, dict[str, Source]] = {}
         for name, src in (models or {}).items():

@@ -18,7 +18,7 @@ UNAVAILABLE and the channel reconnects to a live one.
 Prometheus metrics are summed across workers with prometheus-client's multiprocess mode: the
 supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at a private temporary directory before the workers
 start, each worker's ``GET /metrics`` reads every worker's values from it
-(:meth:`aimass.metrics.Metrics.render`), and a dead worker's live gauges are dropped
+(:meth:`aimass.server.metrics.Metrics.render`), and a dead worker's live gauges are dropped
 (``mark_process_dead``) while its counters stay counted. The directory is removed on exit.
 
 Example:
@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from aimass.errors import ModelLoadError
-from aimass.metrics import MULTIPROCESS_ENV
 from aimass.server.deadlines import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
+from aimass.server.metrics import MULTIPROCESS_ENV
 from aimass.server.run import uvicorn_options
 
 __all__ = ["serve_workers"]

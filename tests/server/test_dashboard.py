@@ -20,10 +20,10 @@ from models import dataset, onnx_mlp
 from aimass import Model, charts
 from aimass.compress import Report
 from aimass.evaluate import Evaluation, check_gate
-from aimass.metrics import Metrics
 from aimass.monitor import Monitor, Profile
 from aimass.server import create_app
 from aimass.server.dashboard import LiveSampler, quantile, ui_app
+from aimass.server.metrics import Metrics
 from aimass.store import Listing, Store
 
 TOKEN = "s3cret-dashboard"

@@ -24,6 +24,7 @@ from aimass.evaluate import Evaluation, check_gate
 from aimass.monitor import drift_charts
 from aimass.package import MANIFEST, Manifest, parse_manifest
 from aimass.redaction import reason
+from aimass.server.versions import version_key
 from aimass.store import Listing, Store
 from aimass.store.library import METADATA_KEY
 
@@ -40,10 +41,6 @@ _EMPTY: dict[str, Any] = {"versions": [], "latest": None, "backend": None, "alia
 def _why(error: BaseException) -> str:
     """What the dashboard shows for one model's failure: short, without server paths or secrets."""
     return reason(error)
-
-
-def _order(version: str) -> tuple[int, int, str]:
-    return (1, int(version), "") if version.isdigit() else (0, 0, version)
 
 
 def _report(raw: Any) -> Report | None:
@@ -120,7 +117,7 @@ class Catalog:
             rows.setdefault(version, self._served_row(s))
         for version, row in rows.items():
             row["served"] = version in served
-        return [rows[v] for v in sorted(rows, key=_order)]
+        return [rows[v] for v in sorted(rows, key=version_key)]
 
     # -- documents ------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The live service over the last minutes: a ring buffer of samples of the server's Prometheus metrics.
 
-:class:`LiveSampler` reads the server's request metrics (:mod:`aimass.metrics`: requests,
+:class:`LiveSampler` reads the server's request metrics (:mod:`aimass.server.metrics`: requests,
 failures, request/queue/compute latency histograms, rows per model call, in flight) every
 ``interval`` seconds and keeps the last ``capacity`` samples. Requests pay nothing for it: the
 counters exist already, and the sampler only reads them, from a task on the event loop. It reads
@@ -10,7 +10,7 @@ time (drift monitors) are not run by it. Rates, p50/p99
 means and batch sizes come from the difference of consecutive samples.
 
 Example:
-    >>> from aimass.metrics import Metrics
+    >>> from aimass.server.metrics import Metrics
     >>> metrics = Metrics()
     >>> live = LiveSampler(metrics.registry, interval=2.0)
     >>> live.sample(); metrics.model("fraud", "1").requests.inc(); live.sample()
@@ -32,12 +32,12 @@ from typing import Any
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from aimass import charts
-from aimass.metrics import multiprocess_dir
+from aimass.server.metrics import multiprocess_dir
 
 __all__ = ["SAMPLES", "LiveSampler", "quantile"]
 
 Key = tuple[str, str]  # (model, version)
-# The samples read from the server's registry (aimass.metrics): nothing else is collected.
+# The samples read from the server's registry (aimass.server.metrics): nothing else is collected.
 SAMPLES = (
     "aimass_requests_total",
     "aimass_request_failures_total",

@@ -35,7 +35,7 @@ from aimass.server.http import BearerToken, HTTPError, error_response
 from aimass.store import Store
 
 if TYPE_CHECKING:
-    from aimass.metrics import Metrics
+    from aimass.server.metrics import Metrics
     from aimass.server.repository import Repository
 
 __all__ = ["API", "STATIC", "Dashboard", "Response", "server_dashboard", "ui_app"]

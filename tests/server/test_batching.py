@@ -12,8 +12,8 @@ import pytest
 import serving
 
 from aimass import Model
-from aimass.batching import Batcher
 from aimass.errors import PredictionError
+from aimass.server.batching import Batcher
 
 
 @pytest.fixture(scope="module")
