@@ -38,10 +38,6 @@ from aimass.schema import DType, Schema, text_or_bytes
 __all__ = ["Model"]
 
 
-# URLs of a model server: the device is the server's business, and they are not library references.
-_REMOTE_SCHEMES = ("http://", "https://", "grpc://", "grpcs://")
-
-
 class Model:
     """A loaded model: ``schema``, ``predict``, ``predict_batch``, ``apredict``, ``to``, ``save``.
 
@@ -58,7 +54,7 @@ class Model:
         ['label', 'probabilities']
     """
 
-    __slots__ = ("_backend", "_coerce", "_monitor", "_run", "_text", "example", "metadata", "name", "report")
+    __slots__ = ("_arun", "_backend", "_coerce", "_monitor", "_run", "_text", "example", "metadata", "name", "report")
 
     def __init__(
         self,
@@ -84,6 +80,9 @@ class Model:
         # BYTES outputs read as str when they are UTF-8 (labels), here and through a remote model alike.
         self._text = tuple(t.name for t in backend.schema.outputs if t.dtype is DType.BYTES)
         self._run = _text_outputs(backend.run, self._text) if self._text else backend.run
+        # Backends with native async I/O (remote) need no thread for apredict.
+        arun = getattr(backend, "arun", None)
+        self._arun = None if arun is None else _text_outputs_async(arun, self._text) if self._text else arun
 
     # -- construction ------------------------------------------------------------------------
 
@@ -125,8 +124,7 @@ class Model:
             options = {**(options or {}), **({"trust_code": True} if trust_code else {})}
             if artifacts is not None:
                 options["artifacts"] = artifacts
-        remote = isinstance(source, str) and source.startswith(_REMOTE_SCHEMES)
-        if isinstance(source, str) and ":" in source and not remote:
+        if isinstance(source, str) and ":" in source:
             from aimass.store import load as load_from_store
             from aimass.store import parse_ref
 
@@ -134,16 +132,18 @@ class Model:
             if ref is not None:
                 return load_from_store(ref, device=device, options=options)
         parsed = Schema.model_validate(schema) if isinstance(schema, Mapping) else schema
-        if device != "cpu" and not remote:
+        url = isinstance(source, str) and "://" in source
+        # Known before any loading (a URL's backend is found from the string): a model server owns its device.
+        klass = get_backend(backend) if backend else detect(source) if url else None
+        if device != "cpu" and not (klass is not None and klass.owns_device):
             check_device(device)  # one "no CUDA device is visible" for every backend, before any loading
-        forced = get_backend(backend) if backend else None
         if isinstance(source, (str, os.PathLike)) and "://" not in str(source):
             path = Path(source)
             if is_package(path):
                 return cls._load_package(path, device=device, options=options)
             if not path.exists():
                 raise ModelLoadError(f"no such model file or package: {path.name!r}")
-        klass = forced or detect(source)
+        klass = klass or detect(source)
         loaded = klass.load(source, device=device, schema=parsed, example_input=example_input, options=options)
         if name is None and isinstance(source, (str, os.PathLike)):
             name = getattr(loaded, "model_name", None) or Path(source).stem  # remote: the served name
@@ -217,10 +217,9 @@ class Model:
         Example:
             >>> out = await m.apredict(x)   # doctest: +SKIP
         """
-        arun = getattr(self._backend, "arun", None)
-        if arun is not None:  # backends with native async I/O (remote) need no thread
-            out: dict[str, np.ndarray] = await arun(self._coerce(inputs))
-            return {k: text_or_bytes(v) if k in self._text else v for k, v in out.items()}
+        if self._arun is not None:  # timed by the monitor like predict, when there is one
+            out: dict[str, np.ndarray] = await self._arun(self._coerce(inputs))
+            return out
         import asyncio  # asyncio costs ~30 ms to import; only async callers pay it
 
         return await asyncio.to_thread(self.predict, inputs)
@@ -282,7 +281,7 @@ class Model:
         """
         if device == self.device:
             return self
-        if self._backend.name != "remote":  # a remote model's device is its server's business
+        if not self._backend.owns_device:  # a remote model's device is its server's business
             check_device(device)
         return Model(self._backend.to(device), name=self.name, metadata=self.metadata, example=self.example)
 
@@ -360,6 +359,8 @@ class Model:
 
             self._monitor = for_model(self)
             self._coerce, self._run = self._monitor.wrap(self._coerce, self._run)
+            if self._arun is not None:
+                self._arun = self._monitor.wrap_async(self._arun)
         return self._monitor
 
     # -- display -----------------------------------------------------------------------------
@@ -398,6 +399,16 @@ def _text_outputs(run: Any, names: tuple[str, ...]) -> Any:
 
     def decoded(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = run(inputs)
+        return {k: text_or_bytes(v) if k in names else v for k, v in out.items()}
+
+    return decoded
+
+
+def _text_outputs_async(arun: Any, names: tuple[str, ...]) -> Any:
+    """:func:`_text_outputs` for a backend's ``arun``."""
+
+    async def decoded(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = await arun(inputs)
         return {k: text_or_bytes(v) if k in names else v for k, v in out.items()}
 
     return decoded

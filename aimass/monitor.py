@@ -21,11 +21,12 @@ Example:
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import html
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -431,16 +432,32 @@ class Monitor:
                 raise
 
         def timed(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            start = time.perf_counter()
-            try:
-                out = run(inputs)
-            except Exception:
-                self.record_error()
-                raise
-            self.observe(inputs, time.perf_counter() - start)
-            return out
+            with self._timing(inputs):
+                return run(inputs)
 
         return checked, timed
+
+    def wrap_async(
+        self, arun: Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]
+    ) -> Callable[[dict[str, np.ndarray]], Awaitable[dict[str, np.ndarray]]]:
+        """A monitored ``arun`` (a backend's native async call: remote models' ``apredict``), timed like ``run``."""
+
+        async def timed(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            with self._timing(inputs):
+                return await arun(inputs)
+
+        return timed
+
+    @contextlib.contextmanager
+    def _timing(self, inputs: dict[str, np.ndarray]) -> Iterator[None]:
+        """Count an error, or observe ``inputs`` with the seconds the block took."""
+        start = time.perf_counter()
+        try:
+            yield
+        except Exception:
+            self.record_error()
+            raise
+        self.observe(inputs, time.perf_counter() - start)
 
 
 def for_model(model: Any, *, window: int = 1000) -> Monitor:

@@ -43,6 +43,8 @@ class Backend(abc.ABC):
 
     Class attributes drive detection without importing the framework: ``suffixes`` for files,
     ``type_modules`` (prefixes of ``type(obj).__module__`` along the MRO) for objects.
+    ``owns_device`` is True for a backend whose model runs elsewhere (a model server): the device
+    is that server's business, so :class:`aimass.Model` never checks for a local one.
     """
 
     name: ClassVar[str]
@@ -50,6 +52,7 @@ class Backend(abc.ABC):
     extra: ClassVar[str]  # the aimass extra that installs it
     suffixes: ClassVar[tuple[str, ...]] = ()
     type_modules: ClassVar[tuple[str, ...]] = ()
+    owns_device: ClassVar[bool] = False
 
     schema: Schema
     device: str = "cpu"
