@@ -1,9 +1,11 @@
 """How many model versions a server keeps loaded, and how their memory is counted.
 
 A :class:`Budget` caps the model versions loaded at once (``max_loaded_models``), their memory
-(``memory_budget``, bytes), or both; 0 means no cap. With a budget the repository loads a model
-version on its first request and unloads the least recently used one when the next would not fit
-(:class:`aimass.server.repository.Repository`).
+(``memory_budget``, bytes), or both; 0 means no cap. With a budget the registry loads a model
+version on its first request (:class:`aimass.server.registry.Registry`), and :class:`Residency`
+unloads the least recently used one when the next would not fit: an idle one when there is one,
+else a busy one, which stops taking requests at once and stays counted (draining) until its
+running requests finish, so no request fails because its model was unloaded, and the budget holds.
 
 A version's memory is measured once, when it loads: the growth of the process's resident set
 across the load and its warm-up (loads run one at a time, so the growth is that model's), and
@@ -20,16 +22,21 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import gc
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from aimass.errors import ServiceUnavailable
 from aimass.package import is_package, read_manifest
 
-__all__ = ["Budget", "growth_since", "package_bytes", "release_memory", "resident_bytes"]
+__all__ = ["Budget", "Held", "Residency", "growth_since", "package_bytes", "release_memory", "resident_bytes"]
+
+Key = tuple[str, str]  # (model name, version)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +76,120 @@ class Budget:
         if self.memory_budget:
             parts.append(f"{self.memory_budget / 1024**3:.3g} GiB")
         return ", ".join(parts) or "no cap"
+
+
+class Held(Protocol):
+    """A loaded model version as the budget sees it (:class:`aimass.server.served.ServedModel`)."""
+
+    name: str
+    version: str
+    users: int  # requests holding it now
+    last_used: int  # a tick: higher is more recent
+    memory: int  # bytes it is counted for
+    pinned: bool  # never evicted
+    drained: asyncio.Future[None] | None  # set when evicted while busy: done once its users are gone
+
+
+class Residency:
+    """What a server holds against its :class:`Budget`, and which version goes when room is needed.
+
+    Held are the loaded versions (``loaded()``), the loads under way (:attr:`loading`, with their
+    estimated bytes) and the versions unloaded while requests still ran on them (:attr:`draining`).
+    ``evict(version, reason)`` takes a version out of service; ``counted(versions, bytes)`` hears
+    every change of the totals (the metrics' gauges).
+
+    Example:
+        >>> r = Residency(Budget(max_loaded_models=1), loaded=list, evict=print, counted=print)
+        >>> r.usage()
+        (0, 0)
+    """
+
+    def __init__(
+        self,
+        budget: Budget,
+        *,
+        loaded: Callable[[], list[Any]],
+        evict: Callable[[Any, str], None],
+        counted: Callable[[int, int], None],
+        retry_after: int = 1,
+    ) -> None:
+        self.budget = budget
+        self.loading: dict[Key, int] = {}
+        self.draining: list[Any] = []
+        self.peak_loaded = 0  # the most versions held at once (loaded + loading + draining)
+        self.evicted_since_collect = False  # an eviction since the last full collection (see release_memory)
+        self._loaded = loaded
+        self._evict = evict
+        self._counted = counted
+        self._retry_after = retry_after
+        self._tick = 0
+
+    def touch(self, held: Held) -> None:
+        """``held`` was used now (least recently used goes first)."""
+        self._tick += 1
+        held.last_used = self._tick
+
+    def usage(self) -> tuple[int, int]:
+        """(versions, bytes) held: loaded, loading and draining."""
+        held = self._loaded() + self.draining
+        return len(held) + len(self.loading), sum(h.memory for h in held) + sum(self.loading.values())
+
+    def count(self) -> None:
+        """Tell ``counted`` the totals now (after any change)."""
+        count, used = self.usage()
+        self.peak_loaded = max(self.peak_loaded, count)
+        self._counted(count, used)
+
+    def retired(self, held: Held) -> None:
+        """``held`` left service: it drains when requests still hold it (from the event loop)."""
+        self.evicted_since_collect = True
+        if held.users > 0:
+            try:
+                held.drained = asyncio.get_running_loop().create_future()
+            except RuntimeError:  # unloaded from outside the loop: nothing can wait on it
+                held.drained = None
+            else:
+                self.draining.append(held)
+        self.count()
+
+    def release(self, held: Held) -> None:
+        """A request is done with ``held``; the last one out of a draining version frees it."""
+        held.users -= 1
+        if held.users == 0 and held.drained is not None and not held.drained.done():
+            if held in self.draining:
+                self.draining.remove(held)
+            held.drained.set_result(None)
+            self.count()
+
+    async def make_room(self, models: int, memory: int, key: Key) -> None:
+        """Evict least recently used versions (never ``key``, never pinned) until ``models`` / ``memory`` more fit.
+
+        Waits for a draining version when only busy ones are left; ServiceUnavailable (503) when
+        nothing can go.
+        """
+        while True:
+            count, used = self.usage()
+            if self.budget.fits(count + models, used + memory):
+                return
+            victim = self._victim(idle=True, keep=key)
+            if victim is None and self.draining:
+                # Only busy versions are left: wait for an evicted one to finish its requests.
+                await asyncio.wait([h.drained for h in self.draining if h.drained], return_when="FIRST_COMPLETED")
+                continue
+            victim = victim or self._victim(idle=False, keep=key)
+            if victim is None:
+                raise ServiceUnavailable(
+                    f"no room to load model {key[0]!r} version {key[1]!r} within the budget "
+                    f"({self.budget.describe()}): {count} versions held, pinned or loading",
+                    retry_after=self._retry_after,
+                )
+            self._evict(victim, f"evicted (least recently used; budget {self.budget.describe()})")
+
+    def _victim(self, *, idle: bool, keep: Key) -> Any:
+        candidates = [
+            h for h in self._loaded() if not h.pinned and (h.users == 0) == idle and (h.name, h.version) != keep
+        ]
+        return min(candidates, key=lambda h: h.last_used, default=None)
 
 
 def resident_bytes() -> int:

@@ -22,12 +22,15 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from aimass.dependencies import require
 
-__all__ = ["MARKS", "Marks", "ServerTracing"]
+__all__ = ["MARKS", "Marks", "ServerTracing", "compute_marked"]
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 @dataclasses.dataclass
@@ -49,6 +52,29 @@ MARKS: contextvars.ContextVar[Marks | None] = contextvars.ContextVar("aimass_tra
 def now() -> int:
     """The clock spans use (ns since the epoch)."""
     return time.time_ns()
+
+
+def compute_marked(fn: Callable[[A], R]) -> Callable[[A], R]:
+    """``fn`` itself, or in a traced request (:data:`MARKS` set) ``fn`` noting when the model call ran.
+
+    Read on the event loop, where the request's context is; the call itself may run in a worker thread.
+
+    Example:
+        >>> compute_marked(len)([1, 2])
+        2
+    """
+    marks = MARKS.get()
+    if marks is None:
+        return fn
+
+    def marked(arg: A) -> R:
+        marks.compute_start = now()
+        try:
+            return fn(arg)
+        finally:
+            marks.compute_end = now()
+
+    return marked
 
 
 class ServerTracing:
