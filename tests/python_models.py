@@ -4,10 +4,13 @@
 * :class:`TextScorer`: sentences (BYTES) -> features -> nested ONNX MLP -> ``label`` (BYTES, from a
   labels file), ``probabilities`` and ``normalized`` (the sentence, lower-cased: each caller can
   check it got its own row back).
+* :class:`Faulty`: the nested ONNX MLP behind a fault read from a text artifact: ``fail`` raises on
+  every call, ``slow <seconds>`` sleeps first (a canary that errs or slows down).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,3 +61,18 @@ class TextScorer(PythonModel):
             "probabilities": probabilities,
             "normalized": [t.lower() for t in texts],
         }
+
+
+class Faulty(PythonModel):
+    schema = Scaled.schema
+
+    def setup(self, context: Context) -> None:
+        self.fault = context.path("fault").read_text().split()
+        self.mlp = context.model("mlp")
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> Mapping[str, Any]:
+        if self.fault[0] == "fail":
+            raise RuntimeError("injected fault")
+        if self.fault[0] == "slow":
+            time.sleep(float(self.fault[1]))
+        return self.mlp.predict(inputs)
