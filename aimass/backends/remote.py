@@ -27,8 +27,9 @@ means the scheme's default port) or the caller opts in with ``options={"auth_tok
 
 Example:
     >>> from aimass import Model
-    >>> m = Model.load("http://127.0.0.1:8000/v2/models/fraud", options={"timeout": 2})   # doctest: +SKIP
-    >>> m.predict(rows)                                                                      # doctest: +SKIP
+    >>> remote = Model.load("http://127.0.0.1:8000/v2/models/fraud", options={"timeout": 2})   # doctest: +SKIP
+    >>> remote.backend.owns_device           # the server chose its device, not Model.to   # doctest: +SKIP
+    True
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ __all__ = [
 class Wire(Protocol):
     """What the remote backend needs of a wire client: one model's metadata and inference.
 
-    A wire class also says which URLs it takes (``schemes``), what its saved package may hold
-    (``rules``) and whether ``AIMASS_CLIENT_TOKEN_HOSTS`` lists a URL's host (``token_host_listed``).
+    A wire class also says which URLs it takes (``schemes``) and the rules of its saved package
+    (``rules``: the file, its options, its URLs, the token hosts).
     Errors are the aimass ones (:class:`~aimass.errors.SchemaError`, ``ModelNotFound``, ``RemoteError``).
     """
 
@@ -86,9 +87,6 @@ class Wire(Protocol):
     model_version: str | None
 
     def __init__(self, url: str, options: Mapping[str, Any]) -> None: ...
-
-    @staticmethod
-    def token_host_listed(url: str) -> bool: ...
 
     def metadata(self) -> dict[str, Any]: ...
 
@@ -154,7 +152,7 @@ class RemoteBackend(Backend):
         if isinstance(source, Path) or (
             isinstance(source, str) and not source.startswith(cls.wire.schemes) and source.endswith(rules.artifact)
         ):
-            source, options = read_package(Path(source), options, rules, cls.wire.token_host_listed)
+            source, options = read_package(Path(source), options, rules)
         backend = cls(cls.wire(str(source), options), schema, options)
         if device != "cpu":
             backend.device = device  # the server owns the hardware; the client side has nothing to move

@@ -40,6 +40,7 @@ from aimass.backends.remote_rules import (
     BOOLEAN,
     CLIENT_TOKEN_ENV,
     NON_NEGATIVE,
+    ModelUrl,
     PackageRules,
     refusal_text,
     remote_failure,
@@ -47,15 +48,18 @@ from aimass.backends.remote_rules import (
     token_host_listed,
 )
 from aimass.dependencies import require
-from aimass.errors import GRPC_CODES, AimassError, ModelLoadError, ModelNotFound
+from aimass.errors import GRPC_CODES, AimassError, ModelNotFound
 
 __all__ = ["GrpcRemoteBackend", "GrpcWire"]
 
-_URL = re.compile(
-    r"^(?P<scheme>grpcs?)://(?P<target>[^/?#@]+)/(?:v2/models/)?(?P<name>[^/?#]+)"
-    r"(?:/versions/(?P<version>[^/?#]+))?/?$"
+_URL = ModelUrl(
+    re.compile(
+        r"^(?P<scheme>grpcs?)://(?P<target>[^/?#@]+)/(?:v2/models/)?(?P<name>[^/?#]+)"
+        r"(?:/versions/(?P<version>[^/?#]+))?/?$"
+    ),
+    "gRPC model URL",
+    "grpc[s]://host[:port]/NAME[/versions/V]",
 )
-_URL_FORM = "grpc[s]://host[:port]/NAME[/versions/V]"
 _DEFAULT_PORTS = {"grpc": 8001, "grpcs": 443}
 # gRPC code name -> the HTTP status a RemoteError carries: the server's table read backwards, the
 # first (most common) status winning where several share a code (INVALID_ARGUMENT -> 400, not 422).
@@ -99,13 +103,8 @@ def _typed_error(error: Any, url: str, target: str) -> AimassError:
     return remote_failure(url, target, f"gRPC {code}", _HTTP_STATUS.get(code, 502), details)
 
 
-def _package_url_problem(url: str) -> str | None:
-    # The target cannot hold '@': a gRPC URL carries no credentials.
-    return None if _URL.match(url) else f"{url!r} is not a gRPC model URL (expected {_URL_FORM})"
-
-
 def _token_host_listed(url: str) -> bool:
-    match = _URL.match(url)
+    match = _URL.pattern.match(url)
     if match is None:
         return False
     scheme = match["scheme"]
@@ -120,18 +119,12 @@ class GrpcWire:
         artifact="remote_grpc.json",
         options={"timeout": NON_NEGATIVE, "raw": BOOLEAN},
         from_caller="credentials, headers and certificates",
-        url_problem=_package_url_problem,
+        url_problem=_URL.problem,  # the target cannot hold '@': a gRPC URL carries no credentials
+        host_listed=_token_host_listed,
     )
 
-    @staticmethod
-    def token_host_listed(url: str) -> bool:
-        """Whether ``AIMASS_CLIENT_TOKEN_HOSTS`` lists ``url``'s host:port (a saved package's URL)."""
-        return _token_host_listed(url)
-
     def __init__(self, url: str, options: Mapping[str, Any]) -> None:
-        match = _URL.match(url)
-        if match is None:
-            raise ModelLoadError(f"not a gRPC model URL: {url!r} (expected {_URL_FORM})")
+        match = _URL.parse(url)
         grpc = _grpc()
         self._codec, self._pb, self._pb_grpc = _stubs()
         self.url = url.rstrip("/")

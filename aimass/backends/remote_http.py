@@ -35,6 +35,7 @@ from aimass.backends.remote_rules import (
     MESSAGE_LIMIT,
     NON_NEGATIVE,
     NON_NEGATIVE_OR_NULL,
+    ModelUrl,
     PackageRules,
     refusal_text,
     remote_failure,
@@ -43,16 +44,19 @@ from aimass.backends.remote_rules import (
 )
 from aimass.backends.transport import SharedTransport
 from aimass.dependencies import require
-from aimass.errors import ModelLoadError, ModelNotFound, RemoteError
+from aimass.errors import ModelNotFound, RemoteError
 from aimass.protocol import documents
 from aimass.redaction import cut, redact
 
 __all__ = ["HttpWire", "InProcessTransport", "mount", "raise_for_status", "unmount"]
 
-_URL = re.compile(
-    r"^(?P<base>https?://[^/?#]+(?:/[^?#]*?)?)/v2/models/(?P<name>[^/?#]+)(?:/versions/(?P<version>[^/?#]+))?/?$"
+_URL = ModelUrl(
+    re.compile(
+        r"^(?P<base>https?://[^/?#]+(?:/[^?#]*?)?)/v2/models/(?P<name>[^/?#]+)(?:/versions/(?P<version>[^/?#]+))?/?$"
+    ),
+    "V2 model URL",
+    "http[s]://host[:port]/v2/models/NAME[/versions/V]",
 )
-_URL_FORM = "http[s]://host[:port]/v2/models/NAME[/versions/V]"
 _MOUNTS: dict[str, Any] = {}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -172,8 +176,8 @@ def _host(url: str) -> str:
 
 
 def _package_url_problem(url: str) -> str | None:
-    if _URL.match(url) is None:
-        return f"{url!r} is not a V2 model URL (expected {_URL_FORM})"
+    if (problem := _URL.problem(url)) is not None:
+        return problem
     httpx = _httpx()
     try:
         parsed = httpx.URL(url)
@@ -225,17 +229,11 @@ class HttpWire:
         },
         from_caller="credentials, headers and endpoints",
         url_problem=_package_url_problem,
+        host_listed=_token_host_listed,
     )
 
-    @staticmethod
-    def token_host_listed(url: str) -> bool:
-        """Whether ``AIMASS_CLIENT_TOKEN_HOSTS`` lists ``url``'s host:port (a saved package's URL)."""
-        return _token_host_listed(url)
-
     def __init__(self, url: str, options: Mapping[str, Any]) -> None:
-        match = _URL.match(url)
-        if match is None:
-            raise ModelLoadError(f"not a V2 model URL: {url!r} (expected {_URL_FORM})")
+        match = _URL.parse(url)
         httpx = _httpx()
         self.url = url.rstrip("/")
         self.base_url = match["base"]

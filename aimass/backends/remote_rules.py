@@ -9,9 +9,8 @@ remote server says reaches an aimass error only as :func:`refusal_text` (a V2 re
 capped) or not at all (:func:`remote_failure` names the status and the host).
 
 Example:
-    >>> rules = PackageRules("remote.json", {"timeout": NON_NEGATIVE}, "credentials", lambda url: None)
-    >>> rules.options["timeout"].allows(-1)
-    False
+    >>> NON_NEGATIVE.allows(-1), NON_NEGATIVE_OR_NULL.allows(None)
+    (False, True)
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from aimass.errors import IntegrityError, RemoteError, SchemaError
+from aimass.errors import IntegrityError, ModelLoadError, RemoteError, SchemaError
 from aimass.files import read_json
 from aimass.redaction import REASON_LIMIT, cut, redact
 
@@ -32,6 +31,7 @@ __all__ = [
     "BOOLEAN",
     "CLIENT_TOKEN_ENV",
     "CLIENT_TOKEN_HOSTS_ENV",
+    "ModelUrl",
     "NON_NEGATIVE",
     "NON_NEGATIVE_OR_NULL",
     "OptionRule",
@@ -55,7 +55,33 @@ _TENSOR_IN_MESSAGE = re.compile(r"^(?:input|output) '([^']+)'")
 _log = logging.getLogger("aimass")
 
 
-# -- saved packages ---------------------------------------------------------------------------
+# -- model URLs and saved packages ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelUrl:
+    """A wire's model URLs: the pattern (with ``name`` and ``version`` groups) and how messages name it.
+
+    Example:
+        >>> url = ModelUrl(re.compile(r"^x://(?P<name>\\w+)(?P<version>)$"), "x model URL", "x://NAME")
+        >>> url.parse("x://m")["name"], url.problem("y://m")
+        ('m', "'y://m' is not a x model URL (expected x://NAME)")
+    """
+
+    pattern: re.Pattern[str]
+    words: str
+    form: str
+
+    def problem(self, url: str) -> str | None:
+        """What is wrong with ``url`` (None when it is one)."""
+        return None if self.pattern.match(url) else f"{url!r} is not a {self.words} (expected {self.form})"
+
+    def parse(self, url: str) -> re.Match[str]:
+        """``url``'s parts; :class:`~aimass.errors.ModelLoadError` when it is not one."""
+        match = self.pattern.match(url)
+        if match is None:
+            raise ModelLoadError(f"not a {self.words}: {url!r} (expected {self.form})")
+        return match
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,29 +103,30 @@ BOOLEAN = OptionRule(lambda v: isinstance(v, bool), "true or false")
 
 @dataclasses.dataclass(frozen=True)
 class PackageRules:
-    """One wire's saved package: its file, the options it may set, and its URL check.
+    """One wire's saved package: its file, the options it may set, its URL check and token hosts.
 
     ``url_problem(url)`` says what is wrong with a package's URL (None when it is a plain model URL
-    of that wire, without credentials); ``from_caller`` names what only the caller may give.
+    of that wire, without credentials); ``from_caller`` names what only the caller may give;
+    ``host_listed(url)`` whether ``AIMASS_CLIENT_TOKEN_HOSTS`` lists the URL's host:port
+    (:func:`token_host_listed`, with the wire's reading of addresses).
     """
 
     artifact: str
     options: Mapping[str, OptionRule]
     from_caller: str
     url_problem: Callable[[str], str | None]
+    host_listed: Callable[[str], bool]
 
     def saved(self, url: str, options: Mapping[str, Any]) -> dict[str, Any]:
         """The document a package holds: the URL and the options a package may set, nothing else."""
         return {"url": url, "options": {k: v for k, v in options.items() if k in self.options}}
 
 
-def read_package(
-    path: Path, options: Mapping[str, Any], rules: PackageRules, host_listed: Callable[[str], bool]
-) -> tuple[str, dict[str, Any]]:
+def read_package(path: Path, options: Mapping[str, Any], rules: PackageRules) -> tuple[str, dict[str, Any]]:
     """The URL and options of a saved remote package, refusing one that tries to carry credentials.
 
     The caller's ``options`` win over the saved ones; the env client token goes along only when
-    ``host_listed(url)`` or the caller passes ``auth_token`` (:func:`package_token`).
+    ``rules.host_listed(url)`` or the caller passes ``auth_token`` (:func:`package_token`).
     """
     where = str(path)
 
@@ -129,7 +156,7 @@ def read_package(
     if problem is not None:
         raise refuse(problem)
     merged = {**saved_options, **options}
-    token, sending = package_token(options, lambda: host_listed(url))
+    token, sending = package_token(options, lambda: rules.host_listed(url))
     merged.update(token)
     _log.warning("package %s points at remote server %s; %s", path.parent, url, sending)
     return url, merged
