@@ -35,18 +35,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from aimass.backends import remote_rules
 from aimass.backends.remote import RemoteBackend, Wire
-from aimass.backends.remote_rules import (
-    BOOLEAN,
-    CLIENT_TOKEN_ENV,
-    NON_NEGATIVE,
-    ModelUrl,
-    PackageRules,
-    refusal_text,
-    remote_failure,
-    schema_refusal,
-    token_host_listed,
-)
+from aimass.backends.remote_rules import BOOLEAN, NON_NEGATIVE, ModelUrl, PackageRules
 from aimass.dependencies import require
 from aimass.errors import GRPC_CODES, AimassError, ModelNotFound
 
@@ -98,9 +89,9 @@ def _typed_error(error: Any, url: str, target: str) -> AimassError:
     code = error.code().name if error.code() is not None else "UNKNOWN"
     details = error.details() or ""
     if code in ("NOT_FOUND", "INVALID_ARGUMENT"):
-        message = refusal_text(details) or code
-        return ModelNotFound(message) if code == "NOT_FOUND" else schema_refusal(message)
-    return remote_failure(url, target, f"gRPC {code}", _HTTP_STATUS.get(code, 502), details)
+        message = remote_rules.refusal_text(details) or code
+        return ModelNotFound(message) if code == "NOT_FOUND" else remote_rules.schema_refusal(message)
+    return remote_rules.remote_failure(url, target, f"gRPC {code}", _HTTP_STATUS.get(code, 502), details)
 
 
 def _token_host_listed(url: str) -> bool:
@@ -108,7 +99,9 @@ def _token_host_listed(url: str) -> bool:
     if match is None:
         return False
     scheme = match["scheme"]
-    return token_host_listed(_address(match["target"], scheme), lambda entry: _address(entry, scheme), os.environ)
+    return remote_rules.token_host_listed(
+        _address(match["target"], scheme), lambda entry: _address(entry, scheme), os.environ
+    )
 
 
 class GrpcWire:
@@ -139,7 +132,7 @@ class GrpcWire:
         if match["scheme"] == "grpcs":
             self._credentials = grpc.ssl_channel_credentials(root_certificates=options.get("root_certificates"))
         metadata = [(str(k).lower(), str(v)) for k, v in (options.get("headers") or {}).items()]
-        token = options.get("auth_token", os.environ.get(CLIENT_TOKEN_ENV))
+        token = remote_rules.client_token(options)
         if token:
             metadata.append(("authorization", f"Bearer {token}"))
         self._metadata = tuple(metadata)

@@ -31,12 +31,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from aimass.backends.remote_rules import (
-    CLIENT_TOKEN_ENV,
     MESSAGE_LIMIT,
     NON_NEGATIVE,
     NON_NEGATIVE_OR_NULL,
     ModelUrl,
     PackageRules,
+    client_token,
     refusal_text,
     remote_failure,
     schema_refusal,
@@ -245,8 +245,7 @@ class HttpWire:
         threshold = options.get("binary_threshold", 64 * 1024)
         self._threshold = None if threshold is None else int(threshold)
         headers = dict(options.get("headers") or {})
-        # A URL the caller gave gets the env token; a package's URL only what its rules allowed.
-        token = options.get("auth_token", os.environ.get(CLIENT_TOKEN_ENV))
+        token = client_token(options)
         if token:
             headers["authorization"] = f"Bearer {token}"
         self._headers = headers

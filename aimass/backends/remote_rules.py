@@ -36,6 +36,7 @@ __all__ = [
     "NON_NEGATIVE_OR_NULL",
     "OptionRule",
     "PackageRules",
+    "client_token",
     "in_schema_order",
     "package_token",
     "read_package",
@@ -185,6 +186,20 @@ def package_token(options: Mapping[str, Any], host_listed: Callable[[], bool]) -
         f"not sending {CLIENT_TOKEN_ENV}: list its host[:port] in {CLIENT_TOKEN_HOSTS_ENV} "
         "or pass options={'auth_token': ...} to send one"
     )
+
+
+def client_token(options: Mapping[str, Any]) -> str | None:
+    """The bearer token a wire sends: the ``auth_token`` option (None: none), else ``AIMASS_CLIENT_TOKEN``.
+
+    A URL the caller gave gets the env token; a package's URL only what :func:`package_token` allowed,
+    which :func:`read_package` puts in its options.
+
+    Example:
+        >>> client_token({"auth_token": None}) is None
+        True
+    """
+    token: str | None = options.get("auth_token", os.environ.get(CLIENT_TOKEN_ENV))
+    return token
 
 
 def token_host_listed(
