@@ -1,7 +1,7 @@
 """What every framework trainer shares: the loss a label array implies, the progress bar, logits or not.
 
 ``update()`` and ``distill()`` hand a backend, inputs and targets to the trainer the framework's
-folder registers (:data:`aimass.update.TRAINERS`); the trainers use these helpers so that "loss",
+folder declares (``trainers`` and ``distillers`` in its ``plugin.py``); the trainers use these helpers so that "loss",
 "progress" and "are these probabilities?" mean the same for every framework.
 
 Example:

@@ -196,7 +196,7 @@ def fuse(proto: Any, *, num_heads: int | None = None, hidden_size: int | None = 
 def fused_backend(backend: Any, *, num_heads: int | None = None, hidden_size: int | None = None) -> Any:
     """A :class:`~aimass.backends.base.Derived` with the fused graph of an OnnxBackend, or None when nothing fused.
 
-    What ``convert(..., "onnx", optimize=True)`` runs (:data:`aimass.convert.OPTIMIZERS`).
+    What ``convert(..., "onnx", optimize=True)`` runs (``optimizers`` in this folder's ``plugin.py``).
 
     Example:
         >>> fused_backend(Model.load("encoder.onnx").backend).settings   # doctest: +SKIP

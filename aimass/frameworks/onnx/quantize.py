@@ -20,7 +20,7 @@ Among the recipes that meet the target, the fastest (timed on up to 16 check row
 row) is chosen; recipes that miss it are not timed. Every recipe tried (latency, worst cosine)
 and the per-layer table go into the Derived's settings under ``recipes`` and ``per_layer``;
 :func:`aimass.compress.compress` puts them in the report. ``compress()`` finds these functions
-through :data:`aimass.compress.COMPRESSORS`.
+through this folder's manifest (``compressors`` in ``plugin.py``).
 
 Example:
     >>> q = compress(Model.load("encoder.onnx"), "int8", data=rows)   # doctest: +SKIP

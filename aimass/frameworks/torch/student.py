@@ -1,7 +1,7 @@
 """A shallower student from a transformer teacher: keep every other layer, then train it to match the teacher.
 
 ``compress(m, "distill", layers=3, data=tokens)`` reaches :func:`fewer_layers` through
-:data:`aimass.compress.distill.SHRINKERS`. The teacher's stack of layers is found as the longest
+this folder's manifest (``shrinkers`` in ``plugin.py``). The teacher's stack of layers is found as the longest
 ``nn.ModuleList`` of identical blocks (``bert.encoder.layer``, ``transformer.h`` ...); the student
 is a copy holding ``layers`` of them, evenly spaced from the first (6 -> 3 keeps 0, 2, 4), so it
 starts from the teacher's own weights. It is then trained on the caller's unlabelled inputs to

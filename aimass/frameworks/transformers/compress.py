@@ -1,6 +1,6 @@
 """Compressing a text model: its network is compressed by the network's own tool, the tokenizer stays.
 
-``compress()`` finds :func:`compress_network` through ``aimass.compress.methods.WRAPPED`` and hands
+``compress()`` finds :func:`compress_network` through this folder's manifest (``wrapped`` in ``plugin.py``) and hands
 it the lookup of the network backend's tool (e.g. onnxruntime's dynamic int8 for a network on
 the onnx backend). The caller's ``data`` (texts) is tokenized into the network's inputs first, so
 calibration and the recipe choice see real token ids.
