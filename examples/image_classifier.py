@@ -14,8 +14,10 @@ The recipe is explained in docs/python-models.md.
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -172,6 +174,7 @@ def main() -> None:
     from aimass import Model, UntrustedCode
 
     work = Path(tempfile.mkdtemp(prefix="aimass-images-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # leave nothing behind in TMPDIR
     (work / "labels.txt").write_text("\n".join(LABELS), encoding="utf-8")
     classifier = Model.load(
         ImageClassifier(), artifacts={"cnn": train_cnn(work / "cnn.onnx"), "labels": work / "labels.txt"}

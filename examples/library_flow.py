@@ -9,7 +9,9 @@ Run:  .venv/bin/python examples/library_flow.py
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -31,7 +33,10 @@ def data(n: int, seed: int, boundary: float = 0.0) -> tuple[np.ndarray, np.ndarr
 def main() -> None:
     import xgboost as xgb
 
-    root = os.environ.get("AIMASS_STORE") or tempfile.mkdtemp(prefix="aimass-library-")
+    root = os.environ.get("AIMASS_STORE")
+    if not root:  # a library of this run's own, removed when it ends (nothing left in TMPDIR)
+        root = tempfile.mkdtemp(prefix="aimass-library-")
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
     os.environ["AIMASS_STORE"] = root  # where store:// and name:version references resolve
     lib = Store(root)
     print(f"library: {lib.root}")

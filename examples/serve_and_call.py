@@ -10,7 +10,9 @@ Run:  .venv/bin/python examples/serve_and_call.py
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -46,6 +48,7 @@ def main() -> None:
     from aimass.server import create_app
 
     work = Path(tempfile.mkdtemp(prefix="aimass-example-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # leave nothing behind in TMPDIR
     local = Model.load(build_model(work / "fraud.onnx"))
     local.save(work / "repo" / "fraud" / "1")  # the repository layout `aimass serve` reads
 

@@ -13,7 +13,9 @@ Run:  .venv/bin/python examples/text_moderation.py
 
 from __future__ import annotations
 
+import atexit
 import itertools
+import shutil
 import socket
 import subprocess
 import sys
@@ -144,6 +146,7 @@ def main() -> None:
     print("held-out      ", f"accuracy {accuracy:.2f}")
 
     work = Path(tempfile.mkdtemp(prefix="aimass-moderation-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # leave nothing behind in TMPDIR
     library = Store(work / "library")
     version = library.publish(served, "moderation", metrics={"accuracy": accuracy})
     print("published     ", f"moderation:{version}")

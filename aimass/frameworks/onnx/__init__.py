@@ -4,3 +4,9 @@
 * ``graph.py``: :func:`~aimass.frameworks.onnx.graph.align`, used on every exporter's result;
 * ``quantize.py``: dynamic and static int8 (onnxruntime), fp16 (onnxconverter-common).
 """
+
+from aimass import tempfiles
+
+# onnxruntime writes a telemetry session file, TMPDIR/.ses, when it is imported; removed at exit
+# when it was not there before.
+tempfiles.claim(".ses", directory=False)

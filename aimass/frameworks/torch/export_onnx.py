@@ -20,6 +20,7 @@ from typing import Any
 from aimass.dependencies import require
 from aimass.errors import ConversionError
 from aimass.frameworks.torch.backend import TorchBackend
+from aimass.quiet import silenced
 
 __all__ = ["torch_to_onnx"]
 
@@ -92,11 +93,17 @@ def _export(backend: TorchBackend, module: Any, *, opset: int | None, dynamo: bo
             for t in [*schema.inputs, *schema.outputs]
         }
     try:
-        # The exporter reports progress and torchvision's absence on stdout/warnings; keep callers' output clean.
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            # Modules of exported programs cannot be put in eval mode (they have no train/eval switch).
-            warnings.filterwarnings("ignore", message="Exporting a model while it is in training mode")
+        # The exporter reports progress on stdout, torchvision's absence on the torch.onnx logger (four
+        # lines per export) and its own deprecations as FutureWarning; keep callers' output clean.
+        # Modules of exported programs cannot be put in eval mode (they have no train/eval switch).
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            silenced(
+                loggers=("torch.onnx",),
+                categories=(FutureWarning,),
+                messages=("Exporting a model while it is in training mode",),
+            ),
+        ):
             if dynamo:
                 program = torch.onnx.export(module, args, **kwargs)
                 return program.model_proto

@@ -19,6 +19,7 @@ from aimass.backends.base import Derived, no_unknown_options
 from aimass.dependencies import require
 from aimass.errors import UnsupportedOperation
 from aimass.frameworks.torch.backend import TorchBackend
+from aimass.quiet import silenced
 
 __all__ = ["bf16", "cast_module", "fp16", "int8", "module_copy", "rewrap"]
 
@@ -52,8 +53,11 @@ def int8(backend: TorchBackend, *, data: Any = None, **unknown: Any) -> Derived:
     linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
     if not linears:
         raise UnsupportedOperation("this torch module has no nn.Linear layers: int8 has nothing to quantize")
-    tq = require("torchao.quantization", feature="compression and conversion", extra="compress", package="torchao")
-    tq.quantize_(module, tq.Int8DynamicActivationInt8WeightConfig())
+    # torchao logs each native library it cannot load (CUDA-only builds on CPU), that triton is
+    # missing, and torch's pytree deprecations of its enums: nothing about this model.
+    with silenced(loggers=("torchao", "torch.utils._pytree")):
+        tq = require("torchao.quantization", feature="compression and conversion", extra="compress", package="torchao")
+        tq.quantize_(module, tq.Int8DynamicActivationInt8WeightConfig())
     settings = {"scheme": "torchao int8 dynamic activation / int8 weight", "linear_layers": len(linears)}
     notes = [
         "torchao's int8 kernels are fast on CPU only after torch.compile; eager latency is shown here",

@@ -12,3 +12,9 @@ Example:
     >>> get_backend("transformers").extra
     'transformers'
 """
+
+from aimass import tempfiles
+
+# The network runs on torch, whose export loads its compiler: an empty torchinductor_<user> in
+# TMPDIR, removed at exit when it is new and still empty.
+tempfiles.claim("torchinductor_*", directory=True)

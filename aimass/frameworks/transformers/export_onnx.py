@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import warnings
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from aimass.dependencies import require
 from aimass.errors import ConversionError, UnsupportedOperation
 from aimass.frameworks.transformers.backend import TextBackend
 from aimass.frameworks.transformers.network import INPUTS, network_module
+from aimass.quiet import silenced
 
 __all__ = ["text_to_onnx"]
 
@@ -58,9 +58,13 @@ def text_to_onnx(
     if opset is not None:
         kwargs["opset_version"] = opset
     try:
-        # The exporters report progress on stdout and deprecations as warnings; keep callers' output clean.
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.inference_mode(False):
-            warnings.simplefilter("ignore")
+        # The exporters report progress on stdout, torchvision's absence on the torch.onnx logger and
+        # deprecations as warnings; keep callers' output clean.
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            silenced(loggers=("torch.onnx",), categories=(Warning,)),
+            torch.inference_mode(False),
+        ):
             if dynamo:
                 dim = torch.export.Dim.AUTO
                 program = torch.onnx.export(
