@@ -34,6 +34,7 @@ COMMANDS: tuple[str, ...] = (
     "aimass.cli.compress",
     "aimass.cli.scale",
     "aimass.cli.ui",
+    "aimass.cli.alerts",
 )
 
 
