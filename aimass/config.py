@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aimass.dependencies import require
 from aimass.errors import ModelLoadError, ModelNotFound
 from aimass.files import read_text
 
@@ -74,7 +75,10 @@ class ModelConfig(BaseModel):
 
     @property
     def is_remote(self) -> bool:
-        return self.uri.startswith(("http://", "https://"))
+        """Whether ``uri`` names a model server (``http(s)://``, ``grpc(s)://``): ``timeout``, ``auth_token`` apply."""
+        from aimass.backends import served_remotely
+
+        return served_remotely(self.uri)
 
     def load(self, name: str | None = None) -> Model:
         """Open the model this config describes (local file/package or remote URL)."""
@@ -118,13 +122,11 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     if file is None:
         return {}
     text = read_text(file, ModelLoadError, where=f"config file {str(file)!r}")
+    is_yaml = file.suffix in (".yaml", ".yml")
+    # Only YAML users need PyYAML; asked for before parsing, so that its absence is not "not valid YAML".
+    yaml = require("yaml", feature="a YAML config file", extra="server", package="pyyaml") if is_yaml else None
     try:
-        if file.suffix in (".yaml", ".yml"):
-            import yaml  # only YAML users need PyYAML
-
-            doc = yaml.safe_load(text) or {}
-        else:
-            doc = tomllib.loads(text)
+        doc = (yaml.safe_load(text) or {}) if yaml is not None else tomllib.loads(text)
     except Exception as e:  # tomllib and yaml raise their own parse errors
         raise ModelLoadError(f"config file {str(file)!r} is not valid {file.suffix[1:].upper()}: {e}") from None
     if not isinstance(doc, dict):

@@ -26,7 +26,7 @@ from aimass.errors import BackendNotFound
 if TYPE_CHECKING:
     from aimass.backends.base import Backend
 
-__all__ = ["detect", "get_backend", "register"]
+__all__ = ["detect", "get_backend", "register", "served_remotely"]
 
 
 def register(name: str, target: str | type[Backend]) -> None:
@@ -49,6 +49,21 @@ def get_backend(name: str) -> type[Backend]:
     except KeyError:
         known = sorted(plugins.keys(plugins.BACKEND))
         raise BackendNotFound(f"no backend named {name!r}; known backends: {known}") from None
+
+
+def served_remotely(source: Any) -> bool:
+    """Whether ``source`` is a model server's URL: its backend owns the device (``Backend.owns_device``).
+
+    Example:
+        >>> served_remotely("grpc://mass:8001/fraud"), served_remotely("model.onnx")
+        (True, False)
+    """
+    if not (isinstance(source, str) and "://" in source):
+        return False
+    try:
+        return detect(source).owns_device
+    except BackendNotFound:
+        return False
 
 
 def detect(source: Any) -> type[Backend]:

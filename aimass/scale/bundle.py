@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from aimass.backends import served_remotely
 from aimass.errors import ModelLoadError
 from aimass.package import is_package
 
@@ -66,7 +67,7 @@ ModelSource = Bundle | str
 def bundle(source: Any, *, name: str | None = None, options: Mapping[str, Any] | None = None) -> ModelSource:
     """A source Ray workers can load: packages and model files become bytes, Models are saved first.
 
-    ``http(s)://`` V2 URLs stay strings: each worker opens them itself.
+    Model servers' URLs (``http(s)://``, ``grpc(s)://``) stay strings: each worker opens them itself.
 
     Example:
         >>> bundle("packages/fraud")            # doctest: +SKIP
@@ -74,7 +75,7 @@ def bundle(source: Any, *, name: str | None = None, options: Mapping[str, Any] |
     """
     from aimass.model import Model
 
-    if isinstance(source, str) and source.startswith(("http://", "https://")):
+    if served_remotely(source):
         return source
     if isinstance(source, (str, os.PathLike)) and is_package(source):
         return _read_package(Path(source), name or Path(source).name)

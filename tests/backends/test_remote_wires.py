@@ -16,7 +16,7 @@ import pytest
 from aimass import Model
 from aimass.backends.remote import RemoteBackend, mount, unmount
 from aimass.device import cuda_device_count
-from aimass.errors import DeviceError, IntegrityError, UnsupportedOperation
+from aimass.errors import DeviceError, IntegrityError, RemoteError, UnsupportedOperation
 from aimass.server import create_app
 
 pytest.importorskip("grpc")
@@ -130,3 +130,17 @@ def test_apredict_is_timed_by_the_monitor_on_both_wires(urls: dict[str, str], ml
         model.predict(x)
         report = monitor.report()
         assert (report.requests, report.errors, report.rows_seen) == (3, 0, 9), wire
+
+
+def test_config_and_bundles_treat_grpc_urls_as_model_servers(urls: dict[str, str]) -> None:
+    from aimass.config import ModelConfig
+    from aimass.scale.bundle import bundle
+
+    for wire in WIRES:
+        # The configured token goes to a gRPC server as to an HTTP one: without it the server says 401.
+        assert ModelConfig(uri=urls[wire], auth_token=TOKEN, timeout=4).load("mlp").name == "mlp"
+        with pytest.raises(RemoteError) as info:
+            ModelConfig(uri=urls[wire], timeout=4).load("mlp")
+        assert info.value.status_code == 401
+        assert bundle(urls[wire]) == urls[wire]  # Ray workers open the URL themselves
+    assert not ModelConfig(uri="models/fraud.onnx").is_remote
