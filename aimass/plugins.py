@@ -409,17 +409,20 @@ class Registry:
         """
         if isinstance(target, str) and kind.resolve and not all(target.partition(":")[::2]):
             raise ValueError(f"{kind.field} target must look like 'package.module:attr', got {target!r}")
-        with self._lock:
-            self._changes.append((kind, key, target, rank))
-            tables = self._built()
-            self._apply(tables, kind, key, target, rank)
-            self._sort_backends(tables)
+        self._change(kind, key, target, rank)
 
     def unregister(self, kind: Kind[K, T], key: K) -> None:
         """Remove one entry (nothing happens when there is none)."""
+        self._change(kind, key, None, None)
+
+    def _change(self, kind: Kind[Any, Any], key: Any, target: Any, rank: int | None) -> None:
         with self._lock:
-            self._changes.append((kind, key, None, None))
-            self._apply(self._built(), kind, key, None, None)
+            self._changes.append((kind, key, target, rank))
+            # Copy, change, swap: a thread iterating a table (detection) never sees it change under it.
+            tables = {field: dict(table) for field, table in self._built().items()}
+            self._apply(tables, kind, key, target, rank)
+            self._sort_backends(tables)
+            self._tables = tables
 
     def refresh(self) -> None:
         """Read the manifests again on the next lookup (after installing a distribution in-process)."""
