@@ -57,7 +57,7 @@ def main() -> None:
     print(f"production is fraud:{v1}")
 
     # 2. serve the library, logging every request and answer
-    app = create_app(repository=lib.root, max_loaded_models=2, payload_log=logs, max_batch_size=0)
+    app = create_app(repository=lib.root, max_loaded_models=2, log_payloads=logs, max_batch_size=0)
     client = httpx.Client(transport=InProcessTransport(app), base_url="http://mass")
 
     def call(rows: np.ndarray) -> v2.InferResponse:

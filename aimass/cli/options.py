@@ -21,14 +21,17 @@ import functools
 import inspect
 import json
 import os
-import re
 import typing
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+if TYPE_CHECKING:
+    from aimass.server.settings import ServerSettings
+
 __all__ = [
+    "MODEL_FLAGS",
     "DeployOptions",
     "ServerOptions",
     "option_groups",
@@ -39,13 +42,6 @@ __all__ = [
     "with_options",
 ]
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(us|µs|ms|s|min|m|h|d)?\s*$")
-# unit -> (multiplier, divisor): sub-second units divide, so "500us" is exactly 500 / 1e6
-_DURATION_UNITS = {"us": (1, 1e6), "µs": (1, 1e6), "ms": (1, 1e3), "s": (1, 1)}
-_DURATION_UNITS.update({"min": (60, 1), "m": (60, 1), "h": (3600, 1), "d": (86400, 1)})
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
-
 
 def parse_duration(text: str) -> float:
     """``"500us"``, ``"2ms"``, ``"0.01"``/``"0.01s"``, ``"5m"``, ``"12h"``, ``"7d"`` -> seconds.
@@ -54,11 +50,12 @@ def parse_duration(text: str) -> float:
         >>> parse_duration("500us")
         0.0005
     """
-    m = _DURATION.match(text)
-    if m is None:
-        raise typer.BadParameter(f"{text!r} is not a duration: use e.g. 500us, 2ms, 0.01 (seconds), 5m, 12h or 7d")
-    multiplier, divisor = _DURATION_UNITS[m[2] or "s"]
-    return float(m[1]) * multiplier / divisor
+    from aimass.server import settings
+
+    try:
+        return settings.parse_duration(text)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def parse_size(text: str) -> int:
@@ -68,10 +65,12 @@ def parse_size(text: str) -> int:
         >>> parse_size("64MiB")
         67108864
     """
-    m = _SIZE.match(text)
-    if m is None:
-        raise typer.BadParameter(f"{text!r} is not a size: use e.g. 64MiB, 10MB or a number of bytes")
-    return int(float(m[1]) * _SIZE_UNITS[(m[2] or "b").lower()])
+    from aimass.server import settings
+
+    try:
+        return settings.parse_size(text)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def server_token(value: str) -> str:
@@ -112,24 +111,21 @@ def parse_options(items: list[str]) -> dict[str, Any] | None:
     return out or None
 
 
-def _shadow_rules(items: list[str]) -> list[Any] | None:
-    if not items:
-        return None
-    from aimass.server.shadow import parse_shadow
-
-    try:
-        return [parse_shadow(item) for item in items]
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="'--shadow'") from None
-
-
 def _comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+#: ServerOptions fields that are not server settings: how models load (``model_options()``).
+MODEL_FLAGS = ("option", "trust_code")
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerOptions:
-    """The V2 app's options: the same for a server here (``aimass serve``) and on Ray replicas (``scale deploy``)."""
+    """The V2 app's options: the same for a server here (``aimass serve``) and on Ray replicas (``scale deploy``).
+
+    Each field is the :class:`aimass.server.settings.ServerSettings` field of the same name (but
+    ``option`` and ``trust_code``, the models' load options); :meth:`settings` builds it.
+    """
 
     host: Annotated[str, typer.Option(help="interface to listen on (0.0.0.0 for all); on Ray: Serve's proxy")] = (
         "127.0.0.1"
@@ -235,38 +231,33 @@ class ServerOptions:
         ),
     ] = ""
 
-    def app_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`aimass.server.create_app` (bad durations/sizes raise ``BadParameter``)."""
-        from aimass.server.browser import allowed_hosts_for
+    def settings(self, **more: Any) -> ServerSettings:
+        """The server's settings these flags give, each flag to the field of its name, plus ``more``
+        (a command's own flags: ``workers``, ``grpc_port`` ...); a bad value raises BadParameter naming its flag.
 
-        return {
-            "max_batch_size": self.max_batch_size,
-            "max_queue_delay": parse_duration(self.max_queue_delay),
-            "max_concurrency": self.instances,
-            "auth_token": self.auth_token or None,
-            "max_body_size": parse_size(self.max_body_size),
-            "workers": self.threads or None,  # create_app's thread pool
-            "max_queue_size": self.max_queue_size,
-            "request_timeout": parse_duration(self.request_timeout) or None,
-            **({"max_elements": self.max_elements} if self.max_elements else {}),
-            "max_loaded_models": self.max_loaded_models,
-            "memory_budget": parse_size(self.memory_budget),
-            "pinned": tuple(self.pin or ()),
-            "warmup": self.warmup,
-            "monitor": self.monitor,
-            "payload_log": self.log_payloads or None,
-            "payload_sample_rate": self.log_sample_rate,
-            "payload_max_queue_bytes": parse_size(self.log_max_queue_bytes),
-            "payload_max_bytes": parse_size(self.log_max_bytes),
-            "payload_max_age": parse_duration(self.log_max_age),
-            "shadow": _shadow_rules(self.shadow or []),
-            "shadow_max_in_flight": self.shadow_max_in_flight,
-            "shadow_max_bytes": parse_size(self.shadow_max_bytes),
-            "tracing": self.trace,
-            "dashboard": self.dashboard,
-            "allowed_hosts": allowed_hosts_for(self.host, _comma_list(self.allowed_hosts)),
-            "allowed_origins": _comma_list(self.allowed_origins),
-        }
+        ``--allowed-hosts`` left empty gives the loopback names on a loopback ``--host``
+        (:func:`aimass.server.browser.allowed_hosts_for`).
+
+        Example:
+            >>> ServerOptions(max_queue_delay="2ms", threads=4).settings().max_queue_delay
+            0.002
+        """
+        from pydantic import ValidationError
+
+        from aimass.server.browser import allowed_hosts_for
+        from aimass.server.settings import ServerSettings
+
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in MODEL_FLAGS}
+        values["allowed_hosts"] = allowed_hosts_for(self.host, _comma_list(self.allowed_hosts))
+        values.update(more)
+        try:
+            return ServerSettings(**values)
+        except ValidationError as e:
+            error = e.errors(include_url=False)[0]
+            name = str(error["loc"][0]) if error["loc"] else ""
+            cause = error.get("ctx", {}).get("error")  # a parser's own message ("'5x' is not a duration ...")
+            hint = f"'--{name.replace('_', '-')}'" if name else None
+            raise typer.BadParameter(str(cause) if cause else error["msg"], param_hint=hint) from None
 
     def model_options(self) -> dict[str, Any] | None:
         """``--option`` items as nested backend options (``--trust-code`` is ``trust_code=true``)."""
@@ -294,7 +285,7 @@ class DeployOptions:
     num_cpus: Annotated[float, typer.Option(help="CPUs each replica reserves on the cluster")] = 1.0
 
     def scaling(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`aimass.scale.serve`: replicas or autoscaling, and what each replica gets."""
+        """Keyword arguments of :func:`aimass.scale.deploy`: replicas or autoscaling, and what each replica gets."""
         autoscaling: dict[str, Any] | None = None
         if self.max_replicas > 0:
             if self.replicas != 1:

@@ -56,18 +56,8 @@ def deploy(
     ray: DeployOptions,
 ) -> None:
     """Deploy models to Ray Serve replicas with the V2 API of ``aimass serve`` (RAY_ADDRESS picks a cluster)."""
-    app_options = server.app_options()
     deploy_until_stopped(
-        model_sources(sources),
-        **ray.scaling(),
-        host=server.host,
-        port=server.port,
-        max_batch_size=app_options.pop("max_batch_size"),
-        max_queue_delay=app_options.pop("max_queue_delay"),
-        max_concurrency=app_options.pop("max_concurrency"),
-        auth_token=app_options.pop("auth_token"),
-        model_options=server.model_options(),
-        app_options=app_options,
+        model_sources(sources), settings=server.settings(), model_options=server.model_options(), **ray.scaling()
     )
 
 
@@ -78,10 +68,10 @@ def serve_moved() -> None:
 
 
 def deploy_until_stopped(models: dict[str, str], **options: Any) -> None:
-    """Deploy with :func:`aimass.scale.serve`, print the URL, block until Ctrl-C/SIGTERM, then delete the app."""
-    from aimass.scale import serve as scale_serve
+    """Deploy with :func:`aimass.scale.deploy`, print the URL, block until Ctrl-C/SIGTERM, then delete the app."""
+    from aimass import scale
 
-    svc = scale_serve(models, **options)
+    svc = scale.deploy(models, **options)
     auto = options.get("autoscaling")
     scaling = (
         f"autoscaling {auto['min_replicas']}..{auto['max_replicas']}"

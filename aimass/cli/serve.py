@@ -1,7 +1,9 @@
 """``aimass serve``: the V2 model server, here, over a repository directory or a list of models.
 
 Running a server is ``serve``; deploying the same server to Ray Serve replicas is ``aimass scale
-deploy``, which takes the same server options (:class:`aimass.cli.options.ServerOptions`).
+deploy``, which takes the same server options (:class:`aimass.cli.options.ServerOptions`). Every
+flag is the :class:`aimass.server.ServerSettings` field of its name (``--threads`` is ``threads``,
+``--workers`` is ``workers``), which ``create_app`` and ``serve_workers`` take as they are.
 
 Example (shell)::
 
@@ -16,11 +18,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from aimass.cli.options import ServerOptions, parse_duration, with_options
+from aimass.cli.options import ServerOptions, with_options
 
 # The parsers live in aimass.cli.options; they stay importable from here.
 __all__ = ["register", "serve", "warn_exposure"]
@@ -84,13 +86,15 @@ def serve(
     from aimass.server import create_app
     from aimass.server import serve as run
 
-    options = server.app_options()
-    deadlines: dict[str, Any] = {
-        "header_timeout": parse_duration(header_timeout),
-        "body_timeout": parse_duration(body_timeout),
-    }
-    token = bool(options["auth_token"] or os.environ.get("AIMASS_SERVER_TOKEN"))
-    warn_exposure(server.host, token=token, allowed_hosts=options["allowed_hosts"])
+    settings = server.settings(
+        log_level=log_level,
+        grpc_port=grpc_port,
+        workers=workers,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+    )
+    token = bool(settings.auth_token or os.environ.get("AIMASS_SERVER_TOKEN"))
+    warn_exposure(settings.host, token=token, allowed_hosts=settings.allowed_hosts)
     repository = None
     models: dict[str, str] = {}
     for src in sources:
@@ -105,39 +109,35 @@ def serve(
             repository = p
         else:
             models[p.stem if p.is_file() else p.name] = src
-    if workers > 1:
+    grpc_note = f" and grpc://{settings.host}:{settings.grpc_port}" if settings.grpc_port else ""
+    if settings.workers > 1:
         from aimass.server.workers import serve_workers
 
         typer.echo(
-            f"aimass serving {sorted(models) or str(repository)} on http://{server.host}:{server.port}/v2"
-            + (f" and grpc://{server.host}:{grpc_port}" if grpc_port else "")
-            + f" from {workers} worker processes (batching: max_batch_size={server.max_batch_size})"
+            f"aimass serving {sorted(models) or str(repository)} on http://{settings.host}:{settings.port}/v2"
+            + grpc_note
+            + f" from {settings.workers} worker processes (batching: max_batch_size={settings.max_batch_size})"
         )
-        serve_workers(
-            models or None,
-            repository=repository,
-            workers=workers,
-            host=server.host,
-            port=server.port,
-            grpc_port=grpc_port or None,
-            log_level=log_level,
-            model_options=server.model_options(),
-            threads=options.pop("workers"),
-            **deadlines,
-            **options,
-        )
+        serve_workers(models or None, repository=repository, settings=settings, model_options=server.model_options())
         return
-    app = create_app(models or None, repository=repository, model_options=server.model_options(), **options)
+    app = create_app(models or None, repository=repository, model_options=server.model_options(), settings=settings)
     repo = app.repository
     names = sorted(repo.sources()) if repo.lazy else sorted({m.name for m in repo.loaded()})
     if repo.lazy:  # under a budget: models load on their first request
         typer.echo(f"models load on demand within {repo.budget.describe()}; {len(repo.loaded())} loaded at start")
-    grpc_note = f" and grpc://{server.host}:{grpc_port}" if grpc_port else ""
     typer.echo(
-        f"aimass serving {names} on http://{server.host}:{server.port}/v2{grpc_note} "
-        f"(batching: max_batch_size={server.max_batch_size})"
+        f"aimass serving {names} on http://{settings.host}:{settings.port}/v2{grpc_note} "
+        f"(batching: max_batch_size={settings.max_batch_size})"
     )
-    run(app, host=server.host, port=server.port, log_level=log_level, grpc_port=grpc_port or None, **deadlines)
+    run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        grpc_port=settings.grpc_port or None,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -10,9 +10,15 @@ Autoscaling takes Ray Serve's ``AutoscalingConfig`` keys: ``min_replicas``, ``ma
 ``target_ongoing_requests`` (per replica, default 2), ``upscale_delay_s`` (30),
 ``downscale_delay_s`` (600), ``metrics_interval_s``, ``look_back_period_s`` and the rest.
 
+Each replica's app takes the same :class:`~aimass.server.ServerSettings` as ``aimass serve``
+(``deploy(models, settings=...)`` or its fields as keywords); ``host``/``port`` are Serve's proxy.
+Deploying is :func:`deploy` (``aimass scale deploy``); running a server in this process is
+:func:`aimass.server.serve` (``aimass serve``). ``serve``, the former name, still works with a
+DeprecationWarning.
+
 Example:
-    >>> from aimass.scale import serve
-    >>> svc = serve({"mlp": "mlp.onnx"}, autoscaling={"min_replicas": 1, "max_replicas": 4})  # doctest: +SKIP
+    >>> from aimass.scale import deploy
+    >>> svc = deploy({"mlp": "mlp.onnx"}, autoscaling={"min_replicas": 1, "max_replicas": 4})  # doctest: +SKIP
     >>> Model.load(f"{svc.url}/v2/models/mlp").predict(rows)                                   # doctest: +SKIP
     >>> svc.scale(num_replicas=2); svc.shutdown()                                              # doctest: +SKIP
 """
@@ -22,13 +28,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from aimass.scale.bundle import ModelSource, bundle, load_source
 from aimass.scale.cluster import connect, ray_module
+from aimass.server.settings import ServerSettings, build_settings
 
-__all__ = ["DEFAULT_MAX_ONGOING_REQUESTS", "ModelServer", "Service", "serve"]
+__all__ = ["DEFAULT_MAX_ONGOING_REQUESTS", "ModelServer", "Service", "deploy", "serve"]
 
 # Ray Serve's own default (5) caps what one replica's batcher can merge; 64 lets a replica batch.
 DEFAULT_MAX_ONGOING_REQUESTS = 64
@@ -44,16 +52,16 @@ class ModelServer:
     def __init__(
         self,
         sources: Mapping[str, ModelSource],
-        app_options: Mapping[str, Any],
+        settings: ServerSettings,
         model_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.models = {name: load_source(src, model_options) for name, src in sources.items()}
-        self.app_options = dict(app_options)
+        self.settings = settings
 
     def __serve_build_asgi_app__(self) -> Any:
         from aimass.server import create_app
 
-        return _strip_root_path(create_app(self.models, **self.app_options))
+        return _strip_root_path(create_app(self.models, settings=self.settings))
 
 
 def _strip_root_path(app: Any) -> Any:
@@ -119,59 +127,50 @@ class Service:
         ray_module("ray.serve").delete(self.name)
 
 
-def serve(
+def deploy(
     models: Mapping[str, Any],
     *,
+    settings: ServerSettings | None = None,
     num_replicas: int = 1,
     autoscaling: Mapping[str, Any] | None = None,
     name: str = "aimass",
     route_prefix: str = "/",
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    max_batch_size: int = 64,
-    max_queue_delay: float = 0.0,
-    max_concurrency: int = 2,
     max_ongoing_requests: int = DEFAULT_MAX_ONGOING_REQUESTS,
     num_cpus: float = 1.0,
-    auth_token: str | None = None,
     model_options: Mapping[str, Any] | None = None,
-    app_options: Mapping[str, Any] | None = None,
     ray_actor_options: Mapping[str, Any] | None = None,
     init_options: Mapping[str, Any] | None = None,
+    **knobs: Any,
 ) -> Service:
     """Deploy ``models`` (name -> ``Model``, file, package or V2 URL) on Ray Serve; returns a :class:`Service`.
 
     ``num_replicas`` fixes the replica count; ``autoscaling`` (Ray Serve ``AutoscalingConfig``
     keys, see the module docstring) lets Ray Serve choose it between ``min_replicas`` and
-    ``max_replicas`` from the ongoing requests per replica. ``max_batch_size``,
-    ``max_queue_delay`` (seconds) and ``max_concurrency`` configure each replica's dynamic
-    batcher exactly as for ``aimass serve``; ``max_ongoing_requests`` is how many requests Ray
-    Serve sends one replica at once. Each replica reserves ``num_cpus`` of the cluster.
-    ``app_options`` go to each replica's :func:`aimass.server.create_app` as they are (e.g.
-    ``max_queue_size``, ``request_timeout``, ``max_body_size``). ``host``/``port`` configure Ray
-    Serve's HTTP proxy when this call starts Serve (an already running Serve instance keeps its
-    own). Connects with ``init_options`` to ``RAY_ADDRESS`` or a new local cluster.
+    ``max_replicas`` from the ongoing requests per replica; ``max_ongoing_requests`` is how many
+    requests Ray Serve sends one replica at once. Each replica reserves ``num_cpus`` of the cluster.
+    Each replica's app takes ``settings`` (:class:`~aimass.server.ServerSettings`, with ``knobs``
+    of the same names applied over it: ``max_batch_size``, ``max_queue_delay``, ``instances``,
+    ``threads``, ``max_queue_size`` ...) exactly as ``aimass serve`` does; ``host``/``port``
+    configure Ray Serve's HTTP proxy when this call starts Serve (an already running Serve instance
+    keeps its own). ``auth_token`` None takes ``AIMASS_SERVER_TOKEN`` from this process, not the
+    replicas'. Connects with ``init_options`` to ``RAY_ADDRESS`` or a new local cluster.
 
     Example:
-        >>> svc = serve({"mlp": Model.load("mlp.onnx")}, num_replicas=2, port=8000)   # doctest: +SKIP
+        >>> svc = deploy({"mlp": Model.load("mlp.onnx")}, num_replicas=2, port=8000)   # doctest: +SKIP
         >>> svc.url
         'http://127.0.0.1:8000'
     """
     if not models:
-        raise ValueError("serve needs at least one model")
+        raise ValueError("deploy needs at least one model")
     if autoscaling is not None and num_replicas != 1:
         raise ValueError("give num_replicas or autoscaling, not both")
+    replica = build_settings(settings, knobs, where="deploy")
+    if replica.auth_token is None and os.environ.get("AIMASS_SERVER_TOKEN"):
+        # Read here: the replicas run elsewhere, where this environment variable may not be set.
+        replica = replica.model_copy(update={"auth_token": os.environ["AIMASS_SERVER_TOKEN"]})
     sources = {n: bundle(src, name=n, options=model_options) for n, src in models.items()}
     connect(**dict(init_options or {}))
     rs = ray_module("ray.serve")
-    token = auth_token if auth_token is not None else os.environ.get("AIMASS_SERVER_TOKEN") or None
-    replica_app = {
-        "max_batch_size": max_batch_size,
-        "max_queue_delay": max_queue_delay,
-        "max_concurrency": max_concurrency,
-        "auth_token": token,
-        **dict(app_options or {}),
-    }
     actor_options = {"num_cpus": num_cpus, **dict(ray_actor_options or {})}
     scaling: dict[str, Any] = (
         {"num_replicas": "auto", "autoscaling_config": dict(autoscaling)}
@@ -185,10 +184,27 @@ def serve(
         ray_actor_options=actor_options,
         **scaling,
     )
-    rs.start(http_options={"host": host, "port": port})
-    args = (sources, replica_app, dict(model_options) if model_options else None)
+    rs.start(http_options={"host": replica.host, "port": replica.port})
+    args = (sources, replica, dict(model_options) if model_options else None)
     rs.run(deployment.bind(*args), name=name, route_prefix=route_prefix)
     # A Serve instance started earlier keeps its own proxy address: report the one in use.
     http = rs.context._get_global_client().http_config
     url = f"http://{http.host}:{http.port}{route_prefix.rstrip('/')}"
     return Service(name=name, url=url, deployment=deployment, args=args, route_prefix=route_prefix)
+
+
+def serve(models: Mapping[str, Any], *, app_options: Mapping[str, Any] | None = None, **options: Any) -> Service:
+    """The former name of :func:`deploy` (it deploys to Ray; it never runs a server here): deprecated.
+
+    ``app_options`` (``create_app`` keywords) are settings given as keywords now.
+
+    Example:
+        >>> svc = serve({"mlp": "mlp.onnx"}, num_replicas=2)   # doctest: +SKIP
+    """
+    warnings.warn(
+        "aimass.scale.serve is now aimass.scale.deploy (it deploys to Ray Serve; aimass.server.serve runs a "
+        "server here); app_options are settings given as keywords",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return deploy(models, **{**dict(app_options or {}), **options})

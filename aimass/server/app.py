@@ -31,7 +31,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,15 +46,14 @@ from aimass.model import Model
 from aimass.protocol import documents, v2
 from aimass.redaction import redact
 from aimass.schema import Schema
-from aimass.server import payload_log as payload_logs
-from aimass.server import shadow as shadows
 from aimass.server.browser import BrowserPolicy, changes_state
 from aimass.server.deadlines import STATE_KEY, SlowClients
 from aimass.server.http import BearerToken, HTTPError, error_response
 from aimass.server.metrics import Metrics
 from aimass.server.payload_log import PayloadLog, new_request_id
 from aimass.server.repository import BatchingConfig, Budget, Limits, Repository, ServedModel
-from aimass.server.shadow import Shadow, ShadowRule
+from aimass.server.settings import DEFAULT_MAX_BODY_SIZE, ServerSettings, build_settings
+from aimass.server.shadow import Shadow
 from aimass.server.tracing import MARKS, Marks, ServerTracing
 from aimass.server.tracing import now as trace_clock
 
@@ -70,7 +69,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 EXTENSIONS = list(documents.EXTENSIONS)  # what GET /v2 announces
 
 _JSON = [(b"content-type", b"application/json")]
@@ -489,69 +487,37 @@ def create_app(
     models: Mapping[str, Model | str | os.PathLike[str] | Mapping[str, Model | str | os.PathLike[str]]] | None = None,
     *,
     repository: str | os.PathLike[str] | None = None,
-    max_batch_size: int = 64,
-    max_queue_delay: float = 0.0,
-    max_concurrency: int = 2,
-    auth_token: str | None = None,
-    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
-    workers: int | None = None,
     model_options: Mapping[str, Any] | None = None,
-    max_queue_size: int = 0,
-    request_timeout: float | None = None,
-    max_elements: int = v2.DEFAULT_MAX_ELEMENTS,
-    max_loaded_models: int = 0,
-    memory_budget: int = 0,
-    pinned: Collection[str] = (),
-    warmup: bool = True,
-    monitor: str = "auto",
-    dashboard: bool = True,
-    payload_log: PayloadLog | str | os.PathLike[str] | None = None,
-    payload_sample_rate: float = 1.0,
-    payload_max_queue_bytes: int = payload_logs.DEFAULT_MAX_QUEUE_BYTES,
-    payload_max_bytes: int = payload_logs.DEFAULT_MAX_BYTES,
-    payload_max_age: float = payload_logs.DEFAULT_MAX_AGE,
-    shadow: Iterable[ShadowRule] | None = None,
-    shadow_max_in_flight: int = shadows.DEFAULT_MAX_IN_FLIGHT,
-    shadow_max_bytes: int = shadows.DEFAULT_MAX_BYTES,
-    tracing: bool | ServerTracing = False,
-    allowed_hosts: Collection[str] | None = None,
-    allowed_origins: Collection[str] = (),
+    settings: ServerSettings | None = None,
+    **knobs: Any,
 ) -> App:
     """Build the ASGI app over explicit models and/or a repository directory ``<repo>/<name>/<version>/``.
 
-    ``models`` maps names to ``Model`` objects, model files or packages (or to ``{version: source}``).
-    ``max_batch_size`` > 0 turns on dynamic batching for models whose inputs and outputs all have a
-    dynamic first dimension; ``max_queue_delay`` is in seconds; ``max_concurrency`` model calls may
-    run at once per model version (Triton's instance count). ``auth_token`` (or the env var
-    ``AIMASS_SERVER_TOKEN``) requires ``Authorization: Bearer <token>`` on all but health endpoints.
-    ``model_options`` go to the backend of every model loaded from a path. ``max_queue_size`` > 0
-    bounds the requests each model version holds (queued or running): one more gets 503 with
-    ``Retry-After``; ``request_timeout`` (seconds) answers 504 past it (see :class:`Limits`);
-    ``max_elements`` bounds each input tensor's element count (400 from the shape alone).
-    ``max_loaded_models`` / ``memory_budget`` (bytes) > 0 load model versions on demand and unload the
-    least recently used to stay within them (``pinned`` names load at start and stay);
-    ``warmup`` runs one call per version as it loads; ``monitor`` (``auto``/``all``/``off``) feeds
-    served traffic to drift monitors (see :class:`Repository`). ``dashboard`` serves the read-only
-    pages at ``/`` (:mod:`aimass.server.dashboard`; its data needs the same token). ``payload_log``
-    (a directory, an fsspec URL or a :class:`~aimass.server.payload_log.PayloadLog`) records a
-    ``payload_sample_rate`` share of requests and their answers in Parquet files, within
-    ``payload_max_queue_bytes`` of tensors in memory, ``payload_max_bytes`` of files on disk and
-    ``payload_max_age`` seconds (0: no limit; see :class:`PayloadLog`). ``shadow`` rules
-    mirror a share of an alias's requests to a candidate version and compare its answers
-    (:mod:`aimass.server.shadow`), at most ``shadow_max_in_flight`` runs holding ``shadow_max_bytes``
-    at once (more are dropped and counted). ``tracing`` (True, or a :class:`~aimass.server.tracing.ServerTracing`)
-    makes OpenTelemetry spans of each inference request (needs the ``[otel]`` extra).
-    ``allowed_hosts`` (None: any) is the Host allow-list and ``allowed_origins`` the origins besides
-    the server's own that may change state (:mod:`aimass.server.browser`; ``aimass serve`` lists the
-    loopback names when it listens on loopback, see :func:`~aimass.server.browser.allowed_hosts_for`).
+    ``models`` maps names to ``Model`` objects, model files or packages (or to ``{version: source}``);
+    ``model_options`` go to the backend of every model loaded from a path. How it serves them is
+    ``settings`` (:class:`~aimass.server.settings.ServerSettings`, which documents each knob), with
+    ``knobs`` (keywords of the same names: ``max_batch_size=8``, ``threads=4``, ``pin=["fraud"]``)
+    applied over it. The names are those of the ``aimass serve`` flags; the names used before them
+    (``max_concurrency``, ``pinned``, ``tracing``, ``payload_log``, ``payload_*``) still work, with a
+    DeprecationWarning. ``workers`` counts server processes, which one app is not: its model thread
+    pool is ``threads``. ``auth_token`` None reads ``AIMASS_SERVER_TOKEN``; ``allowed_hosts`` None
+    takes any Host (``aimass serve`` lists the loopback names when it listens on loopback, see
+    :func:`~aimass.server.browser.allowed_hosts_for`).
 
     Example:
-        >>> app = create_app({"mlp": "mlp.onnx"}, max_queue_delay=0.0005, auth_token="s3cret")   # doctest: +SKIP
-        >>> app = create_app(repository="models/")                                                # doctest: +SKIP
+        >>> app = create_app({"mlp": "mlp.onnx"}, max_queue_delay="500us", auth_token="s3cret")   # doctest: +SKIP
+        >>> app = create_app(repository="models/", settings=ServerSettings(threads=4, pin=["fraud"]))  # doctest: +SKIP
     """
+    if "workers" in knobs:
+        raise TypeError(
+            "create_app() builds one process's app: 'workers' counts server processes (aimass serve --workers, "
+            "serve_workers); the model thread pool is 'threads'"
+        )
+    s = build_settings(settings, knobs, where="create_app")
     if models is None and repository is None:
         raise ValueError("create_app needs models, a repository directory, or both")
-    executor = ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2), thread_name_prefix="aimass")
+    threads = s.threads or min(8, (os.cpu_count() or 1) + 2)
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="aimass")
     metrics = Metrics()
     normalized: dict[str, Any] = {}
     for name, src in (models or {}).items():
@@ -562,50 +528,50 @@ def create_app(
     repo = Repository(
         repository,
         normalized,
-        batching=BatchingConfig(max_batch_size, max_queue_delay, max_concurrency),
+        batching=BatchingConfig(s.max_batch_size, s.max_queue_delay, s.instances),
         executor=executor,
         metrics=metrics,
         model_options=model_options,
-        limits=Limits(max_queue_size=max_queue_size, request_timeout=request_timeout),
-        budget=Budget(max_loaded_models=max_loaded_models, memory_budget=memory_budget),
-        pinned=pinned,
-        warmup=warmup,
-        monitor=monitor,
+        limits=Limits(max_queue_size=s.max_queue_size, request_timeout=s.request_timeout or None),
+        budget=Budget(max_loaded_models=s.max_loaded_models, memory_budget=s.memory_budget),
+        pinned=s.pin,
+        warmup=s.warmup,
+        monitor=s.monitor,
     )
-    token = auth_token if auth_token is not None else os.environ.get("AIMASS_SERVER_TOKEN") or None
+    token = s.auth_token if s.auth_token is not None else os.environ.get("AIMASS_SERVER_TOKEN") or None
     app = App(
         repo,
         metrics=metrics,
         executor=executor,
         auth_token=token,
-        max_body_size=max_body_size,
-        max_elements=max_elements,
-        browser=BrowserPolicy(allowed_hosts, allowed_origins),
+        max_body_size=s.max_body_size,
+        max_elements=s.max_elements,
+        browser=BrowserPolicy(s.allowed_hosts, s.allowed_origins),
     )
-    if payload_log is not None:
-        plog = payload_log
+    if s.log_payloads is not None:
+        plog = s.log_payloads
         if not isinstance(plog, PayloadLog):
             plog = PayloadLog(
                 plog,
-                sample_rate=payload_sample_rate,
-                max_queue_bytes=payload_max_queue_bytes,
-                max_bytes=payload_max_bytes,
-                max_age=payload_max_age,
+                sample_rate=s.log_sample_rate,
+                max_queue_bytes=s.log_max_queue_bytes,
+                max_bytes=s.log_max_bytes,
+                max_age=s.log_max_age,
             )
         plog.bind_metrics(metrics.registry)
         app.payload_log = plog
-    if tracing:
-        app.tracing = tracing if isinstance(tracing, ServerTracing) else ServerTracing()
-    if shadow:
+    if s.trace:
+        app.tracing = s.trace if isinstance(s.trace, ServerTracing) else ServerTracing()
+    if s.shadow:
         app.shadow = Shadow(
-            shadow,
+            s.shadow,
             repo,
             registry=metrics.registry,
             payload_log=app.payload_log,
-            max_in_flight=shadow_max_in_flight,
-            max_bytes=shadow_max_bytes,
+            max_in_flight=s.shadow_max_in_flight,
+            max_bytes=s.shadow_max_bytes,
         )
-    if dashboard:
+    if s.dashboard:
         from aimass.server.dashboard import server_dashboard
 
         app.dashboard = server_dashboard(repo, metrics, auth=app.auth)

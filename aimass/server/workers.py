@@ -23,6 +23,7 @@ start, each worker's ``GET /metrics`` reads every worker's values from it
 
 Example:
     >>> serve_workers({"mlp": "mlp.onnx"}, workers=4, port=8000, max_batch_size=64)   # doctest: +SKIP
+    >>> serve_workers(repository="models/", settings=ServerSettings(workers=4, threads=2))   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from aimass.errors import ModelLoadError
-from aimass.server.deadlines import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
 from aimass.server.metrics import MULTIPROCESS_ENV
 from aimass.server.run import uvicorn_options
+from aimass.server.settings import ServerSettings, build_settings
 
 __all__ = ["serve_workers"]
 
@@ -55,26 +56,23 @@ def serve_workers(
     models: Sources | None = None,
     *,
     repository: str | os.PathLike[str] | None = None,
-    workers: int = 2,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    grpc_port: int | None = None,
-    log_level: str = "warning",
+    settings: ServerSettings | None = None,
+    model_options: Mapping[str, Any] | None = None,
     setup: Callable[[], None] | None = None,
-    threads: int | None = None,
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-    body_timeout: float = DEFAULT_BODY_TIMEOUT,
-    **app_options: Any,
+    **knobs: Any,
 ) -> None:
     """Serve models from ``workers`` processes sharing ``host:port`` until interrupted (SIGINT/SIGTERM).
 
-    ``models`` and ``repository`` are what :func:`aimass.server.create_app` takes, as paths: every
-    worker loads them itself. ``app_options`` go to ``create_app`` in each worker. ``setup`` (a
-    module-level function, pickled to each worker) runs in every worker before its models load:
-    the place to :func:`aimass.backends.register` a backend of your own. Raises ModelLoadError when
-    a worker cannot start (a model that does not load), after stopping the others. ``threads`` is
-    each worker's model thread pool (``create_app(workers=...)``). ``header_timeout`` / ``body_timeout``
-    bound the time a request takes to arrive (:func:`aimass.server.run.uvicorn_options`).
+    ``models``, ``repository`` and ``model_options`` are what :func:`aimass.server.create_app`
+    takes, with models as paths: every worker loads them itself. ``settings``
+    (:class:`~aimass.server.settings.ServerSettings`, with ``knobs`` of the same names applied over
+    it; ``workers`` defaults to 2 here) say how: ``workers`` processes, each with ``threads`` model
+    threads, listening on ``host:port`` (and ``grpc_port``), the request deadlines
+    (``header_timeout`` / ``body_timeout``, :func:`aimass.server.run.uvicorn_options`) and every
+    knob of each worker's app. ``setup`` (a module-level function, pickled to each worker) runs in
+    every worker before its models load: the place to :func:`aimass.backends.register` a backend of
+    your own. Raises ModelLoadError when a worker cannot start (a model that does not load), after
+    stopping the others.
 
     Example:
         >>> serve_workers(repository="models/", workers=4, grpc_port=8001)   # doctest: +SKIP
@@ -84,16 +82,17 @@ def serve_workers(
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors.multiprocess import Multiprocess
 
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    if settings is None and "workers" not in knobs:
+        knobs = {**knobs, "workers": 2}  # this function's default since it exists: more than one process
+    s = build_settings(settings, knobs, where="serve_workers")
     if models is None and repository is None:
         raise ValueError("serve_workers needs models, a repository directory, or both")
-    if grpc_port is not None:
-        _check_free(host, grpc_port)
-    app_options = {**app_options, "workers": threads}
-    factory = functools.partial(_worker_app, _as_paths(models), repository, app_options, setup, host, grpc_port)
-    options = uvicorn_options(log_level, header_timeout=header_timeout, body_timeout=body_timeout)
-    config = uvicorn.Config(factory, factory=True, host=host, port=port, workers=workers, **options)
+    if s.grpc_port:
+        _check_free(s.host, s.grpc_port)
+    options = dict(model_options) if model_options else None
+    factory = functools.partial(_worker_app, _as_paths(models), repository, s, options, setup)
+    uvicorn_config = uvicorn_options(s.log_level, header_timeout=s.header_timeout, body_timeout=s.body_timeout)
+    config = uvicorn.Config(factory, factory=True, host=s.host, port=s.port, workers=s.workers, **uvicorn_config)
     sock = config.bind_socket()  # first: a port in use ends here, before anything is created
     metrics_dir = tempfile.mkdtemp(prefix="aimass-metrics-")
     previous = os.environ.get(MULTIPROCESS_ENV)
@@ -152,10 +151,9 @@ def _check_free(host: str, port: int) -> None:
 def _worker_app(
     models: dict[str, Any] | None,
     repository: str | os.PathLike[str] | None,
-    app_options: dict[str, Any],
+    settings: ServerSettings,
+    model_options: dict[str, Any] | None,
     setup: Callable[[], None] | None,
-    host: str,
-    grpc_port: int | None,
 ) -> Any:
     """Runs in each worker (uvicorn's app factory): build this worker's app, with gRPC beside it."""
     from uvicorn.config import STARTUP_FAILURE
@@ -165,14 +163,15 @@ def _worker_app(
     try:
         if setup is not None:
             setup()
-        app = create_app(models, repository=Path(repository) if repository is not None else None, **app_options)
+        root = Path(repository) if repository is not None else None
+        app = create_app(models, repository=root, model_options=model_options, settings=settings)
     except Exception:
         # uvicorn's supervisor stops on this exit code instead of restarting a worker that cannot start.
         log.exception("worker %d could not load its models", os.getpid())
         sys.exit(STARTUP_FAILURE)
-    if grpc_port is None:
+    if not settings.grpc_port:
         return app
-    return GrpcBeside(app, host, grpc_port)
+    return GrpcBeside(app, settings.host, settings.grpc_port)
 
 
 class GrpcBeside:

@@ -110,11 +110,11 @@ def test_scale_deploy_without_ray_is_a_failure(monkeypatch: pytest.MonkeyPatch) 
 def test_scale_deploy_hands_every_option_to_ray_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     captured: dict[str, Any] = {}
 
-    def fake_serve(models: dict[str, str], **kwargs: Any) -> None:
+    def fake_deploy(models: dict[str, str], **kwargs: Any) -> None:
         captured.update(kwargs, models=models)
         raise RuntimeError("cluster on fire")
 
-    monkeypatch.setattr(aimass.scale, "serve", fake_serve)
+    monkeypatch.setattr(aimass.scale, "deploy", fake_deploy)
     code, _, err = cli(
         "scale", "deploy", "mlp.onnx", "fraud=pkg/fraud", "--min-replicas", "2", "--max-replicas", "4",
         "--upscale-delay", "10s", "--max-queue-delay", "2ms", "--instances", "3", "--max-queue-size", "8",
@@ -124,10 +124,11 @@ def test_scale_deploy_hands_every_option_to_ray_serve(monkeypatch: pytest.Monkey
     assert captured["models"] == {"mlp": "mlp.onnx", "fraud": "pkg/fraud"}
     assert captured["autoscaling"]["min_replicas"] == 2 and captured["autoscaling"]["max_replicas"] == 4
     assert captured["autoscaling"]["upscale_delay_s"] == 10.0
-    assert captured["max_queue_delay"] == pytest.approx(0.002) and captured["max_concurrency"] == 3
     assert captured["num_cpus"] == 0.5 and captured["model_options"] == {"a": {"b": 1}}
-    assert captured["app_options"]["max_queue_size"] == 8 and captured["app_options"]["workers"] == 2
-    assert captured["app_options"]["request_timeout"] == pytest.approx(0.25)
+    settings = captured["settings"]  # each replica's ServerSettings: the flags under their own names
+    assert settings.max_queue_delay == pytest.approx(0.002) and settings.instances == 3
+    assert settings.max_queue_size == 8 and settings.threads == 2
+    assert settings.request_timeout == pytest.approx(0.25)
 
 
 def test_python_m_aimass_is_the_cli() -> None:

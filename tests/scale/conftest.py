@@ -41,7 +41,7 @@ def ray_cluster() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def serve_port(ray_cluster: Any) -> int:
-    """Ray Serve's HTTP proxy port (the first aimass.scale.serve call starts Serve on it)."""
+    """Ray Serve's HTTP proxy port (the first aimass.scale.deploy call starts Serve on it)."""
     return serving.free_port()
 
 

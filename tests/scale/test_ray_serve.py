@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from aimass import Model, ModelNotFound, SchemaError
-from aimass.scale import Service, serve
+from aimass.scale import Service, deploy
 
 pytestmark = pytest.mark.ray
 
@@ -22,14 +22,14 @@ pytestmark = pytest.mark.ray
 @pytest.fixture(scope="module")
 def service(ray_cluster: Any, serve_port: int, mlp: Model, scale_tmp: Any) -> Iterator[Service]:
     two = models.onnx_two_inputs(scale_tmp / "two.onnx")
-    svc = serve(
+    svc = deploy(
         {"mlp": mlp, "two": str(two)},
         num_replicas=1,
         num_cpus=0.5,
         port=serve_port,
-        max_queue_delay=0.0005,
+        max_queue_delay="500us",
         model_options={"session_options": {"intra_op_num_threads": 1}},
-        app_options={"max_body_size": 1 << 20},
+        max_body_size="1MiB",
     )
     yield svc
     svc.shutdown()
@@ -126,7 +126,7 @@ def test_scale_up_and_down_under_load_loses_nothing(service: Service, mlp: Model
 # Short windows so the test takes seconds; Ray warns that look_back_period_s is below its 10 s metrics push.
 @pytest.mark.filterwarnings("ignore:`look_back_period_s`:FutureWarning")
 def test_autoscaling_follows_load(ray_cluster: Any, serve_port: int, mlp: Model) -> None:
-    svc = serve(
+    svc = deploy(
         {"mlp": mlp},
         name="aimass-auto",
         route_prefix="/auto",

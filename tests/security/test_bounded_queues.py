@@ -60,7 +60,7 @@ def test_payload_flood_keeps_queued_bytes_within_the_budget(tmp_path: Path, mlp:
     x = _rows(ROWS)
     record = x.nbytes + mlp.predict(x)["y"].nbytes  # what one logged request holds: 1 MiB in, 768 KiB out
     plog = PayloadLog(tmp_path / "logs", max_queue_bytes=4 * MiB, flush_seconds=60.0)
-    app = create_app({"mlp": mlp}, payload_log=plog, max_batch_size=0)
+    app = create_app({"mlp": mlp}, log_payloads=plog, max_batch_size=0)
     seen = []
     with httpx.Client(transport=InProcessTransport(app), base_url="http://t") as client:
         for i in range(20):
@@ -161,12 +161,12 @@ def test_retention_removes_files_older_than_max_age(tmp_path: Path) -> None:
 def test_defaults_bound_a_flood_without_settings(tmp_path: Path, mlp: Model, library: Path) -> None:
     from aimass.cli.options import ServerOptions
 
-    options = ServerOptions(log_payloads=str(tmp_path / "logs"), shadow=["mlp@production=2"]).app_options()
-    assert options["payload_max_queue_bytes"] == 256 * MiB and options["payload_max_bytes"] == 1 << 30
-    assert options["payload_max_age"] == 7 * 86400.0
-    assert options["shadow_max_in_flight"] == 8 and options["shadow_max_bytes"] == 128 * MiB
-    assert ServerOptions(log_max_age="12h", log_max_bytes="0").app_options()["payload_max_age"] == 12 * 3600.0
-    app = create_app(repository=library, **options)
+    settings = ServerOptions(log_payloads=str(tmp_path / "logs"), shadow=["mlp@production=2"]).settings()
+    assert settings.log_max_queue_bytes == 256 * MiB and settings.log_max_bytes == 1 << 30
+    assert settings.log_max_age == 7 * 86400.0
+    assert settings.shadow_max_in_flight == 8 and settings.shadow_max_bytes == 128 * MiB
+    assert ServerOptions(log_max_age="12h", log_max_bytes="0").settings().log_max_age == 12 * 3600.0
+    app = create_app(repository=library, settings=settings)
     assert app.payload_log is not None and app.shadow is not None
     assert (app.payload_log.max_queue_bytes, app.payload_log.max_bytes) == (256 * MiB, 1 << 30)
     assert app.payload_log.max_age == 7 * 86400.0 and app.payload_log.rotate_bytes <= (1 << 30) // 4

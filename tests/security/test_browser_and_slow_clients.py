@@ -154,7 +154,7 @@ def _cli_app(repo: Path, **server: Any) -> Any:
     """The app ``aimass serve`` builds for these options."""
     from aimass.cli.options import ServerOptions
 
-    return create_app(repository=repo, **ServerOptions(**server).app_options())
+    return create_app(repository=repo, settings=ServerOptions(**server).settings())
 
 
 @pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example", ""])

@@ -185,13 +185,13 @@ def test_a_busy_version_is_never_unloaded_under_its_request(repo: Path) -> None:
 
 
 def test_pinned_models_load_at_start_and_stay(repo: Path) -> None:
-    app = create_app(repository=repo, max_loaded_models=2, pinned=["m3"], model_options=ONE_THREAD)
+    app = create_app(repository=repo, max_loaded_models=2, pin=["m3"], model_options=ONE_THREAD)
     assert [s.name for s in app.repository.loaded()] == ["m3"]
     asyncio.run(_traffic(app, requests=10, clients=4, seed=3, watch=[]))
     assert "m3" in {s.name for s in app.repository.loaded()}
     assert app.repository.peak_loaded <= 2
     with pytest.raises(ValueError, match="do not fit the budget"):
-        create_app(repository=repo, max_loaded_models=1, pinned=["m1", "m2"], model_options=ONE_THREAD)
+        create_app(repository=repo, max_loaded_models=1, pin=["m1", "m2"], model_options=ONE_THREAD)
 
 
 def test_budget_refuses_negative_caps() -> None:
@@ -222,9 +222,10 @@ def test_serve_options_reach_the_app(monkeypatch: pytest.MonkeyPatch, repo: Path
     result = CliRunner().invoke(cli(), args)
     assert result.exit_code == 0, result.output
     kwargs, app = built[0]
-    assert kwargs["max_loaded_models"] == 3 and kwargs["memory_budget"] == 64 << 20 and kwargs["pinned"] == ("m1",)
-    assert kwargs["warmup"] is False and kwargs["monitor"] == "off"
-    assert kwargs["shadow"] == [ShadowRule("m1", "production", "2", 0.5)]
+    settings = kwargs["settings"]  # the flags under their own names
+    assert settings.max_loaded_models == 3 and settings.memory_budget == 64 << 20 and settings.pin == ("m1",)
+    assert settings.warmup is False and settings.monitor == "off"
+    assert settings.shadow == (ShadowRule("m1", "production", "2", 0.5),)
     assert "loaded at start" in result.output and [s.name for s in app.repository.loaded()] == ["m1"]
     assert app.payload_log.sample_rate == 0.5
     app.payload_log.close()

@@ -175,8 +175,8 @@ def test_v2_routes_are_untouched_and_the_dashboard_can_be_off(library: Path) -> 
     assert off.dashboard is None and get(off, "/").status_code == 404
     from aimass.cli.options import ServerOptions  # aimass serve --no-dashboard
 
-    assert ServerOptions(dashboard=False).app_options()["dashboard"] is False
-    assert ServerOptions().app_options()["dashboard"] is True
+    assert ServerOptions(dashboard=False).settings().dashboard is False
+    assert ServerOptions().settings().dashboard is True
 
 
 # -- the server: live charts and drift after traffic -----------------------------------------------

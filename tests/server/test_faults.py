@@ -87,7 +87,7 @@ def test_hanging_model_times_out_with_504_and_health_stays_fast(tmp_path: Path, 
     model = _mlp(tmp_path)
     expected = model.predict(X)["y"]
     gate, started = _gated(model)
-    app = create_app({"mlp": model}, max_batch_size=batching, max_concurrency=4, request_timeout=0.3)
+    app = create_app({"mlp": model}, max_batch_size=batching, instances=4, request_timeout=0.3)
     served = app.repository.get("mlp", None)
 
     async def run() -> None:
@@ -142,7 +142,7 @@ def test_unload_while_requests_are_in_flight(tmp_path: Path) -> None:
     model = _mlp(tmp_path)
     expected = model.predict(X)["y"]
     gate, started = _gated(model)
-    app = create_app({"mlp": model}, max_batch_size=0, workers=8)
+    app = create_app({"mlp": model}, max_batch_size=0, threads=8)
 
     async def run() -> None:
         async with _client(app) as c:

@@ -25,7 +25,7 @@ def mlp(tmp_path_factory: pytest.TempPathFactory) -> Model:
 
 def test_logged_requests_read_back_and_evaluate(tmp_path: Path, mlp: Model) -> None:
     logs = tmp_path / "logs"
-    app = create_app({"mlp": mlp}, payload_log=str(logs), max_batch_size=8)
+    app = create_app({"mlp": mlp}, log_payloads=str(logs), max_batch_size=8)
     x, y = models.dataset(120, seed=3)
     ids = []
     with httpx.Client(transport=InProcessTransport(app), base_url="http://t") as client:
@@ -54,7 +54,7 @@ def test_grpc_requests_are_logged_like_http_ones(tmp_path: Path, mlp: Model) -> 
     from aimass.server.grpc import BackgroundServer
 
     logs = tmp_path / "logs"
-    app = create_app({"mlp": mlp}, payload_log=str(logs), max_batch_size=8)
+    app = create_app({"mlp": mlp}, log_payloads=str(logs), max_batch_size=8)
     server = BackgroundServer(app)
     try:
         remote = Model.load(f"grpc://{server.target}/mlp")
@@ -77,7 +77,7 @@ def test_sampling_hook_and_bounded_queue(tmp_path: Path, mlp: Model) -> None:
         return record
 
     plog = PayloadLog(tmp_path / "masked", hook=mask)
-    app = create_app({"mlp": mlp}, payload_log=plog)
+    app = create_app({"mlp": mlp}, log_payloads=plog)
     with httpx.Client(transport=InProcessTransport(app), base_url="http://t") as client:
         for rid in ("a", "secret", "b"):
             body, headers = v2.encode_request({"x": np.ones((2, 4), np.float32)}, request_id=rid)

@@ -40,7 +40,7 @@ def test_server_spans_continue_the_callers_trace(
     exporter, provider = traced
     exporter.clear()
     mlp = Model.load(models.onnx_mlp(tmp_path_factory.mktemp("t") / "mlp.onnx"))
-    app = create_app({"mlp": mlp}, tracing=ServerTracing(provider), max_batch_size=batching)
+    app = create_app({"mlp": mlp}, trace=ServerTracing(provider), max_batch_size=batching)
     mount("http://traced.example", app)
     try:
         remote = Model.load("http://traced.example/v2/models/mlp")

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import models
@@ -186,8 +187,9 @@ def test_serve_workers_option_starts_the_supervisor(monkeypatch: pytest.MonkeyPa
     result = CliRunner().invoke(app(), [*args, "--grpc-port", "8001", "--option", "a.b=1"])
     assert result.exit_code == 0, result.output
     assert captured["models"] == {"fraud": f"{tmp_path}/nowhere"}  # not loaded here: each worker loads it
-    assert captured["workers"] == 3 and captured["threads"] == 2 and captured["grpc_port"] == 8001
-    assert captured["max_batch_size"] == 8 and captured["model_options"] == {"a": {"b": 1}}
+    settings: Any = captured["settings"]  # workers: processes; threads: each one's model threads
+    assert settings.workers == 3 and settings.threads == 2 and settings.grpc_port == 8001
+    assert settings.max_batch_size == 8 and captured["model_options"] == {"a": {"b": 1}}
 
 
 def test_serve_workers_refuses_model_objects(tmp_path: Path) -> None:
