@@ -79,16 +79,20 @@ def show(
     ref: str = typer.Argument(..., help="fraud, fraud@production or fraud:3 (default: latest)"),
     root: str | None = ROOT,
     as_json: bool = JSON,
+    events: int = typer.Option(10, "--events", help="the model's last N policy decisions (0: none)"),
 ) -> None:
-    """One version: schema, size, metrics (evaluation results), tags, aliases, gates."""
+    """One version: schema, size, metrics (evaluation results), tags, aliases, gates, and the model's events."""
     from aimass.store import Store
+    from aimass.store.events import read_events
 
     lib = Store(root)
     parsed = _ref(ref)
     info = lib.info(parsed.name, lib.resolve(parsed.name, parsed.selector))
     gates = lib.gates(parsed.name)
+    # The timeline of decisions monitoring policies took (aimass.store.events), newest last.
+    timeline = read_events(lib, parsed.name)[-events:] if events > 0 else []
     if as_json:
-        echo_json({**info.to_dict(), "gates": gates})
+        echo_json({**info.to_dict(), "gates": gates, "events": [e.model_dump() for e in timeline]})
         return
     typer.echo(f"{info.name} version {info.version}  ({info.backend}, {info.framework})")
     aliases = ", ".join(a if w >= 1 else f"{a} ({w:.0%})" for a, w in info.aliases.items()) or "-"
@@ -100,6 +104,10 @@ def show(
         typer.echo(table([{"metric": k, "value": v} for k, v in info.metrics.items()]))
     for alias, gate in gates.items():
         typer.echo(f"gate     {alias}: " + ", ".join(f"{k} {v}" for k, v in gate.items()))
+    for e in timeline:
+        version = f" v{e.version}" if e.version is not None else ""
+        mode = " (dry run)" if e.dry_run else ""
+        typer.echo(f"event    {e.time[:19].replace('T', ' ')} {e.kind} {e.action}{version}{mode}: {e.reason}")
 
 
 @store_app.command("publish")

@@ -9,8 +9,9 @@ canary, :mod:`aimass.server.shadow`):
 
 * **rollback** as soon as the canary has served ``min_requests`` in the window and its error rate is
   more than ``max_error_rate_delta`` above the stable's, or its latency (p99 by default,
-  ``latency_quantile``) more than ``max_latency_ratio`` times the stable's, or its agreement below
-  ``min_agreement``: the alias goes back to the stable version alone (the canary's weight is 0) and the event says why;
+  ``latency_quantile``) more than ``max_latency_ratio`` times the stable's (and ``latency_slack``
+  seconds more), or its agreement below ``min_agreement``: the alias goes back to the stable version
+  alone (the canary's weight is 0) and the event says why;
 * **step** when a whole window passed without regression: the canary's weight moves to the next of
   ``steps``; after the last one, **promote**: the alias points at the canary alone.
 
@@ -65,6 +66,9 @@ class CanaryPolicy(pydantic.BaseModel):
     max_error_rate_delta: float = pydantic.Field(0.01, ge=0)
     max_latency_ratio: float = pydantic.Field(1.5, gt=0, description="canary latency over stable's")
     latency_quantile: float = pydantic.Field(0.99, gt=0, lt=1, description="the latency compared: 0.99 is p99")
+    # A version with little traffic yet runs its calls in a worker thread where a busy one runs them
+    # inline (aimass.server.batching): a millisecond or two apart, at any ratio. Not a regression.
+    latency_slack: float = pydantic.Field(0.005, ge=0, description="seconds slower that never count as regression")
     min_agreement: float | None = pydantic.Field(None, ge=0, le=1)
     min_requests: int = pydantic.Field(20, ge=1, description="canary requests in a window before judging")
     dry_run: bool = False
@@ -275,7 +279,8 @@ class CanaryAnalysis:
                 f"canary error rate {m.canary_error_rate:.3g} vs stable {m.stable_error_rate:.3g}: "
                 f"{m.error_rate_delta:.3g} above, more than max_error_rate_delta {p.max_error_rate_delta:g}"
             )
-        if m.latency_ratio is not None and m.latency_ratio > p.max_latency_ratio:
+        slower = (m.canary_latency or 0.0) - (m.stable_latency or 0.0)
+        if m.latency_ratio is not None and m.latency_ratio > p.max_latency_ratio and slower > p.latency_slack:
             return (
                 f"canary p{p.latency_quantile * 100:g} latency {(m.canary_latency or 0) * 1000:.3g} ms vs stable "
                 f"{(m.stable_latency or 0) * 1000:.3g} ms: "
@@ -291,6 +296,7 @@ class CanaryAnalysis:
             "max_error_rate_delta": p.max_error_rate_delta,
             "max_latency_ratio": p.max_latency_ratio,
             "latency_quantile": p.latency_quantile,
+            "latency_slack": p.latency_slack,
             "min_agreement": p.min_agreement,
             "min_requests": p.min_requests,
             "window": p.window,

@@ -164,3 +164,24 @@ def test_quantile_matches_prometheus() -> None:
     assert counts.quantile(0.99) == pytest.approx(0.01 + 0.09 * 0.9)
     assert _Counts().quantile(0.99) is None
     assert np.isfinite(counts.quantile(0.999) or 0)
+
+
+def test_store_show_prints_the_timeline(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from aimass.cli import app as cli_app
+    from aimass.store.events import Event, append_event
+
+    lib = _library(tmp_path, "healthy")
+    event = Event(
+        model="mlp", alias="production", kind="canary", action="rollback", version=2, reason="too slow", decision="k"
+    )
+    assert append_event(lib, event) and not append_event(lib, event)  # one record per decision
+    runner = CliRunner()
+    out = runner.invoke(cli_app(), ["store", "show", "mlp", "--root", lib.root])
+    assert out.exit_code == 0, out.output
+    assert "canary rollback v2: too slow" in out.output
+    out = runner.invoke(cli_app(), ["store", "show", "mlp", "--root", lib.root, "--json"])
+    assert [e["action"] for e in json.loads(out.output)["events"]] == ["rollback"]
