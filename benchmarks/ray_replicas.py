@@ -4,7 +4,7 @@ Deployed side by side on one local Ray cluster (``ray.init(num_cpus=2)``, or ``R
 each with its own route prefix and the same 4 -> 8 -> 3 ONNX MLP (onnxruntime on 1 thread per
 replica):
 
-- ``ours x1`` / ``ours x2``: :func:`aimass.scale.serve` with 1 / 2 replicas; each replica is our
+- ``ours x1`` / ``ours x2``: :func:`aimass.scale.deploy` with 1 / 2 replicas; each replica is our
   ASGI app with our dynamic batcher (max_batch_size 64, max_queue_delay 0).
 - ``serve.batch x1`` / ``x2``: the reference, a Ray Serve deployment that decodes with the same V2
   codec and merges requests with ``@serve.batch`` (max_batch_size 64, batch_wait_timeout_s 0.0005).
@@ -104,8 +104,7 @@ def main() -> None:
     from ray import serve
 
     from aimass import Model
-    from aimass.scale import bundle, connect
-    from aimass.scale import serve as scale_serve
+    from aimass.scale import bundle, connect, deploy
 
     tmp = Path(tempfile.mkdtemp(prefix="aimass-ray-bench-"))
     onnx_path = models.onnx_mlp(tmp / "mlp.onnx") if args.model == "mlp" else wide_mlp(tmp / "mlp.onnx")
@@ -115,7 +114,7 @@ def main() -> None:
     common: dict[str, Any] = {"num_cpus": 0.25, "port": port, "model_options": ONE_THREAD}
     urls: dict[str, str] = {}
     for n in (1, 2):
-        svc = scale_serve({"mlp": model}, name=f"ours{n}", route_prefix=f"/ours{n}", num_replicas=n, **common)
+        svc = deploy({"mlp": model}, name=f"ours{n}", route_prefix=f"/ours{n}", num_replicas=n, **common)
         urls[f"ours x{n}"] = f"{svc.url}/v2/models/mlp/infer"
     source = bundle(model)
     for n in (1, 2):

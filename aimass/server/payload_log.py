@@ -1,6 +1,6 @@
 """Payload logs: what a server was asked and what it answered, in Parquet files, for evaluation and updates.
 
-``create_app(..., payload_log=PayloadLog("logs/"))`` (``aimass serve --log-payloads logs/``, or an
+``create_app(..., log_payloads=PayloadLog("logs/"))`` (``aimass serve --log-payloads logs/``, or an
 fsspec URL such as ``s3://bucket/prefix``) records a sampled share (``sample_rate``) of successful
 inference requests: model, version, request id, time, latency, and every input and output tensor.
 
@@ -29,7 +29,7 @@ tensors) or None to drop it.
 and :meth:`aimass.Model.update` once labelled.
 
 Example:
-    >>> app = create_app(repository="library/", payload_log=PayloadLog("logs/", sample_rate=0.1))  # doctest: +SKIP
+    >>> app = create_app(repository="library/", log_payloads=PayloadLog("logs/", sample_rate=0.1))  # doctest: +SKIP
     >>> logged = read_payloads("logs/", model="fraud")                                              # doctest: +SKIP
     >>> new = model.update(logged.inputs, labels_for(logged.request_ids))                          # doctest: +SKIP
 """

@@ -1,6 +1,6 @@
 """OpenTelemetry spans for served requests: decode, queue, compute and encode under one server span.
 
-Off unless asked for: ``create_app(tracing=True)`` (``aimass serve --trace``), with the
+Off unless asked for: ``create_app(trace=True)`` (``aimass serve --trace``), with the
 ``[otel]`` extra installed; when off nothing of OpenTelemetry is imported. Each inference request
 becomes a server span ``infer <model>`` (attributes: model, version, HTTP status) whose parent is
 the caller's W3C ``traceparent`` header when it sent one (the remote backend does, when the
@@ -14,7 +14,7 @@ so tracing adds no span objects to the request path itself.
 
 Example:
     >>> from opentelemetry.sdk.trace import TracerProvider                          # doctest: +SKIP
-    >>> app = create_app(repository="models/", tracing=ServerTracing(TracerProvider()))   # doctest: +SKIP
+    >>> app = create_app(repository="models/", trace=ServerTracing(TracerProvider()))   # doctest: +SKIP
 """
 
 from __future__ import annotations
