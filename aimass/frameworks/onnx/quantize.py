@@ -332,9 +332,10 @@ def dynamic_int8(
         if best is not None and best.cosine > first.cosine:
             moved = sum(n.op_type == "Mul" and n.name.endswith(SMOOTH_MUL) for n in search.graph.node)
             notes.append(
-                f"most accurate smoothing, {search_label.split(', ', 1)[1]}: activation outliers moved into the "
-                f"weights of {moved} of {len(ranges)} layer input(s) (the others are flat): worst cosine with all "
-                f"layers int8 {first.cosine:.5f} -> {best.cosine:.5f}"
+                f"{search_label.split(', ', 1)[1]}: activation outliers moved into the weights of {moved} of "
+                f"{len(ranges)} layer input(s) (the others are flat): worst cosine with all layers int8 "
+                f"{first.cosine:.5f} -> {best.cosine:.5f} (the most accurate smoothing; the fastest recipe "
+                "that meets the target may be another, see recipes)"
             )
         else:
             search, alpha, search_label = base, None, label
