@@ -408,3 +408,33 @@ def test_no_warning_from_aimass_own_manifests() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         plugins.Registry(plugins.builtin_plugins).keys(plugins.BACKEND)
+
+
+@pytest.mark.slow
+def test_mypy_checks_registered_callables_and_lookups(tmp_path: Path) -> None:
+    """The Protocols are what mypy holds a registration and a feature's call to (about 15 s: mypy runs)."""
+    snippet = tmp_path / "snippet.py"
+    snippet.write_text(
+        textwrap.dedent(
+            """
+            from typing import Any
+            from aimass import plugins
+            from aimass.backends.base import Backend, Derived
+
+            def good(backend: Backend, /, *, data: Any, **options: Any) -> Derived:
+                return Derived(backend)
+
+            def bad(backend: Backend, amount: float) -> Derived:
+                return Derived(backend)
+
+            plugins.register(plugins.COMPRESSOR, ("mine", "int8"), good)
+            plugins.register(plugins.COMPRESSOR, ("mine", "int8"), bad)  # line 13
+            plugins.lookup(plugins.TRAINER, "mine")(good, {})  # line 14
+            """
+        )
+    )
+    config, cache = str(ROOT / "pyproject.toml"), str(tmp_path / "cache")
+    command = [sys.executable, "-m", "mypy", "--config-file", config, "--cache-dir", cache, str(snippet)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    lines = {int(line.split(":")[1]) for line in out.stdout.splitlines() if ": error:" in line}
+    assert lines == {13, 14}, out.stdout
