@@ -12,12 +12,13 @@ Example (shell)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import numpy as np
 import typer
 
-from aimass.cli.output import echo_json, read_input
+from aimass.cli.output import USER_ERROR, echo_json, read_input
+from aimass.errors import CompressionRejected
 
 __all__ = ["register"]
 
@@ -57,7 +58,25 @@ def compress(
     m = Model.load(model)
     rows = read_input(data, m.schema.input_names) if data is not None else None
     y = np.asarray(read_input(labels, ["labels"])).reshape(-1) if labels is not None else None
-    _finish(m.compress(method, data=rows, labels=y, max_drop=max_drop), out, overwrite, as_json)
+    try:
+        result = m.compress(method, data=rows, labels=y, max_drop=max_drop)
+    except CompressionRejected as e:
+        _rejected(e, as_json)
+    _finish(result, out, overwrite, as_json)
+
+
+def _rejected(error: CompressionRejected, as_json: bool) -> NoReturn:
+    """Say why on one line, then the report as the table a kept result prints (the error handler joins lines)."""
+    from aimass.compress import Report
+
+    reason = str(error).splitlines()[0]
+    typer.echo(f"error: {reason}", err=True)
+    if isinstance(error.report, Report):
+        if as_json:
+            echo_json({"rejected": reason, "report": _report_json(error.report)})
+        else:
+            typer.echo(error.report.text(), err=True)
+    raise typer.Exit(USER_ERROR)
 
 
 def convert(

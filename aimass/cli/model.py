@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from aimass.cli.output import echo_json, read_input, table
+from aimass.cli.output import echo_json, json_text, read_input, table
 
 __all__ = ["register"]
 
@@ -45,9 +45,9 @@ def predict(
     input_file: Annotated[Path, typer.Option("--input", "-i", help="rows as .json, .npy, .npz or .csv")],
     output_file: Annotated[Path | None, typer.Option("--output", "-o", help="write outputs to .json or .npz")] = None,
     batch_size: int = typer.Option(256, "--batch-size", help="rows per model call"),
-    as_json: bool = typer.Option(False, "--json", help="print outputs as JSON"),
+    as_json: bool = typer.Option(False, "--json", help="print outputs as one line of JSON"),
 ) -> None:
-    """Run a model on an input file; prints a table of outputs (or JSON)."""
+    """Run a model on an input file; prints a table of outputs (or JSON: output name -> array, on one line)."""
     from aimass import Model
 
     m = Model.load(model)
@@ -57,9 +57,9 @@ def predict(
         if output_file.suffix == ".npz":
             np.savez(output_file, **outputs)
         else:
-            output_file.write_text(_json_text(outputs), encoding="utf-8")
-    if as_json:
-        echo_json({k: v for k, v in outputs.items()})
+            output_file.write_text(json_text(outputs, compact=True), encoding="utf-8")
+    if as_json:  # the document --output out.json writes: one line, not one number per line
+        echo_json(outputs, compact=True)
         return
     n = next(iter(outputs.values())).shape[0] if outputs else 0
     shown = min(n, 20)
@@ -72,12 +72,6 @@ def predict(
     typer.echo(table(rows))
     if n > shown:
         typer.echo(f"... {n - shown} more rows (use --json or --output for all)")
-
-
-def _json_text(outputs: dict[str, np.ndarray]) -> str:
-    import json
-
-    return json.dumps({k: v.tolist() for k, v in outputs.items()})
 
 
 def _short(value: Any) -> str:

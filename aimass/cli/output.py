@@ -24,7 +24,7 @@ import typer
 
 from aimass.errors import AimassError
 
-__all__ = ["USER_ERROR", "FAILURE", "echo_json", "handle_errors", "read_input", "table"]
+__all__ = ["USER_ERROR", "FAILURE", "echo_json", "handle_errors", "json_text", "read_input", "table"]
 
 USER_ERROR = 2
 FAILURE = 1
@@ -79,8 +79,26 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def echo_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=_json_default))
+def echo_json(data: Any, *, compact: bool = False) -> None:
+    """Print ``data`` as JSON: indented for reports, on one line (``compact``) for arrays of numbers.
+
+    Example:
+        >>> echo_json({"probabilities": np.array([[0.25, 0.75]], np.float32)}, compact=True)
+        {"probabilities":[[0.25,0.75]]}
+    """
+    typer.echo(json_text(data, compact=compact))
+
+
+def json_text(data: Any, *, compact: bool = False) -> str:
+    """``data`` as JSON text; numpy arrays and scalars as numbers, bytes as UTF-8 text.
+
+    Example:
+        >>> json_text({"label": np.array([b"toxic"], dtype=object)}, compact=True)
+        '{"label":["toxic"]}'
+    """
+    if compact:  # indent=2 put every number of an output array on its own line
+        return json.dumps(data, separators=(",", ":"), default=_json_default)
+    return json.dumps(data, indent=2, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:

@@ -47,6 +47,28 @@ def test_compress_writes_package_and_report(tmp_path: Path) -> None:
     assert code != 0 and "rejected" in err and not (tmp_path / "r").exists()
 
 
+def test_refused_compression_prints_the_report_as_a_table(tmp_path: Path) -> None:
+    onnx_file = models.onnx_mlp(tmp_path / "mlp.onnx", hidden=32)
+    x, y = models.dataset(64)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    args = ["compress", str(onnx_file), "--method", "int8", "--data", str(tmp_path / "x.npy")]
+    args += ["--labels", str(tmp_path / "y.npy"), "--max-drop", "-1", "--out", str(tmp_path / "r")]
+    code, out, err = cli(*args)
+    lines = err.splitlines()
+    assert code == 2 and out == "", err
+    # Why, on the first line; then the report, one row a line, as a kept result prints it (not one long line).
+    assert lines[0].startswith("error: int8 rejected: accuracy dropped by") and "compress int8" not in lines[0]
+    assert lines[1] == "compress int8: onnx -> onnx", err
+    assert any(line.split()[:2] == ["metric", "accuracy"] for line in lines), err
+    assert [line.split()[0] for line in lines[2:5]] == ["size", "latency", "latency"], err
+    # --json: the report as JSON on stdout for scripts, the reason on stderr, the same exit code.
+    code, out, err = cli(*args, "--json")
+    assert code == 2 and err.startswith("error: int8 rejected") and len(err.splitlines()) == 1
+    body = json.loads(out)
+    assert body["rejected"] == err.strip().removeprefix("error: ") and body["report"]["metric"] == "accuracy"
+
+
 def test_convert_prints_report(tmp_path: Path) -> None:
     pytest.importorskip("xgboost")
     models.xgb_classifier(3).get_booster().save_model(str(tmp_path / "clf.json"))

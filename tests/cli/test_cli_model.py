@@ -53,6 +53,15 @@ def test_predict_input_formats(files: dict[str, Path], suffix: str) -> None:
     assert got["label"] == want["label"].tolist()
 
 
+def test_predict_json_is_one_compact_document(files: dict[str, Path]) -> None:
+    code, out, _ = cli("predict", str(files["two"]), "-i", str(files["dir"] / "two.npz"), "--json")
+    # One line: what --output out.json writes, not one number per line (5 rows x 4 columns were 26 lines).
+    assert code == 0 and out.count("\n") == 1 and out.startswith('{"y":[['), out
+    out_file = files["dir"] / "out.json"
+    assert cli("predict", str(files["two"]), "-i", str(files["dir"] / "two.npz"), "-o", str(out_file))[0] == 0
+    assert json.loads(out) == json.loads(out_file.read_text(encoding="utf-8"))
+
+
 def test_predict_table_npz_and_output_file(files: dict[str, Path]) -> None:
     out_file = files["dir"] / "out.npz"
     code, out, _ = cli("predict", str(files["two"]), "-i", str(files["dir"] / "two.npz"), "-o", str(out_file))
