@@ -156,6 +156,11 @@ class PolicyRunner:
             u.loader = load
         return await _each([u.tick for u in self.updates])
 
+    @property
+    def running(self) -> bool:
+        """Whether the background looks are started (between the app's startup and its shutdown)."""
+        return bool(self._tasks)
+
     def start(self) -> None:
         """Start the background looks (from the event loop: the app's lifespan startup)."""
         loop = asyncio.get_running_loop()

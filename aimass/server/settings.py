@@ -34,6 +34,7 @@ from aimass.server import payload_log as payload_logs
 from aimass.server import shadow as shadows
 from aimass.server.deadlines import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
 from aimass.server.payload_log import PayloadLog
+from aimass.server.policies import Policies, load_policies
 from aimass.server.shadow import ShadowRule, parse_shadow
 from aimass.server.tracing import ServerTracing
 
@@ -119,6 +120,14 @@ def _rules(value: Any) -> Any:
     return tuple(parse_shadow(v) if isinstance(v, str) else v for v in value)
 
 
+def _policies(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str | os.PathLike):  # a policy file: read once, when the settings are made
+        return load_policies(value)
+    return value
+
+
 def _log_target(value: Any) -> Any:
     if value is None or value == "":
         return None
@@ -167,6 +176,8 @@ class ServerSettings(BaseModel):
     ``shadow`` rules (:class:`~aimass.server.shadow.ShadowRule` or ``"MODEL@ALIAS=VERSION[:SHARE]"``)
     mirror traffic to candidates, at most ``shadow_max_in_flight`` runs holding ``shadow_max_bytes``;
     ``trace`` (True or a :class:`~aimass.server.tracing.ServerTracing`) makes OpenTelemetry spans.
+    ``policies`` (a :class:`~aimass.server.policies.Policies` or a policy file) lets the server roll
+    canaries forward or back and update models on drift (:mod:`aimass.server.policies`).
 
     Access: ``auth_token`` (None: ``AIMASS_SERVER_TOKEN`` when set) requires ``Authorization: Bearer``
     on all but health endpoints (never shown in ``repr``); ``allowed_hosts`` (None: any Host) and
@@ -215,6 +226,8 @@ class ServerSettings(BaseModel):
     shadow_max_in_flight: Annotated[int, Field(ge=1)] = shadows.DEFAULT_MAX_IN_FLIGHT
     shadow_max_bytes: Bytes = shadows.DEFAULT_MAX_BYTES
     trace: bool | ServerTracing = False
+    # Monitoring that acts: canary analyses and drift-triggered updates (aimass.server.policies).
+    policies: Annotated[Policies | None, BeforeValidator(_policies)] = None
     # Access.
     auth_token: Annotated[str | None, BeforeValidator(_or_none), Field(repr=False)] = None
     allowed_hosts: Annotated[tuple[str, ...] | None, BeforeValidator(_hosts)] = None

@@ -185,3 +185,46 @@ def test_store_show_prints_the_timeline(tmp_path: Path) -> None:
     assert "canary rollback v2: too slow" in out.output
     out = runner.invoke(cli_app(), ["store", "show", "mlp", "--root", lib.root, "--json"])
     assert [e["action"] for e in json.loads(out.output)["events"]] == ["rollback"]
+
+
+def test_the_server_runs_its_policy_file(tmp_path: Path) -> None:
+    """``create_app(policies=FILE)`` under uvicorn: the lifespan starts the analysis, which rolls a failing
+    canary back while a client keeps sending over a real socket, and stops it at shutdown."""
+    import threading
+    import time
+
+    import uvicorn
+    from serving import free_port
+
+    lib = _library(tmp_path, "failing")
+    lib.set_alias("mlp", "production", {1: 0.5, 2: 0.5})
+    policy = tmp_path / "policies.yaml"
+    policy.write_text("interval: 0.1\ncanary:\n  - {model: mlp, alias: production, window: 60, min_requests: 5}\n")
+    app = create_app(
+        repository=lib.root, max_batch_size=0, model_options={"trust_code": True}, dashboard=False, policies=policy
+    )
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    statuses = []
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.01)
+        x, _ = models.dataset(1, seed=0)
+        body, headers = v2.encode_request({"x": x})
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            while lib.alias("mlp", "production") != {1: 1.0}:
+                assert time.monotonic() < deadline, "not rolled back"
+                r = client.post("/v2/models/mlp/versions/production/infer", content=body, headers=headers)
+                statuses.append(r.status_code)
+                time.sleep(0.01)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    # Judged after 5 canary requests, looked at every 0.1 s: the failures stay few, whatever the window.
+    assert 5 <= statuses.count(500) <= 25
+    assert app.policies is not None and not app.policies.running  # stopped with the server
+    assert [e.action for e in read_events(lib, "mlp")] == ["rollback"]
