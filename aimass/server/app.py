@@ -11,7 +11,7 @@ Errors map to HTTP in one place, :func:`error_response`, from each exception's `
 (:mod:`aimass.errors`): unknown model/version 404, bad tensor or malformed body 400, body too
 large 413, model failure 500 with its message, model queue full 503 (with ``Retry-After``), request
 timeout 504. The body is always ``{"error": "..."}``; what goes out never holds the bearer token or
-a server file-system path (paths are cut to their last component, see :meth:`App.redact`).
+a server file-system path (cut to their last component: :meth:`~aimass.server.dataplane.DataPlane.redact`).
 
 Before any route, :mod:`aimass.server.browser` refuses a Host outside the allow-list (400; health
 endpoints excepted) and a request that changes state which a page on another site could have sent
@@ -30,33 +30,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 
 from aimass import __version__
 from aimass.errors import SchemaError, ServiceUnavailable
 from aimass.model import Model
 from aimass.protocol import documents, v2
-from aimass.redaction import redact
 from aimass.schema import Schema
 from aimass.server.browser import BrowserPolicy, changes_state
+from aimass.server.dataplane import Answer, DataPlane, PlaneAttribute
 from aimass.server.deadlines import STATE_KEY, SlowClients
-from aimass.server.http import BearerToken, HTTPError, error_response
+from aimass.server.http import (
+    HTTPError,
+    Receive,
+    Scope,
+    Send,
+    allow_method,
+    body_lengths,
+    error_response,
+    read_body,
+    send_response,
+)
 from aimass.server.metrics import Metrics
-from aimass.server.payload_log import PayloadLog, new_request_id
-from aimass.server.policies import PolicyRunner
-from aimass.server.repository import BatchingConfig, Budget, Limits, Repository, ServedModel
+from aimass.server.payload_log import PayloadLog
+from aimass.server.repository import BatchingConfig, Budget, Limits, Repository
 from aimass.server.settings import DEFAULT_MAX_BODY_SIZE, ServerSettings, build_settings
 from aimass.server.shadow import Shadow
-from aimass.server.tracing import MARKS, Marks, ServerTracing
-from aimass.server.tracing import now as trace_clock
+from aimass.server.tracing import ServerTracing
 
 if TYPE_CHECKING:
     from aimass.server.dashboard import Dashboard
@@ -65,10 +70,6 @@ __all__ = ["DEFAULT_MAX_BODY_SIZE", "Answer", "App", "HTTPError", "create_app", 
 
 log = logging.getLogger("aimass.server")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 EXTENSIONS = list(documents.EXTENSIONS)  # what GET /v2 announces
 
@@ -76,24 +77,16 @@ _JSON = [(b"content-type", b"application/json")]
 _BINARY_CT = v2.BINARY_CONTENT_TYPE.encode()
 
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What a transport encodes: the model that answered, the decoded request, outputs, request id."""
-
-    served: ServedModel
-    request: v2.InferRequest
-    outputs: dict[str, np.ndarray]
-    request_id: str | None
-
-
 class App:
     """ASGI application serving a :class:`~aimass.server.repository.Repository` over V2.
 
     Build it with :func:`create_app`.
     """
+
+    # The data plane's optional parts (aimass.server.dataplane), set by create_app; None: off.
+    payload_log = PlaneAttribute[PayloadLog | None]()
+    shadow = PlaneAttribute[Shadow | None]()
+    tracing = PlaneAttribute[ServerTracing | None]()
 
     def __init__(
         self,
@@ -111,7 +104,15 @@ class App:
         self.executor = executor
         self.max_body_size = max_body_size
         self.max_elements = max_elements
-        self.auth = BearerToken(auth_token)  # the one token check: HTTP, gRPC metadata, dashboard
+        # What a request does past its wire: shared with gRPC (aimass.server.dataplane).
+        self.dataplane = DataPlane(
+            repository, executor=executor, auth_token=auth_token, max_body_size=max_body_size, max_elements=max_elements
+        )
+        self.auth = self.dataplane.auth  # the one token check: HTTP, gRPC metadata, dashboard
+        self.redact = self.dataplane.redact
+        self.lookup = self.dataplane.lookup
+        self.infer = self.dataplane.infer
+        self.offload = self.dataplane.offload
         # Host allow-list and cross-site rules (aimass.server.browser); the default takes any Host.
         self.browser = browser or BrowserPolicy()
         # Connections cut by the protocol's deadlines (aimass.server.deadlines), counted via the lifespan state.
@@ -119,14 +120,6 @@ class App:
         self._server_meta = orjson.dumps(documents.server_metadata("aimass", __version__, EXTENSIONS))
         # The read-only pages at / (aimass.server.dashboard), set by create_app; None: no dashboard.
         self.dashboard: Dashboard | None = None
-        # Canary analyses and drift-triggered updates (aimass.server.policies), set by create_app; None: none.
-        self.policies: PolicyRunner | None = None
-        # Request/response records (aimass.server.payload_log), set by create_app; None: not logged.
-        self.payload_log: PayloadLog | None = None
-        # Requests mirrored to candidate versions (aimass.server.shadow), set by create_app; None: none.
-        self.shadow: Shadow | None = None
-        # OpenTelemetry spans of inference requests (aimass.server.tracing), set by create_app; None: off.
-        self.tracing: ServerTracing | None = None
 
     # -- ASGI ---------------------------------------------------------------------------------
 
@@ -146,12 +139,8 @@ class App:
                     state[STATE_KEY] = self.slow_clients.cut
                 if self.dashboard is not None:
                     self.dashboard.start()  # samples the metrics every few seconds, never per request
-                if self.policies is not None:
-                    self.policies.start()  # looks at canaries and drift every few seconds
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self.policies is not None:
-                    await self.policies.stop()
                 if self.payload_log is not None:  # complete the open log files
                     await asyncio.get_running_loop().run_in_executor(None, self.payload_log.close)
                 self.executor.shutdown(wait=False, cancel_futures=True)
@@ -173,23 +162,23 @@ class App:
                 if path == "/metrics" and method == "GET":
                     self._check_auth(scope)
                     body, content_type = self.metrics.render()
-                    return await _send(send, 200, body, [(b"content-type", content_type.encode())])
+                    return await send_response(send, 200, body, [(b"content-type", content_type.encode())])
                 if self.dashboard is not None:  # only paths outside /v2 and /metrics reach it
                     page = await self.dashboard.handle(method, path, scope)
                     if page is not None:
-                        return await _send(send, *page)
+                        return await send_response(send, *page)
                 raise HTTPError(f"no route {method} {path}", 404)
             n = len(parts)
             if n >= 3 and parts[1] == "models":
                 return await self._models(parts, method, scope, receive, send)
             if n == 3 and parts[1] == "health" and parts[2] in ("live", "ready"):
-                _allow(method, "GET", path)
+                allow_method(method, "GET", path)
                 ok = parts[2] == "live" or self.repository.ready()
-                return await _send(send, 200 if ok else 503, b"")
+                return await send_response(send, 200 if ok else 503, b"")
             self._check_auth(scope)
             if n == 1:
-                _allow(method, "GET", path)
-                return await _send(send, 200, self._server_meta, _JSON)
+                allow_method(method, "GET", path)
+                return await send_response(send, 200, self._server_meta, _JSON)
             if parts[1] == "repository":
                 return await self._repository(parts, method, scope, receive, send)
             raise HTTPError(f"no route {method} {path}", 404)
@@ -207,21 +196,7 @@ class App:
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             extra.append((b"retry-after", str(retry_after).encode()))
-        await _send(send, status, self.redact(body), [*_JSON, *extra])
-
-    def redact(self, body: bytes) -> bytes:
-        """An error body without the bearer token, server file-system paths or secret-looking values.
-
-        The full text stays in the server's log; :func:`aimass.redaction.redact` says what is removed.
-
-        A path is cut to ``.../<last component>`` when its first component is a directory at this
-        machine's root (``/home``, ``/tmp``, ``/srv`` ...); URL paths such as ``/v2/models/x`` stay.
-
-        Example:
-            >>> app.redact(b'{"error":"cannot read /srv/models/fraud/1/model.onnx"}')   # doctest: +SKIP
-            b'{"error":"cannot read .../model.onnx"}'
-        """
-        return redact(body.decode(errors="replace"), (self.auth.token,)).encode()
+        await send_response(send, status, self.redact(body), [*_JSON, *extra])
 
     def _check_auth(self, scope: Scope) -> None:
         self.auth.check_headers(scope["headers"])
@@ -237,42 +212,32 @@ class App:
         action = rest[0] if len(rest) == 1 else "" if not rest else None
         path = scope["path"]
         if action == "infer":
-            _allow(method, "POST", path)
+            allow_method(method, "POST", path)
             return await self._infer(name, version, scope, receive, send)
         if action == "":
-            _allow(method, "GET", path)
+            allow_method(method, "GET", path)
             served = await self.lookup(name, version)
             doc = served.metadata(self.repository.versions(name))
-            return await _send(send, 200, orjson.dumps(doc), _JSON)
+            return await send_response(send, 200, orjson.dumps(doc), _JSON)
         if action == "ready":
-            _allow(method, "GET", path)
+            allow_method(method, "GET", path)
             self.repository.servable(name, version)
-            return await _send(send, 200, b"")
+            return await send_response(send, 200, b"")
         if action == "config":
-            _allow(method, "GET", path)
-            return await _send(send, 200, orjson.dumps((await self.lookup(name, version)).config()), _JSON)
+            allow_method(method, "GET", path)
+            return await send_response(send, 200, orjson.dumps((await self.lookup(name, version)).config()), _JSON)
         if action == "monitor":  # served-traffic monitoring (aimass.server.monitoring), computed off the loop
-            _allow(method, "GET", path)
+            allow_method(method, "GET", path)
             loop = asyncio.get_running_loop()
             doc = await loop.run_in_executor(self.executor, self.repository.monitor_report, name, version)
-            return await _send(send, 200, orjson.dumps(doc), _JSON)
+            return await send_response(send, 200, orjson.dumps(doc), _JSON)
         raise HTTPError(f"no route {method} {path}", 404)
 
-    async def lookup(self, name: str, version: str | None) -> ServedModel:
-        """The served version for metadata and config (loaded on demand under a budget, as for inference).
-
-        Example:
-            >>> (await app.lookup("mlp", None)).config()   # doctest: +SKIP
-        """
-        served = await self.repository.acquire(name, version)
-        self.repository.release(served)
-        return served
-
     async def _infer(self, name: str, version: str | None, scope: Scope, receive: Receive, send: Send) -> None:
-        content_length, header_length = _lengths(scope["headers"])
+        content_length, header_length = body_lengths(scope["headers"])
         # The whole body is read before the model is taken: under a budget, a slow client must not
         # hold a loaded model (and every load waiting for room) while it sends.
-        body = await _read_body(receive, self.max_body_size, content_length)
+        body = await read_body(receive, self.max_body_size, content_length)
 
         async def decode(schema: Schema) -> v2.InferRequest:
             # v2 parses a large body's big arrays in slices that each hold the GIL for a few ms: off
@@ -290,117 +255,20 @@ class App:
 
         payload, json_length = await self.infer(name, version, decode, encode, scope["headers"])
         if json_length is None:
-            await _send(send, 200, payload, _JSON)
+            await send_response(send, 200, payload, _JSON)
         else:
             headers = [(b"content-type", _BINARY_CT), (b"inference-header-content-length", str(json_length).encode())]
-            await _send(send, 200, payload, headers)
-
-    async def infer(
-        self,
-        name: str,
-        version: str | None,
-        decode: Callable[[Schema], Awaitable[v2.InferRequest]],
-        encode: Callable[[Answer], Awaitable[T]],
-        headers: Iterable[tuple[bytes, bytes]] = (),
-    ) -> T:
-        """One inference request, whatever the transport: the one path HTTP and gRPC both take.
-
-        Takes the model (loading it on demand under a budget, never evicted while in use), decodes
-        with the transport's ``decode`` (given the model's schema, so that a declared datatype other
-        than the model's is refused before the data is read), checks declared datatypes (the strict
-        wire), runs it through
-        the batcher, keeps the requested outputs, logs the payload, mirrors shadow traffic, encodes
-        with the transport's ``encode`` and counts it all in the model's metrics and trace spans
-        (``headers`` carry the caller's W3C ``traceparent``). Errors propagate for the transport to
-        answer (:func:`error_response`, :func:`aimass.server.grpc.grpc_status`).
-
-        Example:
-            >>> await app.infer("mlp", None, decode, encode)   # doctest: +SKIP
-        """
-        served = await self.repository.acquire(name, version)  # loads it on demand under a budget
-        try:
-            if self.tracing is None:
-                return await self._infer_counted(served, version, decode, encode, None)
-            marks = Marks(start=trace_clock())
-            token = MARKS.set(marks)
-            status = 500
-            try:
-                result = await self._infer_counted(served, version, decode, encode, marks)
-                status = 200
-                return result
-            except Exception as e:
-                status = error_response(e)[0]
-                raise
-            finally:
-                MARKS.reset(token)
-                self.tracing.record(headers, served.name, served.version, marks, status)
-        finally:
-            self.repository.release(served)
-
-    async def _infer_counted(
-        self,
-        served: ServedModel,
-        requested: str | None,
-        decode: Callable[[Schema], Awaitable[v2.InferRequest]],
-        encode: Callable[[Answer], Awaitable[T]],
-        marks: Marks | None,
-    ) -> T:
-        mm = served.metrics
-        mm.requests.inc()
-        mm.in_flight.inc()
-        start = time.perf_counter()
-        try:
-            request = await decode(served.model.schema)
-            if marks is not None:
-                marks.decoded = trace_clock()
-            v2.check_datatypes(request.inputs, served.model.schema)  # strict wire: V2 requests are not cast
-            outputs = await served.infer(request.inputs)
-            if marks is not None:
-                marks.inferred = trace_clock()
-            if request.outputs is not None:
-                outputs = _requested(served, outputs, [o.name for o in request.outputs])
-            request_id = request.id
-            plog = self.payload_log
-            if plog is not None and plog.sampled():  # queued for a background writer; never waits
-                request_id = request_id or new_request_id()  # the client gets it back to join labels on
-                plog.log(served.name, served.version, request_id, request.inputs, outputs, time.perf_counter() - start)
-            shadow = self.shadow
-            if shadow is not None and (rule := shadow.pick(served.name, requested, served.version)) is not None:
-                shadow.mirror(rule, request.inputs, outputs, request_id)  # in the background; never answers
-            result = await encode(Answer(served, request, outputs, request_id))
-            if marks is not None:
-                marks.encoded = trace_clock()
-            return result
-        except Exception as e:
-            mm.failure(error_response(e)[0])
-            raise
-        finally:
-            mm.in_flight.dec()
-            mm.request_seconds.observe(time.perf_counter() - start)
+            await send_response(send, 200, payload, headers)
 
     def _decode(self, body: bytes, header_length: int | None, schema: Schema) -> v2.InferRequest:
         return v2.decode_request(body, header_length, max_elements=self.max_elements, schema=schema)
-
-    async def offload(self, size: int, fn: Callable[..., T], /, *args: Any) -> T:
-        """``fn(*args)`` for a message of ``size`` bytes: inline up to :data:`~aimass.protocol.v2.LEAN_BODY_SIZE`,
-        above it in a worker thread, so the event loop keeps serving (health checks included) meanwhile.
-
-        The one rule for decoding and encoding large messages, HTTP and gRPC alike; small ones stay
-        inline, where a thread hop would cost more than the work.
-
-        Example:
-            >>> await app.offload(len(body), v2.decode_request, body)   # doctest: +SKIP
-        """
-        if size <= v2.LEAN_BODY_SIZE:
-            return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     # -- /v2/repository -------------------------------------------------------------------------
 
     async def _repository(self, parts: list[str], method: str, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
-        _allow(method, "POST", path)
-        body = await _read_body(receive, self.max_body_size, None)
+        allow_method(method, "POST", path)
+        body = await read_body(receive, self.max_body_size, None)
         if parts[2:] == ["index"]:
             try:
                 options = orjson.loads(body) if body.strip() else {}
@@ -408,7 +276,8 @@ class App:
                 raise SchemaError(f"malformed JSON request: {e}") from None
             ready = documents.parse_index_request(options)
             # Load-failure reasons come from backends and may name files: redacted like errors.
-            return await _send(send, 200, self.redact(orjson.dumps(self.repository.index(ready_only=ready))), _JSON)
+            index = orjson.dumps(self.repository.index(ready_only=ready))
+            return await send_response(send, 200, self.redact(index), _JSON)
         if len(parts) == 5 and parts[2] == "models" and parts[4] in ("load", "unload"):
             if not body.strip():  # a bare POST is what a page on another site can send: it must say more
                 self.browser.check_state_change(scope["headers"], method=method, path=path, empty_body=True)
@@ -417,77 +286,8 @@ class App:
                 await self.repository.aload(name)  # in a worker thread; under a budget, within it
             else:
                 self.repository.unload(name)
-            return await _send(send, 200, b"{}", _JSON)
+            return await send_response(send, 200, b"{}", _JSON)
         raise HTTPError(f"no route {method} {path}", 404)
-
-
-def _lengths(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, int | None]:
-    """``Content-Length`` and ``Inference-Header-Content-Length``, checked."""
-    content_length, header_length = None, None
-    for key, value in headers:
-        if key == b"content-length":
-            try:
-                content_length = int(value)
-            except ValueError:
-                content_length = -1
-            if content_length < 0:
-                raise SchemaError(f"Content-Length must be a non-negative integer, got {value!r}")
-        elif key == b"inference-header-content-length":
-            try:
-                header_length = int(value)
-            except ValueError:
-                raise SchemaError(f"Inference-Header-Content-Length must be an integer, got {value!r}") from None
-    return content_length, header_length
-
-
-def _requested(served: ServedModel, outputs: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """The outputs a request asked for, in its order; SchemaError naming one the model lacks."""
-    try:
-        return {n: outputs[n] for n in names}
-    except KeyError as e:
-        name = e.args[0]
-        raise SchemaError(
-            f"model {served.name!r} has no output {name!r}; outputs are {served.output_names}", tensor=name
-        ) from None
-
-
-def _allow(method: str, allowed: str, path: str) -> None:
-    if method != allowed:
-        raise HTTPError(f"method {method} not allowed on {path}; use {allowed}", 405)
-
-
-async def _read_body(receive: Receive, limit: int, content_length: int | None) -> bytes:
-    if content_length is not None and content_length > limit:
-        raise HTTPError(f"request body of {content_length} bytes exceeds the limit of {limit} bytes", 413)
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        if len(body) > limit:
-            raise HTTPError(f"request body exceeds the limit of {limit} bytes", 413)
-        return body
-    chunks, size = [body], len(body)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise HTTPError("client disconnected", 499)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise HTTPError(f"request body exceeds the limit of {limit} bytes", 413)
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-length", str(len(body)).encode()), *(headers or ())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(
@@ -578,9 +378,6 @@ def create_app(
             max_in_flight=s.shadow_max_in_flight,
             max_bytes=s.shadow_max_bytes,
         )
-    if s.policies is not None:  # monitoring that acts, on the library served (aimass.server.policies)
-        logs = app.payload_log.destination if app.payload_log is not None else None
-        app.policies = PolicyRunner(s.policies, repo, registry=metrics.registry, payload_log=logs)
     if s.dashboard:
         from aimass.server.dashboard import server_dashboard
 

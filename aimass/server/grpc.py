@@ -1,25 +1,21 @@
 """The V2 protocol over gRPC (KServe ``GRPCInferenceService`` and Triton's extensions) on ``grpc.aio``.
 
-It serves an :class:`~aimass.server.app.App`: the same repository, batcher, limits, metrics and
-bearer token as HTTP, on the same event loop. Methods: ServerLive, ServerReady, ModelReady,
-ServerMetadata, ModelMetadata, ModelInfer (typed ``contents`` or ``raw_input_contents``; outputs
-answered raw, as Triton does), ModelConfig, RepositoryIndex, RepositoryModelLoad and
-RepositoryModelUnload; the others (streaming, statistics, shared memory, trace, logging) answer
-UNIMPLEMENTED. The token travels in the metadata, ``authorization: Bearer <token>``, on all but
-ServerLive and ServerReady.
+It serves a :class:`~aimass.server.dataplane.DataPlane` (or the app that carries one): the same
+repository, batcher, limits, metrics and bearer token as HTTP, on the same event loop. Methods:
+ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer (typed ``contents``
+or ``raw_input_contents``; outputs answered raw, as Triton does), ModelConfig, RepositoryIndex,
+RepositoryModelLoad and RepositoryModelUnload; the others answer UNIMPLEMENTED. The token travels
+in the metadata, ``authorization: Bearer <token>``, on all but ServerLive and ServerReady.
 
-Errors map to gRPC in one place, :func:`grpc_status`: the HTTP status and message the HTTP app
-would answer (:func:`~aimass.server.http.error_response`, with the same redaction of tokens and
-paths), and the code beside that status in :data:`aimass.errors.GRPC_CODES` (400 INVALID_ARGUMENT,
-401 UNAUTHENTICATED, 404 NOT_FOUND, 413 RESOURCE_EXHAUSTED, 503 UNAVAILABLE with a ``retry-after``
-trailer, 504 DEADLINE_EXCEEDED, 500 INTERNAL). Messages larger than ``max_message_size`` (default:
-the app's HTTP body limit) are refused by gRPC itself with RESOURCE_EXHAUSTED.
+Errors map to gRPC in one place, :func:`grpc_status`: the HTTP status and the redacted message the
+HTTP app would answer (:func:`~aimass.server.http.error_response`), and the code beside that status
+in :data:`aimass.errors.GRPC_CODES` (503 UNAVAILABLE with a ``retry-after`` trailer). Messages over
+``max_message_size`` (default: the HTTP body limit) are refused by gRPC with RESOURCE_EXHAUSTED.
 
 ModelInfer messages arrive and leave as bytes: above :data:`aimass.protocol.v2.LEAN_BODY_SIZE` they
-are read and written in a worker thread (:meth:`App.offload <aimass.server.app.App.offload>`, the
-rule HTTP bodies follow), their tensor data decoded by numpy without one Python object per value
-(:func:`aimass.protocol.grpc.codec.read_infer_request`), and an input whose declared datatype is not
-the model's is refused from its head, before its data is read.
+are read and written in a worker thread (:meth:`aimass.server.dataplane.DataPlane.offload`), their
+tensors decoded by numpy without one Python object per value (:mod:`aimass.protocol.grpc.codec`),
+and an input whose declared datatype is not the model's is refused before its data is read.
 
 Example:
     >>> app = create_app({"mlp": "mlp.onnx"})                       # doctest: +SKIP
@@ -46,7 +42,7 @@ from aimass.dependencies import require
 from aimass.errors import AimassError, ModelNotFound, ServiceUnavailable
 from aimass.protocol import documents, v2
 from aimass.schema import Schema
-from aimass.server.app import Answer, App
+from aimass.server.dataplane import Answer, DataPlane, HasDataPlane, dataplane_of
 from aimass.server.http import error_response
 
 __all__ = ["BackgroundServer", "InferenceServicer", "create_server", "grpc_status", "serve_http_and_grpc"]
@@ -58,12 +54,6 @@ _SERVICE = "GRPCInferenceService"
 # Methods whose messages the servicer reads and writes itself (as bytes), so grpc does not parse or
 # serialize them on the event loop.
 _BYTES_METHODS = frozenset({"ModelInfer"})
-_CARDINALITY = {
-    (False, False): "unary_unary_rpc_method_handler",
-    (False, True): "unary_stream_rpc_method_handler",
-    (True, False): "stream_unary_rpc_method_handler",
-    (True, True): "stream_stream_rpc_method_handler",
-}
 # Background servers run until stopped, referenced or not (grpc stops a server it garbage-collects).
 _RUNNING: set[BackgroundServer] = set()
 
@@ -79,7 +69,7 @@ def _stubs() -> tuple[Any, Any, Any]:
     return codec, grpc_service_pb2, grpc_service_pb2_grpc
 
 
-def grpc_status(exc: BaseException, app: App | None = None) -> tuple[str, str, int]:
+def grpc_status(exc: BaseException, app: DataPlane | HasDataPlane | None = None) -> tuple[str, str, int]:
     """The one mapping from an exception to a gRPC answer: ``(code name, message, HTTP status)``.
 
     The message is what the HTTP app answers in ``{"error": ...}`` (redacted by ``app`` when given);
@@ -91,7 +81,7 @@ def grpc_status(exc: BaseException, app: App | None = None) -> tuple[str, str, i
     """
     status, body = error_response(exc)
     if app is not None:
-        body = app.redact(body)
+        body = dataplane_of(app).redact(body)
     message = str(orjson.loads(body)["error"])
     code = exc.grpc_code if isinstance(exc, AimassError) else "INTERNAL"
     return code, message, status
@@ -106,11 +96,11 @@ def _headers(context: Any) -> list[tuple[bytes, bytes]]:
 
 
 class InferenceServicer:
-    """``GRPCInferenceService`` over an App (a duck-typed servicer: the stubs are imported only when serving)."""
+    """``GRPCInferenceService`` over a data plane (a duck-typed servicer: the stubs are imported only when serving)."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.repository = app.repository
+    def __init__(self, app: DataPlane | HasDataPlane) -> None:
+        self.plane = dataplane_of(app)
+        self.repository = self.plane.repository
         self._codec, self._pb, _ = _stubs()
         self._grpc = _grpc()
         self._server_meta = self._codec.server_metadata_response(
@@ -137,17 +127,17 @@ class InferenceServicer:
         return handler
 
     def _authorize(self, context: Any) -> None:
-        if not self.app.auth.required:  # no token set: skip reading the metadata on every call
+        if not self.plane.auth.required:  # no token set: skip reading the metadata on every call
             return
         value = None
         for key, val in context.invocation_metadata() or ():
             if key == _AUTH_KEY:
                 value = val.encode() if isinstance(val, str) else val
                 break
-        self.app.auth.check(value)
+        self.plane.auth.check(value)
 
     async def _abort(self, context: Any, exc: BaseException) -> None:
-        code, message, status = grpc_status(exc, self.app)
+        code, message, status = grpc_status(exc, self.plane)
         if isinstance(exc, ServiceUnavailable):
             log.debug("gRPC request refused: %s", message)  # overload refusals come by the thousand
             if exc.retry_after is not None:
@@ -190,7 +180,7 @@ class InferenceServicer:
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         async def build() -> Any:
-            served = await self.app.lookup(request.name, request.version or None)
+            served = await self.plane.lookup(request.name, request.version or None)
             versions = tuple(self.repository.versions(request.name))
             cached = self._metadata.get(served)
             if cached is None or cached[0] != versions:  # versions change as others load and unload
@@ -202,7 +192,7 @@ class InferenceServicer:
 
     async def ModelConfig(self, request: Any, context: Any) -> Any:
         async def build() -> Any:
-            served = await self.app.lookup(request.name, request.version or None)
+            served = await self.plane.lookup(request.name, request.version or None)
             config = self._configs.get(served)
             if config is None:
                 config = self._configs[served] = self._codec.model_config_response(served.config())
@@ -213,13 +203,13 @@ class InferenceServicer:
     # -- inference ----------------------------------------------------------------------------------
 
     async def ModelInfer(self, request: bytes, context: Any) -> bytes | None:
-        codec, app = self._codec, self.app
+        codec, plane = self._codec, self.plane
 
         def decode_now(schema: Schema) -> v2.InferRequest:
-            return codec.decode_infer_request(message, max_elements=app.max_elements, schema=schema)
+            return codec.decode_infer_request(message, max_elements=plane.max_elements, schema=schema)
 
         async def decode(schema: Schema) -> v2.InferRequest:
-            return await app.offload(len(request), decode_now, schema)
+            return await plane.offload(len(request), decode_now, schema)
 
         def encode_now(answer: Answer) -> bytes:
             served = answer.served
@@ -230,17 +220,17 @@ class InferenceServicer:
 
         async def encode(answer: Answer) -> bytes:
             size = sum(getattr(value, "nbytes", 0) for value in answer.outputs.values())
-            return await app.offload(size, encode_now, answer)
+            return await plane.offload(size, encode_now, answer)
 
         try:
             self._authorize(context)
             # The message came as bytes (see _add_servicer): a large one is read in a worker thread.
-            message = await app.offload(len(request), codec.read_infer_request, request)
+            message = await plane.offload(len(request), codec.read_infer_request, request)
             head = message.head
-            headers = () if app.tracing is None else _headers(context)
-            # The one inference path (aimass.server.app.App.infer): budget, batcher, strict wire,
+            headers = () if plane.tracing is None else _headers(context)
+            # The one inference path (aimass.server.dataplane.DataPlane.infer): budget, batcher, strict wire,
             # payload logs, shadow traffic, metrics and spans are the same as over HTTP.
-            return await app.infer(head.model_name, head.model_version or None, decode, encode, headers)
+            return await plane.infer(head.model_name, head.model_version or None, decode, encode, headers)
         except Exception as e:
             await self._abort(context, e)
             return None
@@ -251,7 +241,7 @@ class InferenceServicer:
         async def build() -> Any:
             entries = self.repository.index(ready_only=request.ready)
             # Load-failure reasons come from backends and may name files: redacted like errors.
-            redacted = orjson.loads(self.app.redact(orjson.dumps(entries)))
+            redacted = orjson.loads(self.plane.redact(orjson.dumps(entries)))
             return self._codec.repository_index_response(redacted)
 
         return await self._answer(context, build)
@@ -272,7 +262,7 @@ class InferenceServicer:
 
 
 def create_server(
-    app: App,
+    app: DataPlane | HasDataPlane,
     *,
     host: str = "127.0.0.1",
     port: int = 8001,
@@ -286,7 +276,7 @@ def create_server(
     let a second server share a port silently (SO_REUSEPORT); ``reuse_port=False`` refuses instead.
     """
     grpc = _grpc()
-    size = max_message_size or app.max_body_size
+    size = max_message_size or dataplane_of(app).max_body_size
     options = [
         ("grpc.max_receive_message_length", size),
         ("grpc.max_send_message_length", size),
@@ -311,7 +301,8 @@ def _add_servicer(servicer: InferenceServicer, server: Any) -> None:
     service = pb.DESCRIPTOR.services_by_name[_SERVICE]
     handlers = {}
     for method in service.methods:
-        handler = getattr(grpc, _CARDINALITY[method.client_streaming, method.server_streaming])
+        kind = ("stream" if method.client_streaming else "unary", "stream" if method.server_streaming else "unary")
+        handler = getattr(grpc, "{}_{}_rpc_method_handler".format(*kind))  # as the generated code picks it
         if method.name in _BYTES_METHODS:
             handlers[method.name] = handler(getattr(servicer, method.name))
             continue
@@ -334,7 +325,7 @@ def _event_loop_runner() -> asyncio.Runner:
 
 
 def serve_http_and_grpc(
-    app: App,
+    app: Any,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -342,7 +333,7 @@ def serve_http_and_grpc(
     max_message_size: int | None = None,
     uvicorn_options: dict[str, Any] | None = None,
 ) -> None:
-    """Serve ``app`` over HTTP (uvicorn) and gRPC side by side, in this process, on one event loop.
+    """Serve ``app`` (:func:`~aimass.server.app.create_app`'s) over HTTP (uvicorn) and gRPC side by side, on one loop.
 
     ``uvicorn_options`` go to ``uvicorn.Config`` (``log_level``, ``http``, ...). Stops on SIGINT/SIGTERM
     (uvicorn's handlers), then lets gRPC calls in flight finish for up to 5 s.
@@ -375,7 +366,9 @@ class BackgroundServer:
         >>> server.stop()                                                    # doctest: +SKIP
     """
 
-    def __init__(self, app: App, *, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
+    def __init__(
+        self, app: DataPlane | HasDataPlane, *, host: str = "127.0.0.1", port: int = 0, **options: Any
+    ) -> None:
         self.app = app
         self.host = host
         self._runner = _event_loop_runner()

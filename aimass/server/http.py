@@ -1,4 +1,4 @@
-"""HTTP refusals, their one JSON answer, and the server's bearer-token check.
+"""HTTP refusals, their one JSON answer, the server's bearer-token check, and reading and writing ASGI messages.
 
 Shared by the V2 app (:mod:`aimass.server.app`), the dashboard (:mod:`aimass.server.dashboard`) and
 the gRPC servicer (:mod:`aimass.server.grpc`), so a token is checked, and an error answered, the same
@@ -14,14 +14,30 @@ Example:
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import orjson
 
-from aimass.errors import AimassError
+from aimass.errors import AimassError, SchemaError
 
-__all__ = ["BearerToken", "HTTPError", "error_response"]
+__all__ = [
+    "BearerToken",
+    "HTTPError",
+    "Receive",
+    "Scope",
+    "Send",
+    "allow_method",
+    "body_lengths",
+    "error_response",
+    "read_body",
+    "send_response",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 
 class HTTPError(AimassError):
@@ -83,3 +99,64 @@ class BearerToken:
         if self._expected is None:
             return
         self.check(next((value for key, value in headers if key == b"authorization"), None))
+
+
+def body_lengths(headers: Iterable[tuple[bytes, bytes]]) -> tuple[int | None, int | None]:
+    """``Content-Length`` and ``Inference-Header-Content-Length``, checked."""
+    content_length, header_length = None, None
+    for key, value in headers:
+        if key == b"content-length":
+            try:
+                content_length = int(value)
+            except ValueError:
+                content_length = -1
+            if content_length < 0:
+                raise SchemaError(f"Content-Length must be a non-negative integer, got {value!r}")
+        elif key == b"inference-header-content-length":
+            try:
+                header_length = int(value)
+            except ValueError:
+                raise SchemaError(f"Inference-Header-Content-Length must be an integer, got {value!r}") from None
+    return content_length, header_length
+
+
+def allow_method(method: str, allowed: str, path: str) -> None:
+    """HTTPError 405 unless ``method`` is the ``allowed`` one."""
+    if method != allowed:
+        raise HTTPError(f"method {method} not allowed on {path}; use {allowed}", 405)
+
+
+async def read_body(receive: Receive, limit: int, content_length: int | None) -> bytes:
+    """The whole request body; HTTPError 413 past ``limit`` bytes (from Content-Length alone when it says so)."""
+    if content_length is not None and content_length > limit:
+        raise HTTPError(f"request body of {content_length} bytes exceeds the limit of {limit} bytes", 413)
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        if len(body) > limit:
+            raise HTTPError(f"request body exceeds the limit of {limit} bytes", 413)
+        return body
+    chunks, size = [body], len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HTTPError("client disconnected", 499)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(f"request body exceeds the limit of {limit} bytes", 413)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def send_response(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """One whole ASGI response with its Content-Length."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", str(len(body)).encode()), *(headers or ())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
