@@ -9,7 +9,14 @@ Example:
     >>> serve(app, host="127.0.0.1", port=8000)                      # doctest: +SKIP
 """
 
+# ruff: noqa: E402 (the server's packages are asked for before any server module imports them)
+
 from __future__ import annotations
+
+from aimass.server.extra import require_server
+
+# Before any server module imports orjson or uvicorn: without the [server] extra, say so by name.
+require_server()
 
 from aimass.server.app import DEFAULT_MAX_BODY_SIZE, App, create_app
 from aimass.server.http import HTTPError, error_response
