@@ -456,7 +456,7 @@ def pretrained(args: argparse.Namespace) -> None:
         return
     t = time.perf_counter()
     student = source.compress(
-        "distill", layers=3, data=tokenize(weights, train_text, args.seq), epochs=args.epochs, lr=1e-4,
+        "distill", layers=3, data=tokenize(weights, train_text, args.seq), epochs=args.epochs, learning_rate=1e-4,
         batch_size=16, repeats=0, progress=False,
     )  # fmt: skip
     print(f"\n[{isa}] distill 6 -> 3 layers on {args.train} unlabelled sentences, {args.epochs} epochs: "

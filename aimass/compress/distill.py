@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,7 +47,8 @@ def distill(
     epochs: int = 5,
     labels: Any = None,
     batch_size: int = 32,
-    lr: float = 1e-3,
+    learning_rate: float = 1e-3,
+    lr: float | None = None,
     output: str | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -57,12 +59,16 @@ def distill(
 
     ``output`` names the teacher output to distil (default: the first 2-D float output, else the
     first float one). The report compares teacher (before) and student (after) on ``data``.
+    ``learning_rate`` is the optimiser's (``lr``, its former name, still works with a DeprecationWarning).
 
     Example:
         >>> s = distill(t, student_net, x, labels=y, temperature=3.0, alpha=0.7, epochs=10)   # doctest: +SKIP
     """
     from aimass.compress.report import enforce_max_drop, measure
     from aimass.model import Model
+
+    if lr is not None:
+        learning_rate = _former_lr(lr)
 
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -83,7 +89,8 @@ def distill(
     if kind != "mse" and y is None and alpha != 1.0:
         notes.append(f"no labels: alpha {alpha} -> 1.0 (soft targets only)")
         alpha = 1.0
-    hyper = {"temperature": temperature, "alpha": alpha, "epochs": epochs, "batch_size": batch_size, "lr": lr}
+    hyper = {"temperature": temperature, "alpha": alpha, "epochs": epochs, "batch_size": batch_size}
+    hyper["learning_rate"] = learning_rate
     spec = teacher.schema.output(target_name)
     out_schema = Schema(
         inputs=teacher.schema.inputs, outputs=[TensorSpec(name=target_name, dtype=DType.FP32, shape=spec.shape)]
@@ -114,6 +121,12 @@ def _target_output(schema: Schema) -> str:
         raise UnsupportedOperation(f"the teacher has no float output to distil; outputs: {schema.output_names}")
     two_d = [t for t in floats if len(t.shape) == 2]
     return (two_d or floats)[0].name
+
+
+def _former_lr(lr: float) -> float:
+    """``lr=``, the former name of ``learning_rate=`` (``Model.update``'s name too): still read, with a warning."""
+    warnings.warn("distill(lr=...) is now distill(learning_rate=...)", DeprecationWarning, stacklevel=3)
+    return lr
 
 
 def _target_kind(target: np.ndarray) -> str:
@@ -157,7 +170,7 @@ def distill_layers(
 
     What ``compress(m, "distill", layers=3, data=tokens)`` does. ``data`` are unlabelled inputs
     (token batches, as for ``predict``); the student starts from every other teacher layer. Options
-    (``epochs``, ``batch_size``, ``lr``, ``seed``, ``progress``) go to the framework's shrinker.
+    (``epochs``, ``batch_size``, ``learning_rate``, ``seed``, ``progress``) go to the framework's shrinker.
     The report compares teacher (before) and student (after) on ``data``.
 
     Example:
@@ -168,6 +181,8 @@ def distill_layers(
 
     if data is None:
         raise ValueError("distill needs data=: unlabelled inputs (token batches) to train the student on")
+    if "lr" in options:
+        options["learning_rate"] = _former_lr(options.pop("lr"))
     shrinkers = plugins.keys(plugins.SHRINKER)
     if teacher.backend_name not in shrinkers:
         raise UnsupportedOperation(

@@ -32,7 +32,7 @@ def test_torch_student_learns_the_teacher(
     teacher = Model.load(models.torch_mlp(hidden=128), example_input={"x": x[:4]})
     student = _student()
     untrained = [p.detach().clone() for p in student.parameters()]
-    s = distill(teacher, student, x, labels=y, epochs=15, lr=1e-2, temperature=2.0, alpha=0.7, repeats=2)
+    s = distill(teacher, student, x, labels=y, epochs=15, learning_rate=1e-2, temperature=2.0, alpha=0.7, repeats=2)
     assert all(torch.equal(a, b) for a, b in zip(untrained, student.parameters(), strict=True))  # caller's untouched
     assert "distill" in capsys.readouterr().err  # the tqdm progress bar
     r = s.report
@@ -45,14 +45,14 @@ def test_torch_student_learns_the_teacher(
     before = Model.load(_student(), example_input={"input": x[:4]}).predict(x)["output"].argmax(1)
     agreement_untrained = float((before == teacher.predict(x)["output"].argmax(1)).mean())
     assert r.drift[0].top1_agreement > max(agreement_untrained, 0.85)
-    assert r.settings == {"temperature": 2.0, "alpha": 0.7, "epochs": 15, "batch_size": 32, "lr": 1e-2}
+    assert r.settings == {"temperature": 2.0, "alpha": 0.7, "epochs": 15, "batch_size": 32, "learning_rate": 1e-2}
 
 
 def test_probability_teacher_gives_probability_student(data: tuple[np.ndarray, np.ndarray]) -> None:
     pytest.importorskip("xgboost")
     x, _ = data
     teacher = Model.load(models.xgb_classifier())
-    s = distill(teacher, _student(), x, epochs=10, lr=1e-2, progress=False, repeats=0)
+    s = distill(teacher, _student(), x, epochs=10, learning_rate=1e-2, progress=False, repeats=0)
     assert s.schema.output_names == ["probabilities"]
     probs = s.predict(x)["probabilities"]
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
@@ -70,7 +70,7 @@ def test_keras_student(data: tuple[np.ndarray, np.ndarray]) -> None:
     teacher = Model.load(models.keras_mlp(hidden=32))
     inp = keras.Input((4,), name="x")
     student = keras.Model(inp, keras.layers.Dense(3, name="out")(keras.layers.Dense(6, activation="relu")(inp)))
-    s = distill(teacher, student, x, labels=y, epochs=8, lr=1e-2, progress=False, repeats=0)
+    s = distill(teacher, student, x, labels=y, epochs=8, learning_rate=1e-2, progress=False, repeats=0)
     assert s.backend_name == "keras" and s.schema.output_names == ["logits"]
     assert s.report.metric_after == float((s.predict(x)["logits"].argmax(1) == y).mean())
     assert s.report.drift[0].top1_agreement > 0.7
@@ -85,3 +85,12 @@ def test_distill_refuses_bad_arguments(data: tuple[np.ndarray, np.ndarray]) -> N
         distill(teacher, _student(), x, labels=y[:3])
     with pytest.raises(UnsupportedOperation, match="torch nn.Module or Keras"):
         distill(teacher, object(), x)
+
+
+def test_lr_is_the_former_name_of_learning_rate(data: tuple[np.ndarray, np.ndarray]) -> None:
+    pytest.importorskip("xgboost")
+    x, _ = data
+    teacher = Model.load(models.xgb_classifier())
+    with pytest.warns(DeprecationWarning, match=r"distill\(lr=...\) is now distill\(learning_rate=...\)"):
+        s = distill(teacher, _student(), x, epochs=1, lr=0.02, progress=False, repeats=0)
+    assert s.report.settings["learning_rate"] == 0.02 and "lr" not in s.report.settings

@@ -19,7 +19,7 @@ def test_student_has_half_the_layers_and_tracks_the_teacher() -> None:
     data = tiny_bert.tokens(64, seed=2)
     held_out = tiny_bert.tokens(32, seed=9)
     start = teacher.compress("distill", layers=2, data=data, epochs=0, repeats=0, progress=False)
-    student = teacher.compress("distill", layers=2, data=data, epochs=4, lr=2e-3, repeats=0, progress=False)
+    student = teacher.compress("distill", layers=2, data=data, epochs=4, learning_rate=2e-3, repeats=0, progress=False)
     stack = student.backend.module.bert.encoder.layer
     assert len(stack) == 2 and len(teacher.backend.module.bert.encoder.layer) == 4  # the teacher is untouched
     r = student.report

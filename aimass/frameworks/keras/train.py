@@ -76,7 +76,7 @@ def distill(
     keras.utils.set_random_seed(seed)
     net = keras.models.clone_model(student)
     net.set_weights(student.get_weights())
-    opt = keras.optimizers.Adam(learning_rate=hyper["lr"])
+    opt = keras.optimizers.Adam(learning_rate=hyper["learning_rate"])
     t, alpha = hyper["temperature"], hyper["alpha"]
     teacher = log_target(target, kind)
     names = list(inputs)

@@ -67,7 +67,7 @@ def fewer_layers(
     output: str,
     epochs: int = 3,
     batch_size: int = 16,
-    lr: float = 5e-5,
+    learning_rate: float = 5e-5,
     seed: int = 0,
     progress: bool | None = None,
 ) -> Derived:
@@ -97,7 +97,7 @@ def fewer_layers(
     names = backend.schema.input_names
     xs = [torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in names]
     ys = torch.from_numpy(target.astype(np.float32))
-    opt = torch.optim.AdamW([p for p in student.parameters() if p.is_floating_point()], lr=lr)
+    opt = torch.optim.AdamW([p for p in student.parameters() if p.is_floating_point()], lr=learning_rate)
     fn = torch.nn.functional
 
     def step(idx: np.ndarray) -> float:
@@ -124,7 +124,7 @@ def fewer_layers(
         "stack": name,
         "epochs": epochs,
         "batch_size": batch_size,
-        "lr": lr,
+        "learning_rate": learning_rate,
         "rows": len(target),
     }
     notes = [f"student initialised from teacher layers {keep} of {name}, trained to match {output!r}"]

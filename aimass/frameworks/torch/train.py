@@ -96,7 +96,7 @@ def distill(
     fn = torch.nn.functional
     torch.manual_seed(seed)
     net = copy.deepcopy(student).train()
-    opt = torch.optim.Adam(net.parameters(), lr=hyper["lr"])
+    opt = torch.optim.Adam(net.parameters(), lr=hyper["learning_rate"])
     t, alpha = hyper["temperature"], hyper["alpha"]
     xs = [torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()]
     teacher = torch.from_numpy(log_target(target, kind))
