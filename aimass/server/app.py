@@ -58,6 +58,7 @@ from aimass.server.http import (
 )
 from aimass.server.metrics import Metrics
 from aimass.server.payload_log import PayloadLog
+from aimass.server.policies import PolicyRunner
 from aimass.server.repository import BatchingConfig, Budget, Limits, Repository
 from aimass.server.settings import DEFAULT_MAX_BODY_SIZE, ServerSettings, build_settings
 from aimass.server.shadow import Shadow
@@ -120,6 +121,8 @@ class App:
         self._server_meta = orjson.dumps(documents.server_metadata("aimass", __version__, EXTENSIONS))
         # The read-only pages at / (aimass.server.dashboard), set by create_app; None: no dashboard.
         self.dashboard: Dashboard | None = None
+        # Canary analyses and drift-triggered updates (aimass.server.policies), set by create_app; None: none.
+        self.policies: PolicyRunner | None = None
 
     # -- ASGI ---------------------------------------------------------------------------------
 
@@ -139,8 +142,12 @@ class App:
                     state[STATE_KEY] = self.slow_clients.cut
                 if self.dashboard is not None:
                     self.dashboard.start()  # samples the metrics every few seconds, never per request
+                if self.policies is not None:
+                    self.policies.start()  # looks at canaries and drift every few seconds
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.policies is not None:
+                    await self.policies.stop()
                 if self.payload_log is not None:  # complete the open log files
                     await asyncio.get_running_loop().run_in_executor(None, self.payload_log.close)
                 self.executor.shutdown(wait=False, cancel_futures=True)
@@ -378,6 +385,9 @@ def create_app(
             max_in_flight=s.shadow_max_in_flight,
             max_bytes=s.shadow_max_bytes,
         )
+    if s.policies is not None:  # monitoring that acts, on the library served (aimass.server.policies)
+        logs = app.payload_log.destination if app.payload_log is not None else None
+        app.policies = PolicyRunner(s.policies, repo, registry=metrics.registry, payload_log=logs)
     if s.dashboard:
         from aimass.server.dashboard import server_dashboard
 
