@@ -209,6 +209,10 @@ class ServerOptions:
     shadow_max_bytes: Annotated[
         str, typer.Option(help="--shadow: tensor bytes the runs in flight hold; beyond, dropped and counted (0: none)")
     ] = "128MiB"
+    policies: Annotated[
+        str | None,
+        typer.Option(help="policy file (YAML/JSON): roll canaries forward or back, update models on drift"),
+    ] = None
     dashboard: Annotated[
         bool, typer.Option(help="serve the read-only dashboard at / (its data needs the same bearer token)")
     ] = True

@@ -79,6 +79,8 @@ class Policies(pydantic.BaseModel):
 def load_policies(path: str | os.PathLike[str]) -> Policies:
     """Read a policy file (``.yaml``/``.yml`` or ``.json``); StoreError naming the file and the bad field.
 
+    Relative ``labels`` and ``payload_log`` paths are taken relative to the file's directory.
+
     Example:
         >>> load_policies("policies.yaml").canary[0].alias   # doctest: +SKIP
         'production'
@@ -95,11 +97,18 @@ def load_policies(path: str | os.PathLike[str]) -> Policies:
     else:
         data = parse_json(raw, file.name, StoreError)
     try:
-        return Policies.model_validate(data or {})
+        policies = Policies.model_validate(data or {})
     except pydantic.ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise StoreError(f"policy file {file.name!r}: {where}: {first['msg']}") from None
+    # Relative paths in the file are relative to the file, wherever the server starts.
+    for drift in policies.drift:
+        for field in ("labels", "payload_log"):
+            value = getattr(drift, field)
+            if value and "://" not in value and not Path(value).is_absolute():
+                setattr(drift, field, str(file.parent / value))
+    return policies
 
 
 class PolicyRunner:

@@ -90,6 +90,7 @@ FLAG_VALUES: dict[str, Any] = {
     "shadow": ["fraud@production=4:0.2"],
     "shadow_max_in_flight": 2,
     "shadow_max_bytes": "1MiB",
+    "policies": str(Path(__file__).parents[2] / "examples" / "policies.yaml"),
     "dashboard": False,
     "allowed_hosts": "api.example.com",
     "allowed_origins": "https://ui.example.com",

@@ -155,6 +155,7 @@ def test_policy_file(tmp_path: Path) -> None:
     policies = load_policies(file)
     assert policies.interval == 2 and policies.canary[0].steps == [0.1, 0.5]
     assert policies.drift[0].update == {"rounds": 5}
+    assert policies.drift[0].labels == str(tmp_path / "labels.csv")  # relative to the file
     file.write_text("canary:\n  - {model: fraud, alias: production, steps: [0.5, 0.1]}\n")
     from aimass.errors import StoreError
 
