@@ -3,17 +3,11 @@
 Their ranks put them where detection needs them: a :class:`~aimass.PythonModel` subclass may also
 derive from a framework's class (a torch Module, say), so ``python`` is tried first; compositions
 are loaded from packages and never detected; remote URLs are matched by scheme.
-
-Example:
-    >>> PLUGIN.backends["remote"]
-    'aimass.backends.remote:RemoteBackend'
 """
 
 from __future__ import annotations
 
 from aimass.plugins import FrameworkPlugin
-
-__all__ = ["PLUGIN"]
 
 PLUGIN = FrameworkPlugin(
     name="aimass",

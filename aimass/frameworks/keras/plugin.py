@@ -2,17 +2,11 @@
 
 SavedModels run on the ``tensorflow`` backend and share the Keras tools (tf_keras students are
 detected as ``tensorflow`` and train through Keras too).
-
-Example:
-    >>> PLUGIN.exporters[("keras", "tflite")]
-    'aimass.frameworks.keras.export_tflite:keras_to_tflite'
 """
 
 from __future__ import annotations
 
 from aimass.plugins import FrameworkPlugin
-
-__all__ = ["PLUGIN"]
 
 PLUGIN = FrameworkPlugin(
     name="keras",

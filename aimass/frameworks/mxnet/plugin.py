@@ -1,15 +1,8 @@
-"""What aimass offers for MXNet 1.9: the backend (Gluon blocks, exported symbol/params pairs).
-
-Example:
-    >>> PLUGIN.backends["mxnet"]
-    'aimass.frameworks.mxnet.backend:MXNetBackend'
-"""
+"""What aimass offers for MXNet 1.9: the backend (Gluon blocks, exported symbol/params pairs)."""
 
 from __future__ import annotations
 
 from aimass.plugins import FrameworkPlugin
-
-__all__ = ["PLUGIN"]
 
 PLUGIN = FrameworkPlugin(
     name="mxnet",

@@ -2,17 +2,11 @@
 
 Every exporter to ``"onnx"`` returns an ``onnx.ModelProto`` that :func:`~aimass.frameworks.onnx.graph.load_aligned`
 loads with the source's tensor names; ``optimize=True`` fuses the graph before any int8 step.
-
-Example:
-    >>> PLUGIN.compressors[("onnx", "int8")]
-    'aimass.frameworks.onnx.quantize:dynamic_int8'
 """
 
 from __future__ import annotations
 
 from aimass.plugins import FrameworkPlugin
-
-__all__ = ["PLUGIN"]
 
 PLUGIN = FrameworkPlugin(
     name="onnx",

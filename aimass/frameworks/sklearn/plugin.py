@@ -1,15 +1,8 @@
-"""What aimass offers for scikit-learn: the backend, the ONNX exporter (skl2onnx), ``partial_fit`` updates.
-
-Example:
-    >>> PLUGIN.exporters[("sklearn", "onnx")]
-    'aimass.frameworks.sklearn.export:to_onnx'
-"""
+"""What aimass offers for scikit-learn: the backend, the ONNX exporter (skl2onnx), ``partial_fit`` updates."""
 
 from __future__ import annotations
 
 from aimass.plugins import FrameworkPlugin
-
-__all__ = ["PLUGIN"]
 
 PLUGIN = FrameworkPlugin(
     name="sklearn",

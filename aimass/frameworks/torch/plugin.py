@@ -1,15 +1,8 @@
-"""What aimass offers for PyTorch: the backend, quantizers and pruners, the ONNX exporter, trainers, students.
-
-Example:
-    >>> sorted(method for backend, method in PLUGIN.compressors)
-    ['bf16', 'fp16', 'int8', 'prune', 'prune-structured']
-"""
+"""What aimass offers for PyTorch: the backend, quantizers and pruners, the ONNX exporter, trainers, students."""
 
 from __future__ import annotations
 
 from aimass.plugins import FrameworkPlugin
-
-__all__ = ["PLUGIN"]
 
 PLUGIN = FrameworkPlugin(
     name="torch",

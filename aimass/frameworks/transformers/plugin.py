@@ -2,17 +2,11 @@
 
 A text model holds a network on another backend (torch or onnx): ``compress()`` hands that network
 to its own backend's compressor (``wrapped``), and the tokenizer and head stay.
-
-Example:
-    >>> PLUGIN.wrapped["transformers"]
-    'aimass.frameworks.transformers.compress:compress_network'
 """
 
 from __future__ import annotations
 
 from aimass.plugins import FrameworkPlugin
-
-__all__ = ["PLUGIN"]
 
 PLUGIN = FrameworkPlugin(
     name="transformers",

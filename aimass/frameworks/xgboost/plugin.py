@@ -1,15 +1,8 @@
-"""What aimass offers for XGBoost: the backend, the ONNX exporter, continued boosting.
-
-Example:
-    >>> PLUGIN.trainers["xgboost"]
-    'aimass.frameworks.xgboost.train:train'
-"""
+"""What aimass offers for XGBoost: the backend, the ONNX exporter, continued boosting."""
 
 from __future__ import annotations
 
 from aimass.plugins import FrameworkPlugin
-
-__all__ = ["PLUGIN"]
 
 PLUGIN = FrameworkPlugin(
     name="xgboost",
