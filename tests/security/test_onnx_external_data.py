@@ -206,3 +206,17 @@ def test_sizes_past_the_embedding_limit_are_refused_before_reading(tmp_path: Pat
     # A few bytes of model claiming 2 GiB of data: refused from the declared sizes, nothing allocated.
     pkg = _package(tmp_path / "huge", _reading("leak.bin", length=2**31), {"leak.bin": b"0123"})
     _refused(pkg, "'model.onnx'", "protobuf holds at most")
+
+
+@pytest.mark.parametrize("location", ["../aimass.toml", "/etc/hostname"])
+def test_tensorrt_builds_only_from_checked_onnx(server_dir: Path, tmp_path: Path, location: str) -> None:
+    # TensorRT's own parser would read any external file the model names; the check comes before
+    # TensorRT is imported, so it holds (and is tested) on machines without a GPU too.
+    from aimass.frameworks.tensorrt.backend import BuildOptions, build_engine
+
+    model_dir = server_dir / "m"
+    model_dir.mkdir()
+    (model_dir / "model.onnx").write_bytes(_reading(location))
+    with pytest.raises(ModelLoadError) as info:
+        build_engine(model_dir / "model.onnx", BuildOptions(), 0)
+    assert "leak" in str(info.value) and "SECRET" not in str(info.value)

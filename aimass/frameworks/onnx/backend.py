@@ -3,7 +3,7 @@
 Accepts a ``.onnx`` path, serialized model bytes or an ``onnx.ModelProto``. Weights kept in a
 separate file (ONNX external data, e.g. ``encoder.onnx.data``) are read relative to the ``.onnx``
 file, never the working directory, only from a plain file inside its directory (in a package, a
-listed artifact), and embedded (:mod:`aimass.frameworks.onnx.external_data`). The schema is read
+listed artifact), and embedded (:mod:`aimass.onnx_external_data`). The schema is read
 from the session; execution providers follow the device (``cpu`` -> CPU EP, ``cuda:N`` -> CUDA EP
 with CPU fallback, led by the TensorRT EP when this onnxruntime has it). ``options`` may hold
 ``session_options`` (an ``ort.SessionOptions`` or a dict of its attributes, e.g.
@@ -33,11 +33,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from aimass.backends.base import Backend
-from aimass.dependencies import require, require_framework
+from aimass.dependencies import require_framework
 from aimass.device import check_device, output_on_device, split_device, synchronize_producer
 from aimass.errors import DeviceError, ModelLoadError, PredictionError, SchemaError
-from aimass.frameworks.onnx.external_data import embed_external_data, external_tensors
-from aimass.package import checksummed_names, is_package
+from aimass.onnx_external_data import embed_external_data, self_contained
 from aimass.schema import DType, Schema, TensorSpec
 
 __all__ = ["CPU_DISABLED_OPTIMIZERS", "OnnxBackend"]
@@ -178,31 +177,6 @@ def _providers(device: str, options: Mapping[str, Any]) -> list[Any]:
     return providers
 
 
-def _self_contained(data: bytes, base: Path | None, where: str) -> bytes:
-    """``data`` with every external tensor checked and read from ``base`` (see :mod:`.external_data`).
-
-    onnxruntime given bytes would resolve external locations against the working directory; this
-    reads them relative to the model file instead, and inside a package only from listed artifacts.
-    """
-    onnx = require("onnx", feature="the onnx backend", extra="onnx")
-    try:
-        proto = onnx.load_model_from_string(data)  # reads no external data: that is ours to do
-    except Exception as e:  # google.protobuf DecodeError and friends
-        raise ModelLoadError(f"ONNX model {where!r} does not parse as an ONNX ModelProto: {e}") from e
-    if not external_tensors(proto):
-        return data
-    listed = None
-    if base is not None and _in_package(base):
-        listed = checksummed_names(base)[1]
-    embed_external_data(proto, base, listed=listed, where=where)
-    return bytes(proto.SerializeToString())
-
-
-def _in_package(directory: Path) -> bool:
-    # The same walk as checksummed_names: a package directory or one nested in it.
-    return any(is_package(d) for d in (directory, *directory.parents[:8]))
-
-
 class OnnxBackend(Backend):
     """An onnxruntime ``InferenceSession``."""
 
@@ -274,9 +248,9 @@ class OnnxBackend(Backend):
                 data = path.read_bytes()
             except OSError as e:
                 raise ModelLoadError(f"cannot read ONNX file {path.name!r}: {e.strerror}") from e
-            data = _self_contained(data, path.parent, path.name)
+            data = self_contained(data, path.parent, path.name)
         elif isinstance(source, (bytes, bytearray)):
-            data = _self_contained(bytes(source), None, "<bytes>")
+            data = self_contained(bytes(source), None, "<bytes>")
         elif hasattr(source, "SerializeToString"):
             # A proto in memory has no directory: a tensor that still names an external file is refused.
             embed_external_data(source, None, listed=None, where="<ModelProto>")

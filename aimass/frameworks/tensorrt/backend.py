@@ -48,6 +48,7 @@ from aimass.backends.base import Backend
 from aimass.dependencies import require_framework
 from aimass.device import as_torch_tensor, check_device, output_on_device, split_device
 from aimass.errors import DeviceError, ModelLoadError, PredictionError, SchemaError
+from aimass.onnx_external_data import self_contained
 from aimass.schema import DType, Schema, TensorSpec
 
 __all__ = ["BuildOptions", "TensorRTBackend", "engine_cache_path", "profile_shapes", "tensor_dtype"]
@@ -201,15 +202,23 @@ def engine_cache_path(onnx_path: Path, onnx_bytes: bytes, gpu_name: str, trt_ver
     return onnx_path.with_name(f"{onnx_path.stem}.{gpu}.trt{version}.{digest.hexdigest()[:12]}.engine")
 
 
-def build_engine(onnx_path: Path, build: BuildOptions, device_index: int) -> bytes:
-    """Parse an ONNX file and build a serialized TensorRT engine (minutes for large models)."""
+def build_engine(onnx_path: Path, build: BuildOptions, device_index: int, onnx_bytes: bytes | None = None) -> bytes:
+    """Parse an ONNX model and build a serialized TensorRT engine (minutes for large models).
+
+    ``onnx_bytes`` is the file's content with its external data checked and embedded
+    (:func:`aimass.onnx_external_data.self_contained`), read from ``onnx_path`` when not given.
+    """
+    if onnx_bytes is None:  # checked before TensorRT is even imported
+        onnx_bytes = self_contained(onnx_path.read_bytes(), onnx_path.parent, onnx_path.name)
     trt, torch = _trt(), _torch()
     logger = _logger()
     with torch.cuda.device(device_index):
         builder = trt.Builder(logger)
         network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
         parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(onnx_path)):  # from the file: external weights load too
+        # From checked bytes, not parse_from_file: the parser would read any external data file the
+        # model names, wherever it points.
+        if not parser.parse(onnx_bytes):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise ModelLoadError(f"TensorRT could not parse {onnx_path.name!r}: {errors}")
         config = builder.create_builder_config()
@@ -248,10 +257,11 @@ def _cached_build(onnx_path: Path, build: BuildOptions, device_index: int, cache
         onnx_bytes = onnx_path.read_bytes()
     except OSError as e:
         raise ModelLoadError(f"cannot read ONNX file {onnx_path.name!r}: {e.strerror}") from e
+    onnx_bytes = self_contained(onnx_bytes, onnx_path.parent, onnx_path.name)
     target = engine_cache_path(onnx_path, onnx_bytes, torch.cuda.get_device_name(device_index), trt.__version__, build)
     if cache and target.is_file():
         return target.read_bytes(), target
-    data = build_engine(onnx_path, build, device_index)
+    data = build_engine(onnx_path, build, device_index, onnx_bytes)
     if cache:
         tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
         try:  # atomic: a concurrent reader sees no engine or a whole one

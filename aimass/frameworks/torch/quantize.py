@@ -2,7 +2,7 @@
 
 Each function takes a :class:`~aimass.frameworks.torch.backend.TorchBackend` and returns a
 :class:`~aimass.backends.base.Derived`; ``compress()`` finds them through
-:data:`aimass.compress.COMPRESSORS`. :func:`module_copy` and :func:`rewrap` are shared with the
+:data:`the torch manifest (aimass/frameworks/torch/plugin.py)`. :func:`module_copy` and :func:`rewrap` are shared with the
 pruners of this folder.
 
 Example:

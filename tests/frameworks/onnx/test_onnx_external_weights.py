@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from aimass import Model
 from aimass.cli import app
-from aimass.frameworks.onnx.external_data import external_tensors
+from aimass.onnx_external_data import external_tensors
 from aimass.package import MANIFEST
 
 onnx = pytest.importorskip("onnx")

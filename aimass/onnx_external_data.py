@@ -1,5 +1,8 @@
 """ONNX external data: read only from the model's own directory, then embedded in the model.
 
+ONNX is a file format two frameworks read (onnxruntime and TensorRT's ONNX parser), so the one
+reader of its external data lives here, below the frameworks, rather than in either folder.
+
 An ONNX tensor may keep its bytes in another file (``data_location: EXTERNAL``, ``location:
 encoder.onnx.data``); ``torch.onnx.export`` writes such a file even for small models. Handed a
 model's bytes, onnxruntime resolves those locations against the process's working directory, so
@@ -33,9 +36,9 @@ from typing import Any
 
 from aimass.dependencies import require
 from aimass.errors import IntegrityError, ModelLoadError
-from aimass.package import member
+from aimass.package import checksummed_names, is_package, member
 
-__all__ = ["MAX_EMBEDDED_BYTES", "embed_external_data", "external_tensors"]
+__all__ = ["MAX_EMBEDDED_BYTES", "embed_external_data", "external_tensors", "self_contained"]
 
 # protobuf refuses to serialise or parse a message of 2 GiB or more.
 MAX_EMBEDDED_BYTES = 2**31 - 1
@@ -44,7 +47,7 @@ _SHOWN = 120
 
 
 def _onnx() -> Any:
-    return require("onnx", feature="the onnx backend", extra="onnx")
+    return require("onnx", feature="reading ONNX files", extra="onnx")
 
 
 def _graph_tensors(graph: Any, where: str) -> Iterator[tuple[str, Any]]:
@@ -172,3 +175,28 @@ def embed_external_data(proto: Any, base: Path | None, *, listed: Collection[str
             message = str(e).replace(str(base), "<model directory>")
             raise ModelLoadError(f"ONNX model {where!r}: {label}: its external data does not read: {message}") from e
     return len(tensors)
+
+
+def self_contained(data: bytes, base: Path | None, where: str) -> bytes:
+    """``data`` (an ONNX file's bytes) with every external tensor checked and read from ``base``.
+
+    Given bytes, onnxruntime would resolve external locations against the working directory and
+    TensorRT's parser against the file's directory with no limits; this reads them relative to the
+    model file instead, and inside a package only from listed artifacts. Data without external
+    tensors comes back as it is.
+
+    Example:
+        >>> self_contained(Path("fix/encoder.onnx").read_bytes(), Path("fix"), "encoder.onnx")  # doctest: +SKIP
+    """
+    onnx = _onnx()
+    try:
+        proto = onnx.load_model_from_string(data)  # reads no external data: that is ours to do
+    except Exception as e:  # google.protobuf DecodeError and friends
+        raise ModelLoadError(f"ONNX model {where!r} does not parse as an ONNX ModelProto: {e}") from e
+    if not external_tensors(proto):
+        return data
+    listed = None
+    if base is not None and any(is_package(d) for d in (base, *base.parents[:8])):  # as checksummed_names walks
+        listed = checksummed_names(base)[1]
+    embed_external_data(proto, base, listed=listed, where=where)
+    return bytes(proto.SerializeToString())
