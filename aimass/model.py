@@ -231,7 +231,7 @@ class Model:
 
         Inputs are validated and converted one slice at a time, and outputs are written into
         arrays allocated once, so memory stays at the size of the result plus one batch.
-        ``progress=None`` shows a bar when there is more than one batch.
+        ``progress=None`` shows a bar when there is more than one batch and stderr is a terminal.
 
         Example:
             >>> out = m.predict_batch(big_array, batch_size=1024)   # doctest: +SKIP
@@ -243,8 +243,10 @@ class Model:
         raw = self._split_ready(inputs)
         n = _batch_length(raw)
         outputs: dict[str, np.ndarray] = {}
-        show = n > batch_size if progress is None else progress
-        with tqdm(total=n, unit="row", disable=not show, desc=self.name or "predict") as bar:
+        # progress=None: a bar for more than one batch, on a terminal only (tqdm's disable=None), so that
+        # logs and CI output do not get one line per update.
+        disable = (None if n > batch_size else True) if progress is None else not progress
+        with tqdm(total=n, unit="row", disable=disable, desc=self.name or "predict") as bar:
             for start in range(0, max(n, 1), batch_size):
                 stop = min(start + batch_size, n)
                 chunk = {k: v[start:stop] for k, v in raw.items()}

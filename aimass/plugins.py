@@ -155,7 +155,7 @@ class Distiller(Protocol):
         kind: str,
         hyper: dict[str, Any],
         seed: int,
-        progress: bool,
+        progress: bool | None,
         /,
     ) -> Any: ...
 

@@ -23,10 +23,19 @@ __all__ = ["log_target", "loss_kind", "looks_like_probabilities", "progress_bar"
 
 
 def progress_bar(total: int, desc: str, progress: bool | None) -> Any:
-    """A tqdm bar over ``total`` steps; ``progress=None`` shows it only when there is more than one step."""
+    """A tqdm bar over ``total`` steps; ``progress=None`` shows it for more than one step, on a terminal only.
+
+    A bar written to a log file or CI output is one line per update (a distillation wrote 320), so
+    by default it follows tqdm's ``disable=None``: shown only when stderr is a terminal (and in notebooks).
+
+    Example:
+        >>> progress_bar(10, "update", progress=False).disable
+        True
+    """
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="batch", desc=desc, disable=not (total > 1 if progress is None else progress))
+    disable = (None if total > 1 else True) if progress is None else not progress
+    return tqdm(total=total, unit="batch", desc=desc, disable=disable)
 
 
 def loss_kind(loss: str | None, y: np.ndarray) -> str:

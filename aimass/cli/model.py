@@ -102,7 +102,8 @@ def bench(
         raise ValueError(f"--batch sizes must be >= 1, got {batches!r}")
     m = Model.load(model)
     results = []
-    for size in tqdm(sizes, desc="bench", unit="batch size", disable=len(sizes) < 2 or as_json):
+    # On a terminal only (disable=None): a log gets the table, not one line per batch size.
+    for size in tqdm(sizes, desc="bench", unit="batch size", disable=True if len(sizes) < 2 or as_json else None):
         x = m.schema.example(batch=size)
         m.predict(x)  # warm-up
         times = time_calls(lambda: m.predict(x), seconds=seconds, min_calls=3)  # noqa: B023 (called at once)

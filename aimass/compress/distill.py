@@ -51,7 +51,7 @@ def distill(
     lr: float | None = None,
     output: str | None = None,
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     max_drop: float | None = None,
     repeats: int = 20,
 ) -> Model:
@@ -60,6 +60,7 @@ def distill(
     ``output`` names the teacher output to distil (default: the first 2-D float output, else the
     first float one). The report compares teacher (before) and student (after) on ``data``.
     ``learning_rate`` is the optimiser's (``lr``, its former name, still works with a DeprecationWarning).
+    ``progress=None`` shows a training bar on a terminal only (a log would get a line per update).
 
     Example:
         >>> s = distill(t, student_net, x, labels=y, temperature=3.0, alpha=0.7, epochs=10)   # doctest: +SKIP

@@ -34,7 +34,7 @@ def test_torch_student_learns_the_teacher(
     untrained = [p.detach().clone() for p in student.parameters()]
     s = distill(teacher, student, x, labels=y, epochs=15, learning_rate=1e-2, temperature=2.0, alpha=0.7, repeats=2)
     assert all(torch.equal(a, b) for a, b in zip(untrained, student.parameters(), strict=True))  # caller's untouched
-    assert "distill" in capsys.readouterr().err  # the tqdm progress bar
+    assert capsys.readouterr().err == ""  # no bar off a terminal: a log got 320 bar lines per distillation
     r = s.report
     assert s.schema.input_names == ["x"] and s.schema.output_names == ["output"]
     assert r.backend_before == r.backend_after == "torch"

@@ -66,7 +66,7 @@ def distill(
     kind: str,
     hyper: dict[str, Any],
     seed: int,
-    progress: bool,
+    progress: bool | None,
 ) -> Any:
     """Train a clone of ``student`` (Keras model or backend) on a teacher's ``target`` (see compress.distill)."""
     tf = require("tensorflow", feature="keras distillation", extra="tensorflow")

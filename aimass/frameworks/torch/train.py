@@ -87,7 +87,7 @@ def distill(
     kind: str,
     hyper: dict[str, Any],
     seed: int,
-    progress: bool,
+    progress: bool | None,
 ) -> Any:
     """Train a copy of ``student`` (nn.Module or torch backend) on a teacher's ``target`` (see compress.distill)."""
     torch = require("torch", feature="torch distillation", extra="torch")

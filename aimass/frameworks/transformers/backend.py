@@ -53,6 +53,7 @@ from aimass.frameworks.transformers.network import (
     network_module,
     network_schema,
     read_config,
+    save_pretrained,
 )
 from aimass.frameworks.transformers.tasks import TASKS, Head, Task, head_of, task_for_class
 from aimass.frameworks.transformers.tokenizer import TextEncoder
@@ -292,7 +293,7 @@ class TextBackend(Backend):
         net_dir = directory / NETWORK
         net_dir.mkdir()
         if self.hf_model is not None:
-            self.hf_model.save_pretrained(str(net_dir))
+            save_pretrained(self.hf_model, net_dir)
             files = sorted(p.name for p in net_dir.iterdir() if p.is_file())
             if not any(f.endswith(".safetensors") for f in files):
                 raise UnsupportedOperation(

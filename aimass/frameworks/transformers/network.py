@@ -21,7 +21,7 @@ from aimass.dependencies import require_framework
 from aimass.errors import ModelLoadError
 from aimass.schema import DType, Schema, TensorSpec
 
-__all__ = ["INPUTS", "load_pretrained", "network_module", "network_schema", "read_config"]
+__all__ = ["INPUTS", "load_pretrained", "network_module", "network_schema", "read_config", "save_pretrained"]
 
 INPUTS = ("input_ids", "attention_mask")
 
@@ -51,6 +51,25 @@ def _wrapper_class() -> type:
 def network_module(model: Any, field: str) -> Any:
     """``model`` (a transformers PreTrainedModel) as an ``nn.Module`` returning only ``field``, in eval mode."""
     return _wrapper_class()(model, field).eval()
+
+
+def save_pretrained(model: Any, directory: Path) -> None:
+    """``model.save_pretrained(directory)`` without transformers' "Writing model shards" progress bar.
+
+    The bar (one shard for any small model) went to the caller's terminal or log on every
+    ``Model.save``; it is turned off for this call and put back as it was.
+
+    Example:
+        >>> save_pretrained(bert_classifier, Path("pkg/network"))   # doctest: +SKIP
+    """
+    hf_logging = require_framework("transformers.utils.logging", backend="transformers", extra="transformers")
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(str(directory))
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def network_schema(field: str, width: int) -> Schema:
