@@ -13,6 +13,8 @@ Run:  .venv/bin/python examples/serve_log_update.py
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -45,6 +47,7 @@ def main() -> None:
     import xgboost as xgb
 
     work = Path(tempfile.mkdtemp(prefix="aimass-loop-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # leave nothing behind in TMPDIR
     lib = Store(work / "library")
     logs = work / "payloads"
 
