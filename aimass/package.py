@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aimass.errors import IntegrityError, ModelLoadError
 from aimass.schema import Schema
+from aimass.tempfiles import staging_dir
 
 __all__ = [
     "MANIFEST",
@@ -129,7 +130,8 @@ def write_package(
     if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
         raise FileExistsError(f"{target.name!r} exists and is not empty: pass overwrite=True to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    # The umask's mode, not mkdtemp's 0700: a package in a shared library is readable as the umask says.
+    tmp = staging_dir(target.parent, f".{target.name}.tmp-")
     try:
         names = write_artifacts(tmp)
         artifacts = []

@@ -8,6 +8,11 @@ what appears under a claimed name after the claim is removed at exit. A claimed 
 while empty (a cache that someone filled is kept), and anything that existed before the claim,
 the user's own torch cache included, is never touched.
 
+The temporary names aimass itself writes through before a rename (a package's staging directory,
+an alias file's next version) are made here too, with :func:`staging_dir` and :func:`staging_file`:
+unlike :func:`tempfile.mkdtemp` (0700) and :func:`tempfile.mkstemp` (0600), they get the mode a
+plain ``mkdir`` or ``open`` gives, so the umask decides who may read a shared model library.
+
 Example:
     >>> claim("torchinductor_*", directory=True)   # in aimass/frameworks/torch/__init__.py
 """
@@ -18,10 +23,12 @@ import atexit
 import contextlib
 import glob
 import os
+import secrets
 import tempfile
 import threading
+from pathlib import Path
 
-__all__ = ["claim", "remove_claimed"]
+__all__ = ["claim", "remove_claimed", "staging_dir", "staging_file"]
 
 # pattern (an absolute glob under the temporary directory) -> (is a directory, names that existed at the claim)
 _claimed: dict[str, tuple[bool, frozenset[str]]] = {}
@@ -66,3 +73,39 @@ def remove_claimed() -> list[str]:
                         os.unlink(found)
                     removed.append(found)
     return removed
+
+
+def staging_dir(parent: str | os.PathLike[str], prefix: str) -> Path:
+    """A new directory ``parent/<prefix><random>`` with the umask's mode (0755 under umask 022), not 0700.
+
+    What :func:`tempfile.mkdtemp` does, except the mode: a package renamed from here into a shared
+    library is readable by whom the umask says.
+
+    Example:
+        >>> d = staging_dir(tempfile.gettempdir(), ".fraud.tmp-"); d.rmdir()
+    """
+    for _ in range(100):
+        path = Path(parent) / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            os.mkdir(path, 0o777)  # the umask takes off what it takes off, as for any mkdir
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free staging name for {prefix!r} after 100 tries")
+
+
+def staging_file(parent: str | os.PathLike[str], prefix: str) -> tuple[int, str]:
+    """A new file ``parent/<prefix><random>`` open for writing, with the umask's mode (0644 under umask 022).
+
+    What :func:`tempfile.mkstemp` returns (a descriptor and the path), except the mode.
+
+    Example:
+        >>> fd, path = staging_file(tempfile.gettempdir(), ".aliases.json."); os.close(fd); os.unlink(path)
+    """
+    for _ in range(100):
+        path = os.path.join(parent, f"{prefix}{secrets.token_hex(4)}")
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free staging name for {prefix!r} after 100 tries")

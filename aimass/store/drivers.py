@@ -34,6 +34,7 @@ from aimass.dependencies import require
 from aimass.errors import IntegrityError, ModelNotFound, StoreError, UnsupportedOperation
 from aimass.package import MANIFEST, MAX_MANIFEST_BYTES, Manifest, member, parse_manifest, verify
 from aimass.store.refs import is_name
+from aimass.tempfiles import staging_file
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -151,7 +152,7 @@ class LocalDriver(Driver):
     def write_atomic(self, name: str, rel: str, data: bytes) -> None:
         target = self.root / name / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        fd, tmp = staging_file(target.parent, f".{target.name}.")  # the umask's mode, not mkstemp's 0600
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
