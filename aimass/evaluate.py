@@ -176,7 +176,7 @@ def _sklearn_metrics() -> Any:
 
 
 def evaluate(
-    model: Model,
+    model: Model | Any,
     data: Any,
     labels: Any,
     metrics: Iterable[str] | None = None,
@@ -194,12 +194,17 @@ def evaluate(
     integers or bools, regression otherwise; ``task=`` overrides) plus ``latency_p50_ms``,
     ``latency_p99_ms`` (single-row calls, at most ``latency_calls`` or ``latency_seconds``) and
     ``throughput_rps`` (rows per second over the batched pass). ``output`` picks the output to
-    score when the model has several.
+    score when the model has several. ``model`` is a :class:`~aimass.Model` or anything
+    ``Model.load`` takes (a fitted estimator, a file): it is loaded first.
 
     Example:
         >>> evaluate(model, x, y, metrics=["accuracy", "f1"]).metrics   # doctest: +SKIP
         {'accuracy': 0.95, 'f1': 0.94}
     """
+    from aimass.model import Model
+
+    if not isinstance(model, Model):  # a raw XGBClassifier has no predict_batch: load it as users do
+        model = Model.load(model)
     y = np.asarray(labels)
     if task is None:
         task = "classification" if y.dtype.kind in "biu" else "regression"

@@ -10,13 +10,23 @@ import pytest
 from sklearn import metrics as skm
 
 from aimass import Model
-from aimass.errors import GateFailed, SchemaError, StoreError
+from aimass.errors import BackendNotFound, GateFailed, SchemaError, StoreError
 from aimass.evaluate import Evaluation, check_gate, evaluate, parse_gate, require_gate
 
 
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
     return models.dataset(300, seed=3)
+
+
+def test_a_framework_object_is_loaded_first(data: tuple[np.ndarray, np.ndarray]) -> None:
+    """docs/library.md calls evaluate on the raw estimator; an object no backend takes is a typed error."""
+    x, y = data
+    clf = models.xgb_classifier(5)
+    raw = evaluate(clf, x, y, metrics=["accuracy"])
+    assert raw["accuracy"] == pytest.approx(skm.accuracy_score(y, clf.predict(x)))
+    with pytest.raises(BackendNotFound):
+        evaluate(object(), x, y, metrics=["accuracy"])
 
 
 def test_multiclass_metrics_match_sklearn(data: tuple[np.ndarray, np.ndarray]) -> None:
