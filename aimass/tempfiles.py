@@ -3,10 +3,13 @@
 Some libraries write into ``TMPDIR`` as a side effect of being imported, not because aimass asked
 for a file: torch creates an empty ``torchinductor_<user>`` cache directory when its export and
 quantization machinery loads, onnxruntime writes a ``.ses`` session file when it is imported.
-A framework's folder claims such names (:func:`claim`) before aimass first imports the framework;
-what appears under a claimed name after the claim is removed at exit. A claimed directory is removed only
-while empty (a cache that someone filled is kept), and anything that existed before the claim,
-the user's own torch cache included, is never touched.
+A framework's folder claims such names (:func:`claim`) when aimass first uses the framework; what
+this process's run made under a claimed name is removed at exit: what appears after the claim, and
+what appeared earlier in the same run (a script that built its torch model before handing it to
+aimass), judged by its modification time against the process's start (Linux; elsewhere only what
+appears after the claim). A claimed directory is removed only while empty (a cache that someone
+filled is kept), and what existed before the process started, the user's own torch cache
+included, is never touched.
 
 The temporary names aimass itself writes through before a rename (a package's staging directory,
 an alias file's next version) are made here too, with :func:`staging_dir` and :func:`staging_file`:
@@ -26,6 +29,7 @@ import os
 import secrets
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 __all__ = ["claim", "remove_claimed", "staging_dir", "staging_file"]
@@ -36,7 +40,7 @@ _lock = threading.Lock()
 
 
 def claim(pattern: str, *, directory: bool) -> None:
-    """Remove at exit what ``pattern`` (a glob in the temporary directory) matches that it does not match now.
+    """Remove at exit what ``pattern`` (a glob in the temporary directory) matches and this process's run made.
 
     Example:
         >>> claim(".ses", directory=False)   # in aimass/frameworks/onnx/__init__.py
@@ -47,7 +51,29 @@ def claim(pattern: str, *, directory: bool) -> None:
             return
         if not _claimed:
             atexit.register(remove_claimed)
-        _claimed[path] = (directory, frozenset(glob.glob(path)))
+        started = _process_start()
+        kept = frozenset(p for p in glob.glob(path) if started is None or _mtime(p) < started)
+        _claimed[path] = (directory, kept)
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _process_start() -> float | None:
+    """When this process started, in seconds since the epoch (Linux's /proc), or None where unknown."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            # Field 22, starttime, in clock ticks since boot; fields are counted after the command's ")".
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        # The process's age on the boot clock, taken from the wall clock now (immune to clock changes since boot).
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - age
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def remove_claimed() -> list[str]:

@@ -1,7 +1,9 @@
 """The example scripts run as a user runs them: a fresh interpreter, exit code 0, the output they promise.
 
 ``examples/library_flow.py`` runs in ``test_library_flow.py``. Each script here writes under
-``tempfile.mkdtemp()``, pointed at the test's own directory through ``TMPDIR``, so nothing is left behind.
+``tempfile.mkdtemp()``, pointed at a directory of the test's own through ``TMPDIR``, and must leave
+it empty: its own directory removed, and nothing from the frameworks (torchinductor_<user>,
+onnxruntime's .ses). The quickstart keeps its packages and says where.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(script: str, tmp_path: Path, timeout: float) -> str:
+def _run(script: str, tmp_path: Path, timeout: float, *, keeps: bool = False) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIMASS_")}  # no outside config or URIs
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
     env.update(
-        TMPDIR=str(tmp_path),
+        TMPDIR=str(tmpdir),
         AIMASS_STORE=str(tmp_path / "lib"),
         AIMASS_CACHE=str(tmp_path / "cache"),
         PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -34,6 +38,8 @@ def _run(script: str, tmp_path: Path, timeout: float) -> str:
         timeout=timeout,
     )
     assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    left = sorted(p.name for p in tmpdir.iterdir())
+    assert len(left) == keeps and all(name.startswith("aimass-") for name in left), f"{script} left {left} in TMPDIR"
     return proc.stdout
 
 
@@ -49,7 +55,7 @@ def test_serve_and_call(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_quickstart(tmp_path: Path) -> None:
-    out = _run("quickstart.py", tmp_path, timeout=600)
+    out = _run("quickstart.py", tmp_path, timeout=600, keeps=True)  # its packages, printed below
     frameworks = ["torch", "onnx", "xgboost", "keras", "savedmodel", "tflite", "mxnet"]
     table = out[out.index("framework  backend") :].splitlines()[1:]
     rows = {line.split()[0]: line.split() for line in table if line.split() and line.split()[0] in frameworks}
@@ -61,7 +67,7 @@ def test_quickstart(tmp_path: Path) -> None:
         assert identical == "True", rows[name]
         assert float(accuracy) > 0.8, rows[name]  # a trained model, not noise
     assert rows, out
-    assert f"packages written under {tmp_path}" in out
+    assert f"packages written under {tmp_path / 'tmp'}" in out
 
 
 def test_text_moderation(tmp_path: Path) -> None:

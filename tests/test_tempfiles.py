@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 
@@ -15,7 +16,8 @@ def _run(code: str, tmpdir: Path) -> None:
 
 
 def test_new_entries_removed_at_exit_old_and_filled_ones_kept(tmp_path: Path) -> None:
-    (tmp_path / "torchinductor_before").mkdir()  # the user's own cache: never touched
+    (tmp_path / "torchinductor_before").mkdir()  # the user's own cache, from an earlier run: never touched
+    os.utime(tmp_path / "torchinductor_before", (time.time() - 60, time.time() - 60))
     _run(
         """
         import os, tempfile
@@ -32,8 +34,23 @@ def test_new_entries_removed_at_exit_old_and_filled_ones_kept(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["torchinductor_before", "torchinductor_used"]
 
 
-def test_a_file_claimed_before_it_existed_is_kept_when_it_was_there(tmp_path: Path) -> None:
+def test_what_the_run_made_before_the_claim_is_removed_too(tmp_path: Path) -> None:
+    # A script that builds its torch model before aimass sees it: torch made the directory first.
+    _run(
+        """
+        import os, tempfile
+        os.mkdir(os.path.join(tempfile.gettempdir(), "torchinductor_early"))
+        from aimass import tempfiles
+        tempfiles.claim("torchinductor_*", directory=True)
+        """,
+        tmp_path,
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_from_before_the_process_is_kept(tmp_path: Path) -> None:
     (tmp_path / ".ses").write_text("someone else's")
+    os.utime(tmp_path / ".ses", (time.time() - 60, time.time() - 60))
     _run(
         """
         from aimass import tempfiles
