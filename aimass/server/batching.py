@@ -16,6 +16,11 @@ splitting: a model that fails for every input is called 4 times per merged batch
 request. (Without the lone request, a model that fails on some merged sizes only would fail
 requests that succeed alone.)
 
+How requests merge is a :class:`Merging`: :class:`ArrayMerging` (the default) concatenates arrays
+along axis 0 and splits the outputs back; :class:`aimass.server.token_batching.TokenMerging`
+merges tokenized texts by token count and runs them sorted by length. ``max_batch_cost`` bounds
+the sum of a merging's cost per call (tokens for texts; 0: rows only).
+
 Example:
     >>> import asyncio, numpy as np
     >>> b = Batcher(lambda d: {"y": d["x"] * 2}, max_batch_size=8)
@@ -31,15 +36,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from aimass.errors import PredictionError
 
-__all__ = ["BatchObserver", "Batcher", "Placement"]
+__all__ = ["ArrayMerging", "BatchObserver", "Batcher", "Merging", "Placement"]
 
 log = logging.getLogger("aimass.batching")
 
@@ -90,16 +95,62 @@ class Placement:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self._timed, fn, *args)
 
 
-class _Item:
-    __slots__ = ("future", "inputs", "key", "rows", "t0")
+class Merging(Protocol):
+    """How requests merge into one model call and how its outputs go back to each request."""
 
-    def __init__(self, inputs: Inputs, future: asyncio.Future[Inputs]) -> None:
+    def measure(self, request: Any) -> tuple[int, int, Hashable]:
+        """``(rows, cost, key)`` of one request: only requests of equal keys merge."""
+        ...
+
+    def run(self, fn: Callable[[Any], Inputs], requests: list[Any]) -> list[Inputs]:
+        """``fn`` on the merged ``requests`` (one call or more): each request's outputs, in order."""
+        ...
+
+
+class ArrayMerging:
+    """Arrays concatenated along axis 0 when everything but the batch dimension agrees; outputs sliced back.
+
+    Example:
+        >>> ArrayMerging().run(lambda d: {"y": d["x"] + 1}, [{"x": np.zeros(2)}, {"x": np.ones(1)}])
+        [{'y': array([1., 1.])}, {'y': array([2.])}]
+    """
+
+    def measure(self, request: Inputs) -> tuple[int, int, Hashable]:
+        first = next(iter(request.values()))
+        rows = first.shape[0] if first.ndim else 1
+        return rows, rows, tuple((k, v.shape[1:], v.dtype.str) for k, v in request.items())
+
+    def run(self, fn: Callable[[Inputs], Inputs], requests: list[Inputs]) -> list[Inputs]:
+        if len(requests) == 1:
+            return [fn(requests[0])]
+        names = requests[0].keys()
+        merged = {k: np.concatenate([r[k] for r in requests]) for k in names}
+        sizes = [self.measure(r)[0] for r in requests]
+        total = sum(sizes)
+        outputs = fn(merged)
+        for k, v in outputs.items():
+            if v.ndim == 0 or v.shape[0] != total:
+                raise _Unbatchable(
+                    f"output {k!r} has shape {list(v.shape)} for a merged batch of {total} rows: the model does "
+                    "not keep the batch on axis 0; serve it with max_batch_size=0"
+                )
+        results: list[Inputs] = []
+        start = 0
+        for rows in sizes:
+            stop = start + rows
+            results.append({k: v[start:stop] for k, v in outputs.items()})
+            start = stop
+        return results
+
+
+class _Item:
+    __slots__ = ("cost", "future", "inputs", "key", "rows", "t0")
+
+    def __init__(self, inputs: Any, future: asyncio.Future[Inputs], merging: Merging) -> None:
         self.inputs = inputs
         self.future = future
-        first = next(iter(inputs.values()))
-        self.rows = first.shape[0] if first.ndim else 1
-        # Requests merge only when everything but the batch dimension agrees.
-        self.key = tuple((k, v.shape[1:], v.dtype.str) for k, v in inputs.items())
+        # Requests merge only when their keys agree (arrays: everything but the batch dimension).
+        self.rows, self.cost, self.key = merging.measure(inputs)
         self.t0 = time.perf_counter()
 
 
@@ -110,6 +161,8 @@ class Batcher:
     runs ``fn`` (default: the event loop's default thread pool), except calls that have proven
     shorter than ``inline_below`` seconds, which run on the loop (see :class:`Placement`).
     ``observer`` receives each call's size and timings (the server feeds its metrics from it).
+    ``merging`` says how requests merge (default :class:`ArrayMerging`); ``max_batch_cost`` bounds
+    the merged cost per call (0: no bound besides ``max_batch_size`` rows).
 
     Example:
         >>> b = Batcher(model.backend.run, max_batch_size=64, max_queue_delay=0.001)   # doctest: +SKIP
@@ -118,9 +171,11 @@ class Batcher:
 
     def __init__(
         self,
-        fn: Callable[[Inputs], Inputs],
+        fn: Callable[[Any], Inputs],
         *,
         max_batch_size: int = 64,
+        max_batch_cost: int = 0,
+        merging: Merging | None = None,
         max_queue_delay: float = 0.0,
         max_concurrency: int = 1,
         executor: Executor | None = None,
@@ -133,8 +188,12 @@ class Batcher:
             raise ValueError(f"max_queue_delay must be >= 0 seconds, got {max_queue_delay}")
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if max_batch_cost < 0:
+            raise ValueError(f"max_batch_cost must be >= 0 (0: no bound), got {max_batch_cost}")
         self.fn = fn
         self.max_batch_size = max_batch_size
+        self.max_batch_cost = max_batch_cost
+        self.merging: Merging = merging or ArrayMerging()
         self.max_queue_delay = max_queue_delay
         self.max_concurrency = max_concurrency
         self.executor = executor
@@ -153,13 +212,13 @@ class Batcher:
         """Requests waiting for a batch."""
         return len(self._pending)
 
-    async def submit(self, inputs: Inputs) -> Inputs:
-        """Queue one request (validated arrays with the batch on axis 0); its own outputs come back."""
+    async def submit(self, inputs: Any) -> Inputs:
+        """Queue one request (validated arrays with the batch on axis 0, or what ``merging`` takes); its outputs."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._start(loop)
         future: asyncio.Future[Inputs] = loop.create_future()
-        item = _Item(inputs, future)
+        item = _Item(inputs, future, self.merging)
         if (
             not self._pending
             and self._running < self.max_concurrency
@@ -221,11 +280,13 @@ class Batcher:
     def _take(self) -> list[_Item]:
         pending = self._pending
         first = pending[0]
-        batch, rest, rows = [first], [], first.rows
+        batch, rest, rows, cost = [first], [], first.rows, first.cost
+        max_cost = self.max_batch_cost or cost + sum(item.cost for item in pending)
         for item in pending[1:]:
-            if item.key == first.key and rows + item.rows <= self.max_batch_size:
+            if item.key == first.key and rows + item.rows <= self.max_batch_size and cost + item.cost <= max_cost:
                 batch.append(item)
                 rows += item.rows
+                cost += item.cost
             else:
                 rest.append(item)
         self._pending = rest
@@ -262,9 +323,8 @@ class Batcher:
 
     async def _call(self, batch: list[_Item]) -> list[Inputs]:
         """One model call on ``batch``: each request's outputs, in order."""
-        if len(batch) == 1:
-            return [await self.placement.call(self.fn, batch[0].inputs)]
-        return await self.placement.call(self._merged, batch)
+        merging = self.merging
+        return await self.placement.call(merging.run, self.fn, [item.inputs for item in batch])
 
     async def _isolate(self, batch: list[_Item], error: Exception) -> None:
         """Answer every request of ``batch``, whose merged call failed with ``error``."""
@@ -309,25 +369,6 @@ class Batcher:
         for item, out in zip(batch, results, strict=True):
             _resolve(item.future, out)
         return None
-
-    def _merged(self, batch: list[_Item]) -> list[Inputs]:
-        names = batch[0].inputs.keys()
-        merged = {k: np.concatenate([item.inputs[k] for item in batch]) for k in names}
-        total = sum(item.rows for item in batch)
-        outputs = self.fn(merged)
-        for k, v in outputs.items():
-            if v.ndim == 0 or v.shape[0] != total:
-                raise _Unbatchable(
-                    f"output {k!r} has shape {list(v.shape)} for a merged batch of {total} rows: the model does "
-                    "not keep the batch on axis 0; serve it with max_batch_size=0"
-                )
-        results: list[Inputs] = []
-        start = 0
-        for item in batch:
-            stop = start + item.rows
-            results.append({k: v[start:stop] for k, v in outputs.items()})
-            start = stop
-        return results
 
 
 class _Unbatchable(PredictionError):

@@ -4,6 +4,10 @@ A :class:`ServedModel` is what the registry (:mod:`aimass.server.registry`) hold
 and what the data plane (:mod:`aimass.server.dataplane`) runs a request on. :class:`BatchingConfig`
 and :class:`Limits` are its knobs, under Triton's names.
 
+A model whose backend declares token batching (:mod:`aimass.backends.tokens`: the text backend)
+is tokenized once per request as it arrives and batched by tokens, sorted by length
+(:mod:`aimass.server.token_batching`).
+
 Example:
     >>> served = registry.get("fraud", None)          # doctest: +SKIP
     >>> await served.infer({"x": rows})                # doctest: +SKIP
@@ -20,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from aimass.backends.tokens import TokenRows, token_batching
 from aimass.errors import ServiceUnavailable
 from aimass.model import Model
 from aimass.protocol import documents
 from aimass.server.batching import Batcher, Placement
 from aimass.server.metrics import ModelMetrics
 from aimass.server.monitoring import ServedMonitor
+from aimass.server.token_batching import DEFAULT_MAX_BATCH_TOKENS, REQUEST_TOKENS, TokenMerging
 from aimass.server.tracing import compute_marked
 from aimass.server.warmup import WarmupResult
 
@@ -37,14 +43,15 @@ class BatchingConfig:
     """Dynamic batching knobs (Triton's names). ``max_batch_size=0`` turns batching off.
 
     Example:
-        >>> BatchingConfig(max_batch_size=64, max_queue_delay=0.0005)
-        BatchingConfig(max_batch_size=64, max_queue_delay=0.0005, max_concurrency=2, inline_below=0.0002)
+        >>> BatchingConfig(max_batch_size=64, max_queue_delay=0.0005, max_batch_tokens=4096).max_batch_tokens
+        4096
     """
 
     max_batch_size: int = 64
     max_queue_delay: float = 0.0
     max_concurrency: int = 2
     inline_below: float = 0.0002  # calls proven shorter than this run on the event loop (batching.Placement)
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS  # text models: tokens per merged batch and per call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +72,10 @@ class Limits:
     max_queue_size: int = 0
     request_timeout: float | None = None
     retry_after: int = 1  # seconds, sent in Retry-After with each 503
+
+
+# Requests of up to this many texts are tokenized on the event loop; larger ones in a worker thread.
+_TOKENIZE_INLINE = 64
 
 
 def _batchable(model: Model) -> bool:
@@ -100,6 +111,9 @@ class ServedModel:
         self.output_names = model.schema.output_names
         self._coerce = model.schema.coerce
         self._run = model.backend.run
+        # Text models: tokenized once per request, merged by tokens and run sorted by length.
+        self.tokens = token_batching(model.backend)
+        self.merging = TokenMerging(max_tokens=batching.max_batch_tokens) if self.tokens is not None else None
         self.max_queue_size = limits.max_queue_size
         self.request_timeout = limits.request_timeout
         self.retry_after = limits.retry_after
@@ -108,8 +122,10 @@ class ServedModel:
         self.batcher: Batcher | None = None
         if batching.max_batch_size > 0 and _batchable(model):
             self.batcher = Batcher(
-                self._run,
+                self.tokens.run_tokens if self.tokens is not None else self._run,
                 max_batch_size=batching.max_batch_size,
+                max_batch_cost=batching.max_batch_tokens if self.tokens is not None else 0,
+                merging=self.merging,
                 max_queue_delay=batching.max_queue_delay,
                 max_concurrency=batching.max_concurrency,
                 executor=executor,
@@ -167,11 +183,27 @@ class ServedModel:
             self.outstanding -= 1
 
     async def _call(self, ready: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        request: dict[str, np.ndarray] | TokenRows = ready
+        if self.tokens is not None:
+            request = await self._tokenize(ready)
         if self.batcher is not None:
-            return await self.batcher.submit(ready)
+            return await self.batcher.submit(request)
         # A traced request (aimass.server.tracing) notes when the model call ran.
-        out: dict[str, np.ndarray] = await self.placement.call(compute_marked(self._timed), ready)
+        out: dict[str, np.ndarray] = await self.placement.call(compute_marked(self._timed), request)
         return out
+
+    async def _tokenize(self, ready: dict[str, np.ndarray]) -> TokenRows:
+        """The request's texts as token rows (the only time they are tokenized); counted for a route that asks."""
+        assert self.tokens is not None
+        first = next(iter(ready.values()))
+        if first.size <= _TOKENIZE_INLINE:  # a few texts take microseconds: cheaper than a thread hop
+            rows = self.tokens.tokenize(ready)
+        else:
+            rows = await asyncio.get_running_loop().run_in_executor(self.executor, self.tokens.tokenize, ready)
+        counter = REQUEST_TOKENS.get()
+        if counter is not None:
+            counter[0] += rows.tokens
+        return rows
 
     async def _infer_with_timeout(self, ready: dict[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
         # The call runs as its own task, shielded: on timeout the client gets 504 at once, while the
@@ -192,11 +224,16 @@ class ServedModel:
         if not task.cancelled():
             task.exception()  # retrieved, so a timed-out call's late failure is not reported as unhandled
 
-    def _timed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _timed(self, inputs: dict[str, np.ndarray] | TokenRows) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        out = self._run(inputs)
-        first = next(iter(inputs.values()), None)
-        rows = first.shape[0] if first is not None and first.ndim else 1
+        if isinstance(inputs, TokenRows):
+            assert self.tokens is not None and self.merging is not None
+            out = self.merging.run(self.tokens.run_tokens, [inputs])[0]
+            rows = len(inputs)
+        else:
+            out = self._run(inputs)
+            first = next(iter(inputs.values()), None)
+            rows = first.shape[0] if first is not None and first.ndim else 1
         self.metrics.observe_batch(rows, [0.0], time.perf_counter() - start)
         return out
 

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from aimass.backends import get_backend
 from aimass.backends.base import Backend
+from aimass.backends.tokens import TokenRows
 from aimass.errors import ModelLoadError, SchemaError, UnsupportedOperation
 from aimass.files import read_json
 from aimass.frameworks.transformers.network import (
@@ -261,6 +262,36 @@ class TextBackend(Backend):
             }
         out = self.network.run(feed)[self._field]
         return self.task.finish(np.asarray(out), feed["attention_mask"], encodings, self.head)
+
+    # -- token batching (aimass.backends.tokens): tokenized once at the edge, batched by length -----
+
+    def tokenize(self, inputs: dict[str, np.ndarray]) -> TokenRows:
+        """Each text's own tokens (truncated, not padded) and its token count.
+
+        Example:
+            >>> m.backend.tokenize({"text": np.array(["hi there"], dtype=object)}).lengths   # doctest: +SKIP
+            array([4])
+        """
+        encodings = self.encoder.encode_rows(as_text(inputs[TEXT], TEXT).tolist())
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        if not self.encoder.truncation and len(lengths) and int(lengths.max()) > self.encoder.max_length:
+            longest = int(lengths.argmax())
+            raise SchemaError(
+                f"input {TEXT!r}: element {longest} has {int(lengths[longest])} tokens, more than max_length "
+                f"{self.encoder.max_length}, and truncation is off",
+                tensor=TEXT,
+            )
+        return TokenRows(items=encodings, lengths=lengths)
+
+    def run_tokens(self, rows: TokenRows) -> dict[str, np.ndarray]:
+        """The outputs of token rows from any requests, padded to their longest: equal to :meth:`run`'s."""
+        if not len(rows):
+            return {
+                t.name: np.zeros([0 if d == -1 else d for d in t.shape], t.dtype.numpy) for t in self.schema.outputs
+            }
+        ids, mask = self.encoder.pad(rows.items)
+        out = self.network.run({"input_ids": ids, "attention_mask": mask})[self._field]
+        return self.task.finish(np.asarray(out), mask, rows.items, self.head)
 
     def with_network(self, network: Backend) -> TextBackend:
         """The same tokenizer and head around another network (exported, quantized)."""

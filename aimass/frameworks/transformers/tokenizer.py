@@ -68,6 +68,10 @@ class TextEncoder:
             tokenizer.no_truncation()
         length = self.max_length if padding == "max_length" else None
         tokenizer.enable_padding(pad_id=self.pad_id, pad_token=pad_token or "[PAD]", length=length)
+        # The same tokenizer without padding, for token batching: each text's own tokens, padded
+        # later with the rows it is batched with (pad()).
+        self.unpadded = _tokenizers().Tokenizer.from_str(tokenizer.to_str())
+        self.unpadded.no_padding()
 
     @classmethod
     def from_pretrained(cls, tokenizer: Any, **settings: Any) -> TextEncoder:
@@ -115,6 +119,31 @@ class TextEncoder:
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         return ids, mask, encodings
+
+    def encode_rows(self, batch: list[str]) -> list[Any]:
+        """Each text's encoding, truncated but not padded: its own tokens only (for token batching).
+
+        Example:
+            >>> [len(e.ids) for e in enc.encode_rows(["hi", "a longer text"])]   # doctest: +SKIP
+            [3, 5]
+        """
+        return list(self.unpadded.encode_batch(batch))
+
+    def pad(self, encodings: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``(input_ids, attention_mask)`` of unpadded ``encodings``, padded as :meth:`encode` pads (right side).
+
+        Example:
+            >>> ids, mask = enc.pad(enc.encode_rows(["hi", "a longer text"]))   # doctest: +SKIP
+        """
+        longest = max((len(e.ids) for e in encodings), default=0)
+        width = self.max_length if self.padding == "max_length" else longest
+        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for i, e in enumerate(encodings):
+            n = len(e.ids)
+            ids[i, :n] = e.ids
+            mask[i, :n] = e.attention_mask
+        return ids, mask
 
 
 def _sane_length(value: Any) -> int | None:
