@@ -48,6 +48,14 @@ def test_publish_assigns_versions_and_round_trips(lib: Store, clf: Model, clf2: 
     assert lib.resolve("fraud") == 2  # latest
 
 
+def test_publish_loads_a_framework_object(lib: Store) -> None:
+    """docs/library.md publishes a fitted XGBClassifier itself: it is loaded as Model.load would."""
+    raw = models.xgb_classifier(3)
+    v = lib.publish(raw, "raw")
+    x = models.dataset(8)[0]
+    np.testing.assert_allclose(lib.load("raw", v).predict(x)["probabilities"], raw.predict_proba(x), rtol=1e-6)
+
+
 def test_publish_keeps_the_example_the_model_was_loaded_with(lib: Store, tmp_path: Path) -> None:
     x, _ = models.dataset(4)
     with_example = Model.load(models.xgb_classifier(5), example_input=x)

@@ -270,7 +270,7 @@ class Store:
 
     def publish(
         self,
-        model: Model,
+        model: Model | Any,
         name: str,
         *,
         metrics: Evaluation | Mapping[str, Any] | None = None,
@@ -285,6 +285,7 @@ class Store:
         with the version. ``gate`` refuses the publish when the metrics fail it. ``alias`` moves
         that alias to the new version (checked against the alias's stored gate). ``reference``
         (input rows) records the input profile that drift monitoring compares live traffic with.
+        ``model`` is a :class:`~aimass.Model` or anything ``Model.load`` takes (loaded first).
 
         Example:
             >>> lib.publish(m, "fraud", metrics=evaluate(m, x, y), gate={"accuracy": ">=0.9"})  # doctest: +SKIP
@@ -293,6 +294,8 @@ class Store:
         from aimass.model import Model
 
         check_name(name)
+        if not isinstance(model, Model):  # a fitted estimator, as docs/library.md publishes one
+            model = Model.load(model)
         recorded = _metrics_dict(metrics)
         require_gate(recorded, gate, what=f"new version of {name!r}")
         if alias is not None:

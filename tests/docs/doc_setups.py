@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ class Context:
 
     directory: Path
     namespace: dict[str, Any]
+    env: dict[str, str] = field(default_factory=dict)  # for the document's shell blocks
+    ports: dict[int, int] = field(default_factory=dict)  # a documented port -> the one this run uses
 
     def files(self, name: str, write: Callable[[Path], None]) -> None:
         """Copy the files ``write(folder)`` writes into the directory, writing them once per session."""
@@ -56,12 +58,12 @@ def setup(name: str) -> Callable[[Callable[[Context], None]], Callable[[Context]
     return register
 
 
-def build(names: list[str], directory: Path, namespace: dict[str, Any]) -> None:
+def build(names: list[str], context: Context) -> None:
     """Run the named setups for a document (an unknown name is a mistake in the document)."""
     for name in names:
         if name not in SETUPS:
             raise KeyError(f"docs-test setup {name!r} is not one of {sorted(SETUPS)}")
-        SETUPS[name](Context(directory, namespace))
+        SETUPS[name](context)
 
 
 def _fraud_onnx(path: Path) -> None:
@@ -197,3 +199,237 @@ def package(ctx: Context) -> None:
         (d / "mlp.onnx").unlink()
 
     ctx.files("pkg", write)
+
+
+@setup("big")
+def big(ctx: Context) -> None:
+    """``big``: 5000 rows of 4 float32 features, more than one batch of 1024."""
+    ctx.namespace.update(big=models.dataset(5000, seed=3)[0])
+
+
+@setup("../fix/encoder.onnx")
+def external_data(ctx: Context) -> None:
+    """``../fix/encoder.onnx`` + ``encoder.onnx.data``: an MLP whose weights live in the data file."""
+
+    def write(d: Path) -> None:
+        import onnx
+
+        models.onnx_mlp(d / "mlp.onnx")
+        proto = onnx.load(str(d / "mlp.onnx"))
+        (d / "mlp.onnx").unlink()
+        onnx.save_model(
+            proto,
+            str(d / "encoder.onnx"),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location="encoder.onnx.data",
+            size_threshold=0,
+        )
+
+    Context(ctx.directory.parent / "fix", ctx.namespace).files("fix", write)  # beside the working directory
+
+
+@setup("encoder.onnx")
+def encoder_onnx(ctx: Context) -> None:
+    """``encoder.onnx``: the 4 -> 8 -> 3 MLP of tests/models.py, weights inside the file."""
+    ctx.files("encoder.onnx", lambda d: models.onnx_mlp(d / "encoder.onnx") and None)
+
+
+@setup("sklearn")
+def sklearn(ctx: Context) -> None:
+    """``LogisticRegression``, ``SGDClassifier`` and ``custom.skops``: a ``mymod.MyEstimator`` saved with skops."""
+    from sklearn.linear_model import LogisticRegression, SGDClassifier
+
+    ctx.namespace.update(LogisticRegression=LogisticRegression, SGDClassifier=SGDClassifier)
+    source = (
+        "from sklearn.linear_model import LogisticRegression\n\n\nclass MyEstimator(LogisticRegression):\n    pass\n"
+    )
+
+    def write(d: Path) -> None:
+        import importlib.util
+
+        import skops.io
+
+        (d / "mymod.py").write_text(source)
+        spec = importlib.util.spec_from_file_location("mymod", d / "mymod.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["mymod"] = module  # skops records the class by its module's name
+        spec.loader.exec_module(module)
+        skops.io.dump(module.MyEstimator().fit(*models.dataset()), d / "custom.skops")
+        del sys.modules["mymod"]
+
+    ctx.files("sklearn", write)
+
+
+@setup("keras_model")
+def keras_model(ctx: Context) -> None:
+    """``keras_model`` (a functional Keras MLP) and ``mlp.keras``."""
+    ctx.namespace.update(keras_model=models.keras_mlp())
+    ctx.files("mlp.keras", lambda d: models.keras_mlp().save(str(d / "mlp.keras")))
+
+
+@setup("exported/")
+def savedmodels(ctx: Context) -> None:
+    """``tf``, ``exported/`` (a Keras MLP as a SavedModel) and ``multi/`` (signatures double and triple)."""
+    import tensorflow as tf
+
+    ctx.namespace.update(tf=tf)
+
+    def write(d: Path) -> None:
+        models.keras_savedmodel(d / "exported")
+        models.two_signature_savedmodel(d / "multi")
+
+    ctx.files("savedmodels", write)
+
+
+@setup("mlp.tflite")
+def tflite(ctx: Context) -> None:
+    def write(d: Path) -> None:
+        models.tflite_mlp(d / "mlp.tflite")
+        shutil.rmtree(d / "mlp.savedmodel")
+
+    ctx.files("mlp.tflite", write)
+
+
+@setup("mxnet")
+def mxnet(ctx: Context) -> None:
+    """``block`` (a Gluon MLP), ``x`` and ``mlp-symbol.json`` + ``mlp-0000.params``."""
+    ctx.namespace.update(block=models.mxnet_mlp(), x=models.dataset()[0])
+    ctx.files("mxnet", lambda d: models.mxnet_exported(d / "mlp") and None)
+
+
+@setup("teacher_model")
+def teacher(ctx: Context) -> None:
+    """``teacher_model``: the torch MLP as a Model, for distillation."""
+    import torch
+
+    from aimass import Model
+
+    x = models.dataset()[0]
+    ctx.namespace.update(torch=torch, teacher_model=Model.load(models.torch_mlp(hidden=32), example_input=x[:2]))
+
+
+@setup("library")
+def library(ctx: Context) -> None:
+    """docs/library.md's names: ``model`` (XGBoost), train/test/new data, ``rows`` whose first feature drifted."""
+    x = models.dataset(256)[0]
+    x_new, y_new = models.dataset(256, seed=4)
+    drifted = x_new.copy()
+    drifted[:, 0] += 4.0
+    ctx.namespace.update(
+        model=models.xgb_classifier(),
+        x_train=x,
+        x_test=x_new[:128],
+        y_test=y_new[:128],
+        rows=drifted,
+        new_rows=x_new[128:],
+        new_labels=y_new[128:],
+        x_new=x_new[:128],
+        y_new=y_new[:128],
+    )
+
+
+@setup("library/")
+def served_library(ctx: Context) -> None:
+    """``library/``: a library with fraud versions 1 to 4, alias production -> 3; ``pkg/fraud``; ``TOKEN``."""
+
+    def write(d: Path) -> None:
+        from aimass import Model
+        from aimass.store import Store
+
+        _fraud_onnx(d / "fraud.onnx")
+        store = Store(str(d / "library"))
+        m = Model.load(d / "fraud.onnx")
+        versions = [store.publish(m, "fraud") for _ in range(4)]
+        store.set_alias("fraud", "production", versions[2])
+        m.save(d / "pkg" / "fraud")
+
+    ctx.files("library", write)
+    ctx.env["TOKEN"] = "docs-test-token"
+
+
+@setup("featurize")
+def featurize(ctx: Context) -> None:
+    """``featurize`` (texts -> FP32 [n, 4]), ``enc.onnx`` (-> probabilities [n, 2]) and ``labels.txt`` (ok toxic)."""
+    rude = ("awful", "idiot", "stupid")
+
+    def featurize(texts: Any) -> np.ndarray:
+        bad = np.array([any(w in str(t) for w in rude) for t in texts], dtype=np.float32)
+        return np.stack([1 - bad, bad, np.zeros_like(bad), np.zeros_like(bad)], axis=1)
+
+    def write(d: Path) -> None:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+
+        w = np.array([[4, 0], [0, 4], [0, 0], [0, 0]], dtype=np.float32)
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Softmax", ["z"], ["probabilities"])],
+            "enc",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+            [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
+            initializer=[numpy_helper.from_array(w, "w")],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.save(model, str(d / "enc.onnx"))
+        (d / "labels.txt").write_text("ok toxic\n")
+
+    ctx.namespace.update(featurize=featurize)
+    ctx.files("featurize", write)
+
+
+def _example(name: str) -> Any:
+    """An example script as a module of its own name (a Python model's code is saved by module)."""
+    import importlib.util
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@setup("packages/classifier")
+def classifier(ctx: Context) -> None:
+    """examples/image_classifier.py's package as ``packages/classifier``, ``cat.jpg``, ``jpeg_bytes``, ``client``."""
+    example = _example("image_classifier")
+
+    def write(d: Path) -> None:
+        from aimass import Model
+
+        (d / "labels.txt").write_text("\n".join(example.LABELS))
+        artifacts = {"cnn": example.train_cnn(d / "cnn.onnx"), "labels": d / "labels.txt"}
+        Model.load(example.ImageClassifier(), artifacts=artifacts).save(d / "packages" / "classifier")
+        for name in ("labels.txt", "cnn.onnx"):
+            (d / name).unlink()
+        image = example.draw("circle", np.random.default_rng(0))
+        (d / "cat.jpg").write_bytes(example.encoded(image, "JPEG"))
+
+    ctx.files("classifier", write)
+    import tritonclient.http as httpclient
+
+    ctx.namespace.update(
+        jpeg_bytes=(ctx.directory / "cat.jpg").read_bytes(),
+        client=httpclient.InferenceServerClient(url=f"127.0.0.1:{ctx.ports[8000]}"),
+    )
+
+
+@setup("my-moderation-model")
+def moderation(ctx: Context) -> None:
+    """``my-moderation-model/``: examples/text_moderation.py's BERT classifier and tokenizer; ``sample_posts``."""
+    example = _example("text_moderation")
+    posts, labels = example.labelled_posts()
+
+    def write(d: Path) -> None:
+        tok = example.make_tokenizer(posts)
+        example.train(posts, labels, tok, steps=30).save_pretrained(str(d / "my-moderation-model"))
+        tok.save_pretrained(str(d / "my-moderation-model"))
+
+    ctx.files("my-moderation-model", write)
+    ctx.namespace.update(sample_posts=posts)

@@ -8,6 +8,9 @@ block bring what the block assumes:
 ``<!-- docs-test: setup fraud.onnx rows -->``
     builds the named inputs (see ``doc_setups.py``; each built once per session) into the scratch
     directory and the namespace.
+``<!-- docs-test: serves 8000 -->``
+    the next Python block is a script that serves on that port until stopped: it runs in an
+    interpreter of its own, started like the servers of shell blocks (below).
 ``<!-- docs-test: output EXPRESSION -->``
     before a text block: the block is what ``EXPRESSION`` prints, or the ``Type: message`` of the
     error it raises. ``<!-- docs-test: output-labels EXPRESSION -->`` compares only the first
@@ -26,6 +29,7 @@ printed at the end of the session.
 from __future__ import annotations
 
 import doctest
+import itertools
 import os
 import re
 import shlex
@@ -52,6 +56,7 @@ PORTS = (8000, 8001, 8080, 9100)  # every port a document names; each mapped to 
 SERVER = re.compile(r"^aimass\s+(serve|ui)\b")
 SERVER_START_S = 90.0  # a cold `aimass serve` imports its frameworks: seconds on 2 busy cores
 COMMAND_S = 240.0
+SERVES = "__docs_test_serves__"  # set by a serves directive, read by the next Python block
 
 COUNTS: dict[str, Any] = {"run": 0, "skipped": [], "setups": 0, "outputs": 0}
 
@@ -63,6 +68,7 @@ class DocState:
     directory: Path
     ports: dict[int, int]
     servers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # variables setups give the shell blocks
 
 
 STATES: dict[str, DocState] = {}
@@ -89,8 +95,19 @@ def _localize(source: str, state: DocState) -> str:
 
 
 def run_python(example: Example) -> None:
-    """Compile and run a block in the document's namespace (line numbers as in the document)."""
-    source = _localize(str(example.parsed), _state(example))
+    """Compile and run a block in the document's namespace (line numbers as in the document).
+
+    After ``<!-- docs-test: serves PORT -->`` the block is a script that serves until stopped: it
+    runs in its own interpreter, like ``aimass serve``, and the test goes on once PORT answers.
+    """
+    state = _state(example)
+    source = _localize(str(example.parsed), state)
+    port = example.namespace.pop(SERVES, None)
+    if port is not None:
+        script = state.directory / f".block-{example.line}.py"
+        script.write_text(source)
+        _start_server(f"{shlex.quote(sys.executable)} {script.name}", state, state.ports[port])
+        return
     code = compile("\n" * (example.line + example.parsed.line_offset) + source, example.path, "exec", dont_inherit=True)
     exec(code, example.namespace)
     example.namespace.pop("__builtins__", None)
@@ -115,6 +132,7 @@ def _env(state: DocState) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(state.directory)])
+    env.update(state.env)
     return env
 
 
@@ -128,13 +146,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def _start_server(command: str, state: DocState) -> None:
-    words = shlex.split(command, comments=True)
-    port_flag = "--port" in words or any(w.startswith("--port=") for w in words)
-    if not port_flag:
-        command = f"{command.split('#')[0].rstrip()} --port {state.ports[8000 if words[1] == 'serve' else 8080]}"
+def _start_server(command: str, state: DocState, port: int | None = None) -> None:
+    if port is None:  # aimass serve / ui: the port its flag names, or the default it would take
         words = shlex.split(command, comments=True)
-    port = int(words[words.index("--port") + 1])
+        if "--port" not in words:
+            command = f"{command.split('#')[0].rstrip()} --port {state.ports[8000 if words[1] == 'serve' else 8080]}"
+            words = shlex.split(command, comments=True)
+        port = int(words[words.index("--port") + 1])
     if port in state.servers:
         _stop(state.servers.pop(port))
     log = state.directory / f".server-{port}.log"
@@ -207,13 +225,17 @@ def _printed(expression: str, namespace: dict[str, Any]) -> str:
 
 def run_directive(example: Example) -> None:
     kind, _, argument = str(example.parsed[0]).partition(" ")
+    if kind == "serves":
+        example.namespace[SERVES] = int(argument)
+        return
     if kind == "setup":
-        setups.build(argument.split(), _state(example).directory, example.namespace)
+        state = _state(example)
+        setups.build(argument.split(), setups.Context(state.directory, example.namespace, state.env, state.ports))
         return
     expected, shown = example.parsed[1], _printed(argument, example.namespace)
-    if kind == "output-labels":
-        want = [line.split()[0] for line in expected.splitlines() if line.strip()]
-        got = [line.split()[0] for line in shown.splitlines() if line.strip()]
+    if kind == "output-labels":  # the rows a report has, in order; a repeated row (one per recipe) counts once
+        want = [k for k, _ in itertools.groupby(line.split()[0] for line in expected.splitlines() if line.strip())]
+        got = [k for k, _ in itertools.groupby(line.split()[0] for line in shown.splitlines() if line.strip())]
     else:
         want, got = expected.split(), shown.split()  # whitespace and line breaks are layout
     assert got == want, (
@@ -230,7 +252,7 @@ class DirectiveParser:
     def __call__(self, document: Document) -> Iterator[Region]:
         for region in self.lexer(document):
             arguments = str(region.lexemes["arguments"]).strip()
-            expected = "" if arguments.startswith("setup ") else _next_block(document, region.end)
+            expected = _next_block(document, region.end) if arguments.startswith("output") else ""
             yield Region(region.start, region.end, (arguments, expected), run_directive)
 
 
@@ -290,7 +312,7 @@ def test_block(item: tuple[Path, Example], docs_root: Path, monkeypatch: pytest.
     if example.region.evaluator is not run_directive:
         COUNTS["run"] += 1
     else:
-        COUNTS["setups" if str(example.parsed[0]).startswith("setup ") else "outputs"] += 1
+        COUNTS["outputs" if str(example.parsed[0]).startswith("output") else "setups"] += 1
 
 
 def unittest_skip() -> type[BaseException]:
