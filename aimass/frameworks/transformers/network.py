@@ -19,6 +19,7 @@ from typing import Any
 
 from aimass.dependencies import require_framework
 from aimass.errors import ModelLoadError
+from aimass.quiet import silenced
 from aimass.schema import DType, Schema, TensorSpec
 
 __all__ = ["INPUTS", "load_pretrained", "network_module", "network_schema", "read_config", "save_pretrained"]
@@ -27,6 +28,10 @@ INPUTS = ("input_ids", "attention_mask")
 
 
 def _transformers() -> Any:
+    # transformers' model code imports torchao when it is installed, and torchao logs each CUDA-only
+    # library it cannot load and torch's pytree deprecations: nothing about the user's model.
+    with silenced(loggers=("torchao", "torch.utils._pytree")):
+        require_framework("transformers.modeling_utils", backend="transformers", extra="transformers")
     return require_framework("transformers", backend="transformers", extra="transformers")
 
 
