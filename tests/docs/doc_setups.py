@@ -433,3 +433,15 @@ def moderation(ctx: Context) -> None:
 
     ctx.files("my-moderation-model", write)
     ctx.namespace.update(sample_posts=posts)
+
+
+@setup("policies.yaml")
+def policies(ctx: Context) -> None:
+    """``policies.yaml``: examples/policies.yaml, every field documented, for the fraud model."""
+    shutil.copy(ROOT / "examples" / "policies.yaml", ctx.directory / "policies.yaml")
+
+
+@setup("AIMASS_STORE=library")
+def store_is_library(ctx: Context) -> None:
+    """The shell blocks' library (``AIMASS_STORE``) is ``library/``, the one the server serves."""
+    ctx.env["AIMASS_STORE"] = str(ctx.directory / "library")
