@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import models
@@ -67,6 +70,25 @@ def test_refused_compression_prints_the_report_as_a_table(tmp_path: Path) -> Non
     assert code == 2 and err.startswith("error: int8 rejected") and len(err.splitlines()) == 1
     body = json.loads(out)
     assert body["rejected"] == err.strip().removeprefix("error: ") and body["report"]["metric"] == "accuracy"
+
+
+def test_compress_leaves_tmpdir_empty_and_stderr_quiet(tmp_path: Path) -> None:
+    # A fresh `aimass compress`, as a user runs it: onnxruntime wrote its .ses session file into TMPDIR.
+    onnx_file = models.onnx_mlp(tmp_path / "mlp.onnx", hidden=32)
+    np.save(tmp_path / "x.npy", models.dataset(64)[0])
+    (tmp_path / "tmp").mkdir()
+    data, out = str(tmp_path / "x.npy"), str(tmp_path / "q")
+    args = ["compress", str(onnx_file), "--method", "int8", "--data", data, "--out", out]
+    proc = subprocess.run(
+        [sys.executable, "-m", "aimass", *args],
+        env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert "compress int8: onnx -> onnx" in proc.stdout
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_convert_prints_report(tmp_path: Path) -> None:
