@@ -66,6 +66,9 @@ def _grpc() -> Any:
 
 def _stubs() -> tuple[Any, Any, Any]:
     _grpc()
+    # The codec shares the V2 tensor code (aimass.protocol.v2), which needs orjson.
+    require("orjson", feature="gRPC remote models", extra="grpc")
+    require("google.protobuf", feature="gRPC remote models", extra="grpc", package="protobuf")
     from aimass.protocol.grpc import codec, grpc_service_pb2, grpc_service_pb2_grpc
 
     return codec, grpc_service_pb2, grpc_service_pb2_grpc

@@ -62,6 +62,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _httpx() -> Any:
+    # The V2 codec (aimass.protocol.v2) needs orjson, from the same extra: asked for with httpx, by name.
+    require("orjson", feature="remote models", extra="server")
     return require("httpx", feature="remote models", extra="server")
 
 

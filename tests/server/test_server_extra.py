@@ -73,3 +73,23 @@ def test_yaml_config_without_pyyaml_names_the_extra(tmp_path: Path) -> None:
         tmp_path,
     )
     assert proc.stdout.startswith("a YAML config file needs pyyaml: pip install 'aimass[server]'"), proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "extra"), [("http://127.0.0.1:1/v2/models/x", "server"), ("grpc://127.0.0.1:1/x", "grpc")]
+)
+def test_remote_clients_without_orjson_name_their_extra(url: str, extra: str, tmp_path: Path) -> None:
+    # The V2 codec both clients share imports orjson: without it, the extra, not ModuleNotFoundError.
+    proc = _run(
+        f"""
+        import sys
+        sys.modules["orjson"] = None
+        from aimass import Model, MissingDependency
+        try:
+            Model.load({url!r})
+        except MissingDependency as e:
+            print(type(e).__name__, e.extra, e.package)
+        """,
+        tmp_path,
+    )
+    assert proc.stdout.strip() == f"MissingDependency {extra} orjson", proc.stderr
