@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 __all__ = [
+    "AddressInUse",
     "AimassError",
     "BackendNotFound",
     "BackendUnavailable",
@@ -209,6 +210,17 @@ class RemoteError(AimassError):
         super().__init__(message)
         self.status_code = status_code
         self.detail = detail
+
+
+class AddressInUse(AimassError, OSError):
+    """A server cannot listen where it was asked: the port is taken, or the address is not this machine's.
+
+    Raised before the server says it is serving (a failure: exit code 1 from ``aimass serve``).
+
+    Example:
+        >>> AddressInUse("cannot listen on 127.0.0.1:8000 (HTTP): address already in use").status_code
+        500
+    """
 
 
 class ServiceUnavailable(AimassError):

@@ -25,7 +25,7 @@ import typer
 from aimass.cli.options import ServerOptions, with_options
 
 # The parsers live in aimass.cli.options; they stay importable from here.
-__all__ = ["register", "serve", "warn_exposure"]
+__all__ = ["register", "serve", "warn_exposure", "warn_layout"]
 
 log = logging.getLogger("aimass.server")
 
@@ -109,35 +109,73 @@ def serve(
             repository = p
         else:
             models[p.stem if p.is_file() else p.name] = src
-    grpc_note = f" and grpc://{settings.host}:{settings.grpc_port}" if settings.grpc_port else ""
-    if settings.workers > 1:
-        from aimass.server.workers import serve_workers
+    warn_layout(repository, models)
+    from aimass.server.listen import bind, ensure_free
+    from aimass.server.listen import port as bound_port
 
+    # Bind before saying anything: a busy port is an error (exit 1), not "serving" then uvicorn's exit 3;
+    # and --port 0 prints the port it got.
+    sock = bind(settings.host, settings.port)
+    try:
+        if settings.grpc_port:
+            ensure_free(settings.host, settings.grpc_port, what="gRPC")
+        port = bound_port(sock)
+        settings = settings.model_copy(update={"port": port})
+        grpc_note = f" and grpc://{settings.host}:{settings.grpc_port}" if settings.grpc_port else ""
+        if settings.workers > 1:
+            from aimass.server.workers import serve_workers
+
+            typer.echo(
+                f"aimass serving {sorted(models) or str(repository)} on http://{settings.host}:{port}/v2"
+                + grpc_note
+                + f" from {settings.workers} worker processes (batching: max_batch_size={settings.max_batch_size})"
+            )
+            serve_workers(
+                models or None,
+                repository=repository,
+                settings=settings,
+                model_options=server.model_options(),
+                sock=sock,
+            )
+            return
+        app = create_app(models or None, repository=repository, model_options=server.model_options(), settings=settings)
+        repo = app.repository
+        names = sorted(repo.sources()) if repo.lazy else sorted({m.name for m in repo.loaded()})
+        if repo.lazy:  # under a budget: models load on their first request
+            typer.echo(f"models load on demand within {repo.budget.describe()}; {len(repo.loaded())} loaded at start")
         typer.echo(
-            f"aimass serving {sorted(models) or str(repository)} on http://{settings.host}:{settings.port}/v2"
-            + grpc_note
-            + f" from {settings.workers} worker processes (batching: max_batch_size={settings.max_batch_size})"
+            f"aimass serving {names} on http://{settings.host}:{port}/v2{grpc_note} "
+            f"(batching: max_batch_size={settings.max_batch_size})"
         )
-        serve_workers(models or None, repository=repository, settings=settings, model_options=server.model_options())
-        return
-    app = create_app(models or None, repository=repository, model_options=server.model_options(), settings=settings)
-    repo = app.repository
-    names = sorted(repo.sources()) if repo.lazy else sorted({m.name for m in repo.loaded()})
-    if repo.lazy:  # under a budget: models load on their first request
-        typer.echo(f"models load on demand within {repo.budget.describe()}; {len(repo.loaded())} loaded at start")
-    typer.echo(
-        f"aimass serving {names} on http://{settings.host}:{settings.port}/v2{grpc_note} "
-        f"(batching: max_batch_size={settings.max_batch_size})"
-    )
-    run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        grpc_port=settings.grpc_port or None,
-        header_timeout=settings.header_timeout,
-        body_timeout=settings.body_timeout,
-    )
+        run(
+            app,
+            host=settings.host,
+            port=port,
+            log_level=settings.log_level,
+            grpc_port=settings.grpc_port or None,
+            header_timeout=settings.header_timeout,
+            body_timeout=settings.body_timeout,
+            sock=sock,
+        )
+    finally:
+        sock.close()
+
+
+def warn_layout(repository: Path | None, models: dict[str, str]) -> list[str]:
+    """Print (to stderr) and log what looks wrong in what is served: nothing at all, or an odd layout.
+
+    Example:
+        >>> warn_layout(None, {"mlp": "mlp.onnx"})
+        []
+    """
+    from aimass.server.layout import layout_warnings
+
+    warnings = layout_warnings(repository, models)
+    for text in warnings:
+        typer.echo(f"warning: {text}", err=True)
+        if log.hasHandlers():
+            log.warning(text)
+    return warnings
 
 
 def register(app: typer.Typer) -> None:

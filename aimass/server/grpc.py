@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
+import socket
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -332,11 +333,13 @@ def serve_http_and_grpc(
     grpc_port: int = 8001,
     max_message_size: int | None = None,
     uvicorn_options: dict[str, Any] | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve ``app`` (:func:`~aimass.server.app.create_app`'s) over HTTP (uvicorn) and gRPC side by side, on one loop.
 
-    ``uvicorn_options`` go to ``uvicorn.Config`` (``log_level``, ``http``, ...). Stops on SIGINT/SIGTERM
-    (uvicorn's handlers), then lets gRPC calls in flight finish for up to 5 s.
+    ``uvicorn_options`` go to ``uvicorn.Config`` (``log_level``, ``http``, ...); ``sock``, a socket
+    already bound for HTTP (:func:`aimass.server.listen.bind`). Stops on SIGINT/SIGTERM (uvicorn's
+    handlers), then lets gRPC calls in flight finish for up to 5 s.
     """
     import uvicorn
 
@@ -346,7 +349,9 @@ def serve_http_and_grpc(
         server, _ = create_server(app, host=host, port=grpc_port, max_message_size=max_message_size)
         await server.start()
         try:
-            await uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options)).serve()
+            await uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options)).serve(
+                sockets=[sock] if sock is not None else None
+            )
         finally:
             await server.stop(grace=5)
 

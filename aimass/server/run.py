@@ -10,7 +10,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import socket
 from typing import Any
 
 from aimass.server.deadlines import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
@@ -57,18 +59,33 @@ def serve(
     grpc_port: int | None = None,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve ``app`` until interrupted (one process, one event loop; models run in worker threads).
 
     Several processes sharing the port: :func:`aimass.server.workers.serve_workers`. ``grpc_port``
     serves V2 over gRPC too, on the same loop (:func:`aimass.server.grpc.serve_http_and_grpc`).
-    ``header_timeout`` / ``body_timeout``: see :func:`uvicorn_options`.
+    ``header_timeout`` / ``body_timeout``: see :func:`uvicorn_options`. ``sock``: a socket already
+    bound to ``host:port`` (:func:`aimass.server.listen.bind`, which is how the CLI refuses a busy
+    port before it prints anything); without it the port is bound here, AddressInUse when taken.
+    A server that does not start (its lifespan failed: the log says why) raises AimassError.
     """
+    from aimass.errors import AimassError
+    from aimass.server.listen import bind
+
     options = uvicorn_options(log_level, header_timeout=header_timeout, body_timeout=body_timeout)
-    if grpc_port:
-        from aimass.server.grpc import serve_http_and_grpc
+    if sock is None:
+        sock = bind(host, port)
+    with sock:
+        if grpc_port:
+            from aimass.server.grpc import serve_http_and_grpc
 
-        return serve_http_and_grpc(app, host=host, port=port, grpc_port=grpc_port, uvicorn_options=options)
-    import uvicorn
+            serve_http_and_grpc(app, host=host, port=port, grpc_port=grpc_port, uvicorn_options=options, sock=sock)
+            return
+        import uvicorn
 
-    uvicorn.run(app, host=host, port=port, **options)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it captured once it has shut down
+            server.run(sockets=[sock])
+        if not server.started:  # uvicorn.run would sys.exit(3) here: an exit code the CLI does not document
+            raise AimassError(f"the server on {host}:{port} did not start (the log above says why)")

@@ -10,6 +10,12 @@ waiting in the shared accept queue are taken by them. A socket bound once, rathe
 per worker with ``SO_REUSEPORT``, is why: the kernel's accept queue outlives any worker, whereas
 with ``SO_REUSEPORT`` the connections queued on a dying worker's socket are reset with it.
 
+A worker is judged dead when its process has exited, or when, once serving, it leaves the
+supervisor's health check unanswered for :data:`HEALTHCHECK_TIMEOUT` seconds (then it is killed).
+While it starts (imports, model loading, which can hold the GIL for seconds) it is not timed: on
+a busy machine uvicorn's own check killed starting workers that were merely slow, with no reason
+given. Every death is logged with its reason (exit code, signal, or the unanswered check).
+
 The gRPC port (``grpc_port``) cannot be handed over that way (grpcio binds its own sockets), so
 each worker binds it with ``SO_REUSEPORT``, as gRPC's own multiprocessing guide does; the
 supervisor first checks that the port is free. A gRPC call in flight on a dead worker fails with
@@ -32,6 +38,7 @@ import functools
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -40,13 +47,17 @@ from pathlib import Path
 from typing import Any
 
 from aimass.errors import ModelLoadError
+from aimass.server.listen import bind, ensure_free
 from aimass.server.metrics import MULTIPROCESS_ENV
 from aimass.server.run import uvicorn_options
 from aimass.server.settings import ServerSettings, build_settings
 
-__all__ = ["serve_workers"]
+__all__ = ["HEALTHCHECK_TIMEOUT", "exit_reason", "serve_workers"]
 
 log = logging.getLogger("aimass.server")
+
+#: Seconds a serving worker may leave the supervisor's health check unanswered before it is killed.
+HEALTHCHECK_TIMEOUT = 5.0
 
 Sources = Mapping[str, str | os.PathLike[str] | Mapping[str, str | os.PathLike[str]]]
 Receive = Callable[[], Any]
@@ -59,6 +70,7 @@ def serve_workers(
     settings: ServerSettings | None = None,
     model_options: Mapping[str, Any] | None = None,
     setup: Callable[[], None] | None = None,
+    sock: socket.socket | None = None,
     **knobs: Any,
 ) -> None:
     """Serve models from ``workers`` processes sharing ``host:port`` until interrupted (SIGINT/SIGTERM).
@@ -71,8 +83,9 @@ def serve_workers(
     (``header_timeout`` / ``body_timeout``, :func:`aimass.server.run.uvicorn_options`) and every
     knob of each worker's app. ``setup`` (a module-level function, pickled to each worker) runs in
     every worker before its models load: the place to :func:`aimass.backends.register` a backend of
-    your own. Raises ModelLoadError when a worker cannot start (a model that does not load), after
-    stopping the others.
+    your own. ``sock``: a socket already bound to ``host:port`` (:func:`aimass.server.listen.bind`),
+    which the workers share instead of one bound here. Raises ModelLoadError when a worker cannot
+    start (a model that does not load), after stopping the others.
 
     Example:
         >>> serve_workers(repository="models/", workers=4, grpc_port=8001)   # doctest: +SKIP
@@ -80,7 +93,7 @@ def serve_workers(
     import uvicorn
     from prometheus_client.multiprocess import mark_process_dead
     from uvicorn.config import STARTUP_FAILURE
-    from uvicorn.supervisors.multiprocess import Multiprocess
+    from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
     if settings is None and "workers" not in knobs:
         knobs = {**knobs, "workers": 2}  # this function's default since it exists: more than one process
@@ -88,26 +101,68 @@ def serve_workers(
     if models is None and repository is None:
         raise ValueError("serve_workers needs models, a repository directory, or both")
     if s.grpc_port:
-        _check_free(s.host, s.grpc_port)
+        ensure_free(s.host, s.grpc_port)
     options = dict(model_options) if model_options else None
     factory = functools.partial(_worker_app, _as_paths(models), repository, s, options, setup)
     uvicorn_config = uvicorn_options(s.log_level, header_timeout=s.header_timeout, body_timeout=s.body_timeout)
     config = uvicorn.Config(factory, factory=True, host=s.host, port=s.port, workers=s.workers, **uvicorn_config)
-    sock = config.bind_socket()  # first: a port in use ends here, before anything is created
+    if sock is None:  # first: a port in use ends here, before anything is created
+        sock = bind(s.host, s.port)
     metrics_dir = tempfile.mkdtemp(prefix="aimass-metrics-")
     previous = os.environ.get(MULTIPROCESS_ENV)
     os.environ[MULTIPROCESS_ENV] = metrics_dir  # inherited by the workers, which import prometheus-client afresh
 
     class Supervisor(Multiprocess):
-        """uvicorn's supervisor, which also forgets a dead worker's live gauges."""
+        """uvicorn's supervisor, which does not time a starting worker, says why a worker died, and
+        forgets a dead worker's live gauges."""
+
+        def __init__(self, config: Any, sockets: list[socket.socket]) -> None:
+            super().__init__(config, sockets)
+            self.serving: set[int] = set()  # pids that answered the health check as started
+            self.pinged: set[int] = set()  # starting workers asked and not yet answered
 
         def keep_subprocess_alive(self) -> None:
-            before = {p.pid for p in self.processes}
-            super().keep_subprocess_alive()
-            for pid in before - {p.pid for p in self.processes}:
-                if pid is not None:
-                    log.warning("worker %d died; a new one is starting", pid)
-                    mark_process_dead(pid, metrics_dir)
+            if self.should_exit.is_set():
+                return  # shutting down: workers exit on purpose
+            for index, process in enumerate(self.processes):
+                reason = self.failure(process)
+                if reason is None:
+                    continue
+                process.kill()  # a hung worker is still running
+                process.join()
+                pid = process.pid or 0
+                self.serving.discard(pid)
+                self.pinged.discard(pid)
+                mark_process_dead(pid, metrics_dir)
+                if process.exitcode == STARTUP_FAILURE:  # its models cannot load: every restart would fail
+                    log.error("worker %d could not start; stopping the server", pid)
+                    self.should_exit.set()
+                    return
+                log.warning("worker %d %s; a new one is starting", pid, reason)
+                self.processes[index] = replacement = Process(self.config, self.sockets)
+                replacement.start()
+
+        def failure(self, process: Process) -> str | None:
+            """Why ``process`` must be replaced (it exited, or stopped answering once serving); None while fine."""
+            pid = process.pid or 0
+            if not process.process.is_alive():
+                return exit_reason(process.exitcode)
+            if pid in self.serving:
+                if process.ping(HEALTHCHECK_TIMEOUT):
+                    return None
+                return f"did not answer the supervisor's health check within {HEALTHCHECK_TIMEOUT:g} s (hung?); killed"
+            # Starting: ask without waiting, and read the answer (started or not) on a later round.
+            try:
+                if pid not in self.pinged:
+                    process.parent_conn.send(b"ping")
+                    self.pinged.add(pid)
+                if process.parent_conn.poll(0):
+                    self.pinged.discard(pid)
+                    if process.parent_conn.recv():
+                        self.serving.add(pid)
+            except (OSError, EOFError):
+                pass  # the worker is exiting: the next round sees its exit code
+            return None
 
     try:
         supervisor = Supervisor(config, sockets=[sock])
@@ -121,6 +176,25 @@ def serve_workers(
         else:
             os.environ[MULTIPROCESS_ENV] = previous
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def exit_reason(exitcode: int | None) -> str:
+    """How a worker process ended, for the log line of its death.
+
+    Example:
+        >>> exit_reason(-9), exit_reason(1)
+        ('was killed by signal SIGKILL (the out-of-memory killer, or a person)', 'exited with code 1')
+    """
+    if exitcode is None:
+        return "stopped"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = str(-exitcode)
+        why = {"SIGKILL": " (the out-of-memory killer, or a person)", "SIGSEGV": " (a crash in native code)"}
+        return f"was killed by signal {name}{why.get(name, '')}"
+    return f"exited with code {exitcode}"
 
 
 def _as_paths(models: Sources | None) -> dict[str, Any] | None:
@@ -138,14 +212,6 @@ def _as_paths(models: Sources | None) -> dict[str, Any] | None:
                 )
         out[name] = {str(k): str(v) for k, v in src.items()} if isinstance(src, Mapping) else str(src)
     return out
-
-
-def _check_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            raise OSError(f"cannot listen for gRPC on {host}:{port}: {e.strerror}") from None
 
 
 def _worker_app(

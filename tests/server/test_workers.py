@@ -184,11 +184,12 @@ def test_serve_workers_option_starts_the_supervisor(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(aimass.server.workers, "serve_workers", fake)
     args = ["serve", f"fraud={tmp_path}/nowhere", "--workers", "3", "--threads", "2", "--max-batch-size", "8"]
-    result = CliRunner().invoke(app(), [*args, "--grpc-port", "8001", "--option", "a.b=1"])
+    grpc_port = serving.free_port()  # the CLI binds its ports before it starts anything: free ones
+    result = CliRunner().invoke(app(), [*args, "--port", "0", "--grpc-port", str(grpc_port), "--option", "a.b=1"])
     assert result.exit_code == 0, result.output
     assert captured["models"] == {"fraud": f"{tmp_path}/nowhere"}  # not loaded here: each worker loads it
     settings: Any = captured["settings"]  # workers: processes; threads: each one's model threads
-    assert settings.workers == 3 and settings.threads == 2 and settings.grpc_port == 8001
+    assert settings.workers == 3 and settings.threads == 2 and settings.grpc_port == grpc_port
     assert settings.max_batch_size == 8 and captured["model_options"] == {"a": {"b": 1}}
 
 
