@@ -137,6 +137,7 @@ class PayloadLog:
         self.dropped_bytes = 0
         self.files = 0
         self.removed_files = 0
+        self._removed_by: dict[str, int] = {}  # reason -> files, for metrics bound after the writer started
         self.queued_bytes = 0  # tensors' bytes queued or being written: what max_queue_bytes bounds
         self._lock = threading.Lock()  # queued_bytes: the request path adds, the writer subtracts
         self._queue: queue.Queue[PayloadRecord | None] = queue.Queue(maxsize=max_queue)
@@ -152,7 +153,7 @@ class PayloadLog:
         """Count records logged and dropped, bytes dropped and queued, files written and removed, in ``registry``."""
         from prometheus_client import Counter, Gauge
 
-        self._counters = _Counters(
+        counters = _Counters(
             Counter("aimass_payload_log_records", "Requests queued for the payload log.", registry=registry),
             Counter(
                 "aimass_payload_log_dropped",
@@ -180,6 +181,10 @@ class PayloadLog:
                 registry=registry,
             ),
         )
+        with self._lock:  # the writer may already have removed files (it applies the cap at start)
+            for reason, n in self._removed_by.items():
+                counters.removed_files.labels(reason).inc(n)
+            self._counters = counters
 
     # -- the request path -------------------------------------------------------------------------
 
@@ -328,9 +333,11 @@ class PayloadLog:
                 log.exception("payload log: cannot remove %s", path)
                 continue
             total -= size
-            self.removed_files += 1
-            if self._counters:
-                self._counters.removed_files.labels(reason).inc()
+            with self._lock:
+                self.removed_files += 1
+                self._removed_by[reason] = self._removed_by.get(reason, 0) + 1
+                if self._counters:
+                    self._counters.removed_files.labels(reason).inc()
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued, complete the open files, apply the disk cap, and stop the writer."""
