@@ -57,6 +57,7 @@ from aimass.server.http import (
     send_response,
 )
 from aimass.server.metrics import Metrics
+from aimass.server.openai_routes import OpenAIRoutes
 from aimass.server.payload_log import PayloadLog
 from aimass.server.policies import PolicyRunner
 from aimass.server.repository import BatchingConfig, Budget, Limits, Repository
@@ -123,6 +124,7 @@ class App:
         self.dashboard: Dashboard | None = None
         # Canary analyses and drift-triggered updates (aimass.server.policies), set by create_app; None: none.
         self.policies: PolicyRunner | None = None
+        self.openai = OpenAIRoutes(self.dataplane)  # /v1/embeddings and /v1/models (aimass.server.openai_routes)
 
     # -- ASGI ---------------------------------------------------------------------------------
 
@@ -165,6 +167,8 @@ class App:
             if changes_state(method):
                 browser.check_state_change(scope["headers"], method=method, path=path)
             parts = path.strip("/").split("/")
+            if parts[0] == "v1":  # OpenAI-compatible routes: their own error shape
+                return await self.openai.handle(method, path, scope, receive, send)
             if parts[0] != "v2":
                 if path == "/metrics" and method == "GET":
                     self._check_auth(scope)
