@@ -60,6 +60,21 @@ def posts(n: int = 256) -> list[str]:
     return [out[i] for i in rng.choice(len(out), n, replace=False)]
 
 
+# 200 varied English sentences of 3-40 words: the embedding benchmarks' mix (issue 27).
+VOCABULARY = (
+    "the a search engine returns documents that match what people ask about weather travel food music science "
+    "history sports health money cars phones books movies cities rivers mountains children teachers doctors "
+    "computers networks servers models quickly slowly carefully yesterday tomorrow because although while after "
+    "before during small large bright dark happy tired new old first last every some many few"
+).split()
+
+
+def sentences(n: int = 200) -> list[str]:
+    """``n`` sentences of 3 to 40 words, the same on every run."""
+    rng = np.random.default_rng(0)
+    return [" ".join(rng.choice(VOCABULARY, int(rng.integers(3, 41)))).capitalize() + "." for _ in range(n)]
+
+
 def build(directory: Path, texts: list[str]) -> Path:
     """A bert-mini-sized classifier and its tokenizer, written by ``save_pretrained`` into ``directory/hf``."""
     import torch
