@@ -134,6 +134,9 @@ class ServerOptions:
     max_batch_size: Annotated[
         int, typer.Option(help="rows per merged model call (per replica on Ray); 0 turns dynamic batching off")
     ] = 64
+    max_batch_tokens: Annotated[
+        int, typer.Option(help="text models: tokens per merged batch and per model call (rows sorted by length)")
+    ] = 8192
     max_queue_delay: Annotated[
         str, typer.Option(help="how long a request may wait for a batch: 500us, 2ms, 0.01 (seconds)")
     ] = "0"

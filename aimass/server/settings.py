@@ -36,6 +36,7 @@ from aimass.server.deadlines import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
 from aimass.server.payload_log import PayloadLog
 from aimass.server.policies import Policies, load_policies
 from aimass.server.shadow import ShadowRule, parse_shadow
+from aimass.server.token_batching import DEFAULT_MAX_BATCH_TOKENS
 from aimass.server.tracing import ServerTracing
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "RENAMED", "ServerSettings", "build_settings", "parse_duration", "parse_size"]
@@ -160,6 +161,7 @@ class ServerSettings(BaseModel):
     body may take to arrive; 0: no limit).
 
     Batching and limits: ``max_batch_size`` (rows per merged call; 0: no dynamic batching),
+    ``max_batch_tokens`` (text models: tokens per merged batch and per call, :mod:`aimass.server.token_batching`),
     ``max_queue_delay`` (seconds a request may wait for a batch), ``instances`` (model calls at once
     per model version, Triton's instance count), ``max_queue_size`` (requests held per version
     before 503; 0: no limit), ``request_timeout`` (seconds before 504; 0: none), ``max_body_size``
@@ -203,6 +205,7 @@ class ServerSettings(BaseModel):
     body_timeout: Seconds = DEFAULT_BODY_TIMEOUT
     # Batching and limits.
     max_batch_size: Annotated[int, Field(ge=0)] = 64
+    max_batch_tokens: Annotated[int, Field(ge=1)] = DEFAULT_MAX_BATCH_TOKENS
     max_queue_delay: Seconds = 0.0
     instances: Annotated[int, Field(ge=1)] = 2
     max_queue_size: Annotated[int, Field(ge=0)] = 0

@@ -68,6 +68,7 @@ FLAG_VALUES: dict[str, Any] = {
     "host": "0.0.0.0",
     "port": 9001,
     "max_batch_size": 8,
+    "max_batch_tokens": 512,
     "max_queue_delay": "2ms",
     "instances": 3,
     "auth_token": "s3cret",
