@@ -133,7 +133,7 @@ class UntrustedCode(ModelLoadError):
     """A package holds Python code, which runs when it is loaded, and the caller did not opt in.
 
     ``files`` lists the package's code files. Opt in with ``Model.load(path, trust_code=True)``,
-    ``aimass serve --trust-code`` or the backend option ``trust_code=true``.
+    ``--trust-code`` on any ``aimass`` command that loads a model, or the backend option ``trust_code=true``.
 
     Example:
         >>> try:                                                   # doctest: +SKIP
@@ -168,7 +168,7 @@ class UnsafeProgram(UntrustedCode):
         super().__init__(
             f"{file}: this {kind} is a program and names operators outside its allow-list: {shown}"
             f"{f' ({detail})' if detail else ''}; it was not loaded. If you trust its author, load it with "
-            "Model.load(..., trust_code=True) or `aimass serve --trust-code`",
+            "Model.load(..., trust_code=True) or --trust-code on the aimass command",
             files=[file],
         )
         self.file = file

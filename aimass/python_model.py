@@ -384,7 +384,8 @@ class PythonBackend(Backend):
             raise UntrustedCode(
                 f"{where} holds Python code that runs when it is loaded: {', '.join(prefix + c for c in code)} "
                 f"(class {spec['module']}.{spec['class']}). Load it only if you trust where it comes from: "
-                "Model.load(..., trust_code=True), `aimass serve --trust-code`, or the backend option trust_code=true",
+                "Model.load(..., trust_code=True), --trust-code on the aimass command (serve, info, predict ...), "
+                "or the backend option trust_code=true",
                 files=[prefix + c for c in code],
             )
         # Every file under code/ may be imported (it is on sys.path while the module loads), and a

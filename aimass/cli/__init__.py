@@ -7,7 +7,11 @@ groups are registered: one line on stderr, exit code 2 for a user error and 1 fo
 ``python -m aimass`` is the same program as ``aimass``.
 
 One verb per meaning: ``serve`` runs a server here, ``scale deploy`` deploys it to Ray Serve,
-``predict`` predicts a file here and ``scale predict`` a dataset on Ray Data.
+``predict`` predicts a file here and ``scale predict`` a dataset on Ray Data. One word per meaning
+too: a flag has the name of the server setting it sets, ``--data`` is the rows a command reads,
+``--batch-size`` rows per call, ``--auth-token`` the bearer token, ``-m`` only ``compress --method``,
+and every command that loads a model takes ``--trust-code``. Help is plain text: no markup to eat a
+``[otel]``, no ``<bool>`` after a flag.
 
 Example (shell)::
 
@@ -19,10 +23,10 @@ Example (shell)::
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+import sys
+from typing import Annotated
 
-if TYPE_CHECKING:
-    import typer
+import typer
 
 __all__ = ["COMMANDS", "app", "commands", "main"]
 
@@ -49,13 +53,41 @@ def app() -> typer.Typer:
         help="Serve machine-learning models as a service from one interface.",
         no_args_is_help=True,
         add_completion=False,
+        rich_markup_mode=None,
     )
+    application.callback()(_root)
     for name in COMMANDS:
         importlib.import_module(name).register(application)
+    _plain_help(application)
     for _, info in commands(application):
         if info.callback is not None:
             info.callback = handle_errors(info.callback)
     return application
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import aimass
+
+        typer.echo(f"aimass {aimass.__version__}")
+        raise typer.Exit()
+
+
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Serve machine-learning models as a service from one interface."""
+
+
+def _plain_help(application: typer.Typer) -> None:
+    """Plain-text help in every group: typer's rich help reads ``[otel]`` as markup (and drops it) and
+    shows ``<bool>`` after every flag; the plain formatter does neither."""
+    for group in application.registered_groups:
+        if group.typer_instance is not None:
+            group.typer_instance.rich_markup_mode = None
+            _plain_help(group.typer_instance)
 
 
 def commands(application: typer.Typer, prefix: str = "") -> list[tuple[str, typer.models.CommandInfo]]:
@@ -72,4 +104,12 @@ def commands(application: typer.Typer, prefix: str = "") -> list[tuple[str, type
 
 def main() -> None:
     """Console-script entry point (also ``python -m aimass``)."""
-    app()(prog_name="aimass")
+    from aimass.cli.output import stdout_gone
+
+    try:
+        app()(prog_name="aimass")
+    finally:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader went away (| head) after the last write: say nothing
+            stdout_gone()

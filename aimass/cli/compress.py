@@ -1,12 +1,13 @@
 """``aimass compress | convert``: write a compressed or converted package and print its measured report.
 
-``<model>`` is anything ``Model.load`` takes. ``--data`` (rows as .json, .npy, .npz or .csv)
-drives calibration and the drift measurement; ``--labels`` adds the metric before/after.
+``<model>`` is anything ``Model.load`` takes (``--trust-code`` for a package holding Python code).
+``--data`` (rows as .json, .npy, .npz or .csv) drives calibration and the drift measurement;
+``--labels`` adds the metric before/after; ``--output`` (``-o``) is the package written.
 
 Example (shell)::
 
-    aimass compress model.onnx --method int8 --data rows.npy --labels y.npy --max-drop 0.01 --out q/
-    aimass convert clf.json --to onnx --out clf-onnx/ --json
+    aimass compress model.onnx --method int8 --data rows.npy --labels y.npy --max-drop 0.01 --output q/
+    aimass convert clf.json --to onnx --output clf-onnx/ --json
 """
 
 from __future__ import annotations
@@ -17,13 +18,21 @@ from typing import Annotated, Any, NoReturn
 import numpy as np
 import typer
 
+from aimass.cli.model_options import DataOption, OutputOption, TrustCodeOption, load_model, renamed
 from aimass.cli.output import USER_ERROR, echo_json, read_input
 from aimass.errors import CompressionRejected
 
 __all__ = ["register"]
 
-DataOption = Annotated[Path | None, typer.Option("--data", help="inputs as .json, .npy, .npz or .csv")]
-OutOption = Annotated[Path, typer.Option("--out", "-o", help="package directory to write")]
+# The former name of --output, hidden from the help.
+FormerOut = Annotated[Path | None, typer.Option("--out", hidden=True, help="former --output")]
+
+
+def _output(output: Path | None, out: Path | None) -> Path:
+    path = renamed(output, out, new="--output", old="--out")
+    if path is None:
+        raise typer.BadParameter("the package directory to write", param_hint="'--output'")
+    return path
 
 
 def _report_json(report: Any) -> dict[str, Any]:
@@ -44,18 +53,19 @@ def _finish(result: Any, out: Path, overwrite: bool, as_json: bool) -> None:
 
 def compress(
     model: Annotated[str, typer.Argument(help="model file, package directory, URL or store reference")],
-    out: OutOption,
+    output: OutputOption = None,
     method: Annotated[str, typer.Option("--method", "-m", help="int8, int8-static, fp16, bf16, prune, ...")] = "int8",
     data: DataOption = None,
     labels: Annotated[Path | None, typer.Option("--labels", help="labels as .json, .npy or .csv")] = None,
     max_drop: Annotated[float | None, typer.Option("--max-drop", help="refuse a larger metric drop")] = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing package"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    trust_code: TrustCodeOption = False,
+    out: FormerOut = None,
 ) -> None:
     """Compress a model, print the measured report, and save the result as a package."""
-    from aimass import Model
-
-    m = Model.load(model)
+    out = _output(output, out)
+    m = load_model(model, trust_code=trust_code)
     rows = read_input(data, m.schema.input_names) if data is not None else None
     y = np.asarray(read_input(labels, ["labels"])).reshape(-1) if labels is not None else None
     try:
@@ -81,18 +91,19 @@ def _rejected(error: CompressionRejected, as_json: bool) -> NoReturn:
 
 def convert(
     model: Annotated[str, typer.Argument(help="model file, package directory, URL or store reference")],
-    out: OutOption,
+    output: OutputOption = None,
     to: Annotated[str, typer.Option("--to", help="onnx or tflite")] = "onnx",
     data: DataOption = None,
     atol: Annotated[float | None, typer.Option("--atol", help="absolute tolerance (default 1e-4)")] = None,
     rtol: Annotated[float | None, typer.Option("--rtol", help="tolerance relative to max |output|")] = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing package"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    trust_code: TrustCodeOption = False,
+    out: FormerOut = None,
 ) -> None:
     """Convert a model, check it numerically against the source, and save it as a package."""
-    from aimass import Model
-
-    m = Model.load(model)
+    out = _output(output, out)
+    m = load_model(model, trust_code=trust_code)
     rows = read_input(data, m.schema.input_names) if data is not None else None
     _finish(m.convert(to, data=rows, atol=atol, rtol=rtol), out, overwrite, as_json)
 

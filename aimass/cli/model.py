@@ -6,8 +6,9 @@ reference (``store://fraud@production``, ``fraud:3``).
 Example (shell)::
 
     aimass info fraud:3
-    aimass predict model.onnx --input rows.csv --json
-    aimass bench store://fraud@production --batch 1,32 --seconds 1
+    aimass predict model.onnx --data rows.csv --json
+    aimass bench store://fraud@production --batch-size 1,32 --seconds 1
+    aimass predict shout-pkg/ --data rows.json --trust-code   # a package holding Python code
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from aimass.cli.model_options import DataOption, TrustCodeOption, load_model, renamed
 from aimass.cli.output import echo_json, json_text, read_input, table
 
 __all__ = ["register"]
@@ -26,11 +28,10 @@ __all__ = ["register"]
 def info(
     model: str = typer.Argument(..., help="model file, package directory, URL or store reference"),
     as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Show a model's backend, device and schema."""
-    from aimass import Model
-
-    m = Model.load(model)
+    m = load_model(model, trust_code=trust_code)
     if as_json:
         echo_json({"name": m.name, "backend": m.backend_name, "device": m.device, "schema": m.schema.model_dump()})
         return
@@ -42,17 +43,19 @@ def info(
 
 def predict(
     model: Annotated[str, typer.Argument(help="model file, package directory, URL or store reference")],
-    input_file: Annotated[Path, typer.Option("--input", "-i", help="rows as .json, .npy, .npz or .csv")],
+    data: DataOption = None,
     output_file: Annotated[Path | None, typer.Option("--output", "-o", help="write outputs to .json or .npz")] = None,
     batch_size: int = typer.Option(256, "--batch-size", help="rows per model call"),
     as_json: bool = typer.Option(False, "--json", help="print outputs as one line of JSON"),
+    trust_code: TrustCodeOption = False,
+    input_file: Annotated[Path | None, typer.Option("--input", "-i", hidden=True, help="former --data")] = None,
 ) -> None:
-    """Run a model on an input file; prints a table of outputs (or JSON: output name -> array, on one line)."""
-    from aimass import Model
-
-    m = Model.load(model)
-    data = read_input(input_file, m.schema.input_names)
-    outputs = m.predict_batch(data, batch_size=batch_size)
+    """Run a model on the rows of a file (--data); prints a table of outputs (or JSON: output name -> array)."""
+    rows_file = renamed(data, input_file, new="--data", old="--input")
+    if rows_file is None:
+        raise typer.BadParameter("the rows to predict: a .json, .npy, .npz or .csv file", param_hint="'--data'")
+    m = load_model(model, trust_code=trust_code)
+    outputs = m.predict_batch(read_input(rows_file, m.schema.input_names), batch_size=batch_size)
     if output_file is not None:
         if output_file.suffix == ".npz":
             np.savez(output_file, **outputs)
@@ -84,23 +87,25 @@ def _short(value: Any) -> str:
 
 def bench(
     model: str = typer.Argument(..., help="model file, package directory, URL or store reference"),
-    batches: str = typer.Option("1,8,64", "--batch", help="comma-separated batch sizes"),
+    batch_size: str = typer.Option("1,8,64", "--batch-size", help="rows per model call: comma-separated sizes"),
     seconds: float = typer.Option(1.0, "--seconds", help="time spent per batch size"),
     as_json: bool = typer.Option(False, "--json", help="print JSON for scripts"),
+    trust_code: TrustCodeOption = False,
+    batch: Annotated[str | None, typer.Option("--batch", hidden=True, help="former --batch-size")] = None,
 ) -> None:
     """Latency and throughput on synthetic inputs from the schema, one row per batch size."""
     from tqdm.auto import tqdm
 
-    from aimass import Model
     from aimass.measure import time_calls
 
+    batches = renamed(None, batch, new="--batch-size", old="--batch") or batch_size
     try:
         sizes = [int(b) for b in batches.split(",") if b.strip()]
     except ValueError:
-        raise ValueError(f"--batch must be comma-separated integers, got {batches!r}") from None
+        raise ValueError(f"--batch-size must be comma-separated integers, got {batches!r}") from None
     if not sizes or any(b < 1 for b in sizes):
-        raise ValueError(f"--batch sizes must be >= 1, got {batches!r}")
-    m = Model.load(model)
+        raise ValueError(f"--batch-size sizes must be >= 1, got {batches!r}")
+    m = load_model(model, trust_code=trust_code)
     results = []
     # On a terminal only (disable=None): a log gets the table, not one line per batch size.
     for size in tqdm(sizes, desc="bench", unit="batch size", disable=True if len(sizes) < 2 or as_json else None):

@@ -127,12 +127,12 @@ class ServerOptions:
     ``option`` and ``trust_code``, the models' load options); :meth:`settings` builds it.
     """
 
-    host: Annotated[str, typer.Option(help="interface to listen on (0.0.0.0 for all); on Ray: Serve's proxy")] = (
-        "127.0.0.1"
-    )
-    port: Annotated[int, typer.Option(help="TCP port (on Ray: Serve's HTTP proxy)")] = 8000
+    # The help is shared with `scale deploy`, whose docstring says where host and port apply on Ray:
+    # `aimass serve --help` says nothing of Ray.
+    host: Annotated[str, typer.Option(help="interface to listen on (0.0.0.0 for all)")] = "127.0.0.1"
+    port: Annotated[int, typer.Option(help="TCP port (0: any free one, printed)")] = 8000
     max_batch_size: Annotated[
-        int, typer.Option(help="rows per merged model call (per replica on Ray); 0 turns dynamic batching off")
+        int, typer.Option(help="rows per merged model call (per server process); 0 turns dynamic batching off")
     ] = 64
     max_batch_tokens: Annotated[
         int, typer.Option(help="text models: tokens per merged batch and per model call (rows sorted by length)")

@@ -3,7 +3,8 @@
 Exit codes: 0 success, 2 user error (bad arguments, unknown model, invalid input, failed gate: any
 :class:`~aimass.errors.AimassError` with a 4xx status, and typer's own usage errors), 1 failure
 (anything else). :func:`handle_errors` keeps this contract for every command: ``aimass.cli.app``
-applies it to each one it registers, so no command can skip it.
+applies it to each one it registers, so no command can skip it. A reader that stops early
+(``aimass store list | head -1``) ends the command quietly with 0: no ``BrokenPipeError``.
 
 Example:
     >>> print(table([{"name": "fraud", "version": 3}]))
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +27,7 @@ import typer
 
 from aimass.errors import AimassError
 
-__all__ = ["USER_ERROR", "FAILURE", "echo_json", "handle_errors", "json_text", "read_input", "table"]
+__all__ = ["USER_ERROR", "FAILURE", "echo_json", "handle_errors", "json_text", "read_input", "stdout_gone", "table"]
 
 USER_ERROR = 2
 FAILURE = 1
@@ -50,6 +53,9 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:  # the reader went away (| head): what it read was what it wanted
+            stdout_gone()
+            raise typer.Exit(0) from None
         except _USAGE_ERROR as e:  # a bad value found in the command's body (typer.BadParameter ...)
             code, line = USER_ERROR, f"error: {e.format_message()}"  # type: ignore[attr-defined]
         except AimassError as e:
@@ -63,6 +69,17 @@ def handle_errors(fn: F) -> F:
 
     wrapper.__aimass_handles_errors__ = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def stdout_gone() -> None:
+    """After a broken pipe: send what is left of stdout to /dev/null, so that Python's flush at exit
+    does not print "Exception ignored ... BrokenPipeError"."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (a test runner's capture): nothing to silence
+        pass
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:

@@ -55,7 +55,10 @@ def deploy(
     server: ServerOptions,
     ray: DeployOptions,
 ) -> None:
-    """Deploy models to Ray Serve replicas with the V2 API of ``aimass serve`` (RAY_ADDRESS picks a cluster)."""
+    """Deploy models to Ray Serve replicas with the V2 API of aimass serve (RAY_ADDRESS picks a cluster).
+
+    --host and --port are those of Ray Serve's HTTP proxy; --max-batch-size applies per replica.
+    """
     deploy_until_stopped(
         model_sources(sources), settings=server.settings(), model_options=server.model_options(), **ray.scaling()
     )

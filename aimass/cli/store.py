@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from aimass.cli.model_options import TrustCodeOption, load_model
 from aimass.cli.output import echo_json, table
 
 if TYPE_CHECKING:
-    from aimass.store import Ref
+    from aimass.store import Ref, Store, VersionInfo
 
 __all__ = ["register"]
 
@@ -32,6 +33,23 @@ store_app = typer.Typer(
 
 ROOT = typer.Option(None, "--root", envvar="AIMASS_STORE", help="library root (directory or s3:// URL)")
 JSON = typer.Option(False, "--json", help="print JSON for scripts")
+
+
+def _library(root: str | None) -> Store:
+    """The library at ``root``; a local ``--root``/``$AIMASS_STORE`` that does not exist is a user error.
+
+    (A typo would otherwise read as an empty library. The default root, before anything is
+    published, is empty rather than missing.)
+    """
+    from aimass.errors import StoreError
+    from aimass.store import Store
+    from aimass.store.drivers import LocalDriver
+
+    lib = Store(root)
+    driver = lib.driver
+    if root is not None and isinstance(driver, LocalDriver) and not driver.root.is_dir():
+        raise StoreError(f"no model library at {root!r}: the directory does not exist (check --root or $AIMASS_STORE)")
+    return lib
 
 
 def _ref(text: str) -> Ref:
@@ -56,9 +74,9 @@ def list_(
     name: str | None = typer.Argument(None, help="only this model"), root: str | None = ROOT, as_json: bool = JSON
 ) -> None:
     """Every version of every model (or of one), with aliases and metrics."""
-    from aimass.store import Listing, Store
+    from aimass.store import Listing
 
-    lib = Store(root)
+    lib = _library(root)
     listing = lib.listing(name)
     if as_json:
         typer.echo(listing.to_json())
@@ -82,26 +100,36 @@ def show(
     events: int = typer.Option(10, "--events", help="the model's last N policy decisions (0: none)"),
 ) -> None:
     """One version: schema, size, metrics (evaluation results), tags, aliases, gates, and the model's events."""
-    from aimass.store import Store
     from aimass.store.events import read_events
 
-    lib = Store(root)
+    lib = _library(root)
     parsed = _ref(ref)
-    info = lib.info(parsed.name, lib.resolve(parsed.name, parsed.selector))
+    # An alias split between versions (a canary) shows every version with its weight; resolving it
+    # would draw one of them at random.
+    weights = lib.alias(parsed.name, parsed.alias) if parsed.alias is not None else {}
+    if len(weights) > 1:
+        total = sum(weights.values())
+        infos = [lib.info(parsed.name, v) for v in sorted(weights)]
+    else:
+        infos = [lib.info(parsed.name, lib.resolve(parsed.name, parsed.selector))]
     gates = lib.gates(parsed.name)
     # The timeline of decisions monitoring policies took (aimass.store.events), newest last.
     timeline = read_events(lib, parsed.name)[-events:] if events > 0 else []
+    more = {"gates": gates, "events": [e.model_dump() for e in timeline]}
     if as_json:
-        echo_json({**info.to_dict(), "gates": gates, "events": [e.model_dump() for e in timeline]})
+        if len(infos) == 1:
+            echo_json({**infos[0].to_dict(), **more})
+        else:
+            versions = [{**i.to_dict(), "weight": weights[i.version] / total} for i in infos]
+            echo_json({"name": parsed.name, "alias": parsed.alias, "versions": versions, **more})
         return
-    typer.echo(f"{info.name} version {info.version}  ({info.backend}, {info.framework})")
-    aliases = ", ".join(a if w >= 1 else f"{a} ({w:.0%})" for a, w in info.aliases.items()) or "-"
-    typer.echo(f"created  {info.created[:19].replace('T', ' ')}\nsize     {info.size} bytes\naliases  {aliases}")
-    typer.echo(f"schema   {info.schema}\nprofile  {'recorded' if info.has_profile else 'none'}")
-    if info.tags:
-        typer.echo("tags     " + " ".join(f"{k}={v}" for k, v in info.tags.items()))
-    if info.metrics:
-        typer.echo(table([{"metric": k, "value": v} for k, v in info.metrics.items()]))
+    if len(infos) > 1:
+        split = ", ".join(f"version {i.version} ({weights[i.version] / total:.0%})" for i in infos)
+        typer.echo(f"{parsed.name}@{parsed.alias} -> {split}")
+    for n, info in enumerate(infos):
+        if n:
+            typer.echo("")
+        _show_version(info)
     for alias, gate in gates.items():
         typer.echo(f"gate     {alias}: " + ", ".join(f"{k} {v}" for k, v in gate.items()))
     for e in timeline:
@@ -110,11 +138,23 @@ def show(
         typer.echo(f"event    {e.time[:19].replace('T', ' ')} {e.kind} {e.action}{version}{mode}: {e.reason}")
 
 
+def _show_version(info: VersionInfo) -> None:
+    typer.echo(f"{info.name} version {info.version}  ({info.backend}, {info.framework})")
+    aliases = ", ".join(a if w >= 1 else f"{a} ({w:.0%})" for a, w in info.aliases.items()) or "-"
+    typer.echo(f"created  {info.created[:19].replace('T', ' ')}\nsize     {info.size} bytes\naliases  {aliases}")
+    typer.echo(f"schema   {info.schema}\nprofile  {'recorded' if info.has_profile else 'none'}")
+    if info.tags:
+        typer.echo("tags     " + " ".join(f"{k}={v}" for k, v in info.tags.items()))
+    if info.metrics:
+        typer.echo(table([{"metric": k, "value": v} for k, v in info.metrics.items()]))
+
+
 @store_app.command("publish")
 def publish(
     model: str = typer.Argument(..., help="model file, package directory or store reference to publish"),
     name: str = typer.Argument(..., help="model name in the library"),
-    metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="metric=value recorded with it")] = None,
+    # No -m: it is compress's --method (one meaning per short option).
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="metric=value recorded with it")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="key=value tag")] = None,
     gate: Annotated[
         list[str] | None, typer.Option("--gate", help="metric=condition to hold, e.g. accuracy='>=0.9'")
@@ -122,13 +162,13 @@ def publish(
     alias: str | None = typer.Option(None, "--alias", help="move this alias to the new version"),
     root: str | None = ROOT,
     as_json: bool = JSON,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Publish a model as the next version of NAME."""
-    from aimass import Model
     from aimass.store import Store
 
     metrics = {k: float(v) for k, v in _pairs(metric, "--metric").items()}
-    m = Model.load(model)
+    m = load_model(model, trust_code=trust_code)
     lib = Store(root)
     version = lib.publish(m, name, metrics=metrics, tags=_pairs(tag, "--tag"), gate=_pairs(gate, "--gate"), alias=alias)
     if as_json:
@@ -151,9 +191,7 @@ def alias(
     as_json: bool = JSON,
 ) -> None:
     """Point an alias at a version (or split it by weight), show it, or delete it."""
-    from aimass.store import Store
-
-    lib = Store(root)
+    lib = _library(root)
     gates = _pairs(gate, "--gate")
     if delete:
         lib.remove_alias(name, alias_name)
@@ -182,12 +220,10 @@ def rm(
     root: str | None = ROOT,
 ) -> None:
     """Delete a version, or a whole model."""
-    from aimass.store import Store
-
     parsed = _ref(ref)
     if parsed.alias is not None or (parsed.version is None and ref != parsed.name):
         raise ValueError(f"rm takes a version number (fraud:3) or a bare name (every version), not {ref!r}")
-    Store(root).remove(parsed.name, parsed.version, force=force)
+    _library(root).remove(parsed.name, parsed.version, force=force)
     typer.echo(f"removed {ref}")
 
 
@@ -198,9 +234,7 @@ def pull(
     as_json: bool = JSON,
 ) -> None:
     """Download a version into the local cache (verifying checksums) and print its path."""
-    from aimass.store import Store
-
-    lib = Store(root)
+    lib = _library(root)
     parsed = _ref(ref)
     version = lib.resolve(parsed.name, parsed.selector)
     path = lib.path(parsed.name, version)

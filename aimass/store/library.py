@@ -378,7 +378,10 @@ class Store:
             users = sorted(a for a, t in aliases.items() if version is None or version in t)
             if users and not force:
                 what = "model" if version is None else f"version {version}"
-                raise StoreError(f"{name!r} {what} is used by aliases {users}: move them first or pass force=True")
+                raise StoreError(
+                    f"{name!r} {what} is used by aliases {users}: move them first, or remove it anyway "
+                    "(aimass store rm --force; in Python, force=True)"
+                )
             if version is not None and version not in self._driver.numbers(name):
                 raise ModelNotFound(f"model {name!r} has no version {version}; versions: {self.versions(name)}")
             if version is not None and users:

@@ -33,7 +33,7 @@ def test_compress_writes_package_and_report(tmp_path: Path) -> None:
     np.save(tmp_path / "y.npy", y)
     code, out, _ = cli(
         "compress", str(onnx_file), "--method", "int8", "--data", str(tmp_path / "x.npy"),
-        "--labels", str(tmp_path / "y.npy"), "--out", str(tmp_path / "q"), "--json",
+        "--labels", str(tmp_path / "y.npy"), "--output", str(tmp_path / "q"), "--json",
     )  # fmt: skip
     assert code == 0, out
     body = json.loads(out)
@@ -45,7 +45,7 @@ def test_compress_writes_package_and_report(tmp_path: Path) -> None:
     # A refused compression exits non-zero and says why, with the report.
     code, _, err = cli(
         "compress", str(onnx_file), "--method", "int8", "--data", str(tmp_path / "x.npy"),
-        "--labels", str(tmp_path / "y.npy"), "--max-drop", "-1", "--out", str(tmp_path / "r"),
+        "--labels", str(tmp_path / "y.npy"), "--max-drop", "-1", "--output", str(tmp_path / "r"),
     )  # fmt: skip
     assert code != 0 and "rejected" in err and not (tmp_path / "r").exists()
 
@@ -56,7 +56,7 @@ def test_refused_compression_prints_the_report_as_a_table(tmp_path: Path) -> Non
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
     args = ["compress", str(onnx_file), "--method", "int8", "--data", str(tmp_path / "x.npy")]
-    args += ["--labels", str(tmp_path / "y.npy"), "--max-drop", "-1", "--out", str(tmp_path / "r")]
+    args += ["--labels", str(tmp_path / "y.npy"), "--max-drop", "-1", "--output", str(tmp_path / "r")]
     code, out, err = cli(*args)
     lines = err.splitlines()
     assert code == 2 and out == "", err
@@ -78,7 +78,7 @@ def test_compress_leaves_tmpdir_empty_and_stderr_quiet(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", models.dataset(64)[0])
     (tmp_path / "tmp").mkdir()
     data, out = str(tmp_path / "x.npy"), str(tmp_path / "q")
-    args = ["compress", str(onnx_file), "--method", "int8", "--data", data, "--out", out]
+    args = ["compress", str(onnx_file), "--method", "int8", "--data", data, "--output", out]
     proc = subprocess.run(
         [sys.executable, "-m", "aimass", *args],
         env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},
@@ -94,8 +94,8 @@ def test_compress_leaves_tmpdir_empty_and_stderr_quiet(tmp_path: Path) -> None:
 def test_convert_prints_report(tmp_path: Path) -> None:
     pytest.importorskip("xgboost")
     models.xgb_classifier(3).get_booster().save_model(str(tmp_path / "clf.json"))
-    code, out, _ = cli("convert", str(tmp_path / "clf.json"), "--to", "onnx", "--out", str(tmp_path / "o"))
+    code, out, _ = cli("convert", str(tmp_path / "clf.json"), "--to", "onnx", "--output", str(tmp_path / "o"))
     assert code == 0 and "convert onnx: xgboost -> onnx" in out and "tolerance" in out
     assert Model.load(tmp_path / "o").backend_name == "onnx"
-    code, _, err = cli("convert", str(tmp_path / "clf.json"), "--to", "tflite", "--out", str(tmp_path / "t"))
+    code, _, err = cli("convert", str(tmp_path / "clf.json"), "--to", "tflite", "--output", str(tmp_path / "t"))
     assert code != 0 and "supported" in err

@@ -37,7 +37,7 @@ def cli(*args: str) -> tuple[int, str, str]:
 
 
 def test_publish_list_show(env: Path) -> None:
-    code, out, _ = cli("store", "publish", "clf.json", "fraud", "-m", "accuracy=0.95", "-t", "owner=risk")
+    code, out, _ = cli("store", "publish", "clf.json", "fraud", "--metric", "accuracy=0.95", "-t", "owner=risk")
     assert code == 0 and "published fraud version 1" in out
     code, out, _ = cli("store", "publish", "clf.json", "fraud", "--json")
     assert code == 0 and json.loads(out) == {"name": "fraud", "version": 2, "alias": None}
@@ -54,8 +54,8 @@ def test_publish_list_show(env: Path) -> None:
 
 
 def test_alias_gate_and_canary(env: Path) -> None:
-    cli("store", "publish", "clf.json", "fraud", "-m", "accuracy=0.95")
-    cli("store", "publish", "clf.json", "fraud", "-m", "accuracy=0.7")
+    cli("store", "publish", "clf.json", "fraud", "--metric", "accuracy=0.95")
+    cli("store", "publish", "clf.json", "fraud", "--metric", "accuracy=0.7")
     code, out, _ = cli("store", "alias", "fraud", "production", "1", "--gate", "accuracy=>=0.9", "--store-gate")
     assert code == 0 and "fraud@production -> 1 (100%)" in out
     code, _, err = cli("store", "alias", "fraud", "production", "2")
@@ -84,7 +84,7 @@ def test_rm_pull_and_user_errors(env: Path) -> None:
         (("store", "show", "fraud:9"), "no version 9"),
         (("store", "publish", "clf.json", "../evil"), "invalid model name"),
         (("store", "publish", "missing.onnx", "fraud"), "no such model"),
-        (("store", "publish", "clf.json", "fraud", "-m", "accuracy"), "key=value"),
+        (("store", "publish", "clf.json", "fraud", "--metric", "accuracy"), "key=value"),
         (("store", "rm", "fraud@production"), "version number"),
         (("store", "rm", "fraud:latest"), "version number"),
         (("store", "show", "fraud/3"), "invalid model reference 'fraud/3'"),
