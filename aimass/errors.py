@@ -32,6 +32,7 @@ __all__ = [
     "MissingDependency",
     "ModelLoadError",
     "ModelNotFound",
+    "PlacementError",
     "PredictionError",
     "RemoteError",
     "SchemaError",
@@ -179,6 +180,17 @@ class ModelNotFound(AimassError, LookupError):
     """A model name or version that does not exist (server and model library)."""
 
     status_code = 404
+
+
+class PlacementError(AimassError):
+    """A cluster cannot place what was asked (replicas, actors): raised at once instead of waiting forever.
+
+    Example:
+        >>> PlacementError("4 replicas x 1 CPU = 4 CPUs asked; the Ray cluster has 2 of 2 CPUs free").status_code
+        503
+    """
+
+    status_code = 503
 
 
 class DeviceError(AimassError):

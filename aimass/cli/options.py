@@ -289,7 +289,12 @@ class DeployOptions:
         str, typer.Option(help="autoscaling: idleness must last this long before scaling down")
     ] = "600s"
     max_ongoing_requests: Annotated[int, typer.Option(help="requests Ray Serve sends one replica at once")] = 64
-    num_cpus: Annotated[float, typer.Option(help="CPUs each replica reserves on the cluster")] = 1.0
+    num_cpus: Annotated[
+        float | None, typer.Option(help="CPUs each replica reserves (default: a share that fits the cluster, <= 1)")
+    ] = None
+    ingress: Annotated[
+        str, typer.Option(help="how requests enter Ray Serve: auto (the fastest there is), haproxy, direct, proxy")
+    ] = "auto"
 
     def scaling(self) -> dict[str, Any]:
         """Keyword arguments of :func:`aimass.scale.deploy`: replicas or autoscaling, and what each replica gets."""
@@ -317,6 +322,7 @@ class DeployOptions:
             "autoscaling": autoscaling,
             "max_ongoing_requests": self.max_ongoing_requests,
             "num_cpus": self.num_cpus,
+            "ingress": self.ingress,
         }
 
 

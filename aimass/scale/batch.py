@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -30,8 +31,11 @@ import numpy as np
 from aimass.errors import AimassError, SchemaError
 from aimass.scale.bundle import ModelSource, bundle, load_source
 from aimass.scale.cluster import connect, ray_module
+from aimass.scale.placement import cluster_cpus, fit_cpus
 
-__all__ = ["Predictor", "batch_predict", "read_dataset"]
+__all__ = ["Predictor", "actor_cpus", "batch_predict", "read_dataset"]
+
+logger = logging.getLogger("aimass.scale")
 
 _RAISED = re.compile(r"^aimass\.errors\.(?P<cls>[A-Za-z]+): (?P<message>.*)$", re.MULTILINE)
 _TENSOR = re.compile(r"^(?:input|output) '([^']+)'")
@@ -153,6 +157,43 @@ def read_dataset(data: Any, *, format: str | None = None, blocks: int = 1) -> An
     return getattr(rd, reader)(path)
 
 
+def actor_cpus(
+    actors: int | tuple[int, int], num_cpus: float | None, free: float, total: float
+) -> tuple[int | tuple[int, int], float]:
+    """``(actors, num_cpus)`` that a cluster with ``free`` CPUs can place, leaving a CPU for reading and writing.
+
+    Ray Data's read and write tasks take 1 CPU each; actors holding every CPU leave them none and
+    the job waits forever. So the actors get ``free - 1`` CPUs (half the CPUs on a one-CPU
+    cluster). ``num_cpus`` None: each actor gets a share that fits the largest pool (1 CPU at
+    most). Given: a pool whose fewest actors do not fit raises PlacementError; a ``(min, max)``
+    pool whose most do not fit is shrunk to what fits, with a warning.
+
+    Example:
+        >>> actor_cpus(2, None, free=2.0, total=2.0)
+        (2, 0.5)
+        >>> actor_cpus((1, 4), 0.5, free=2.0, total=2.0)
+        ((1, 2), 0.5)
+    """
+    reserve = min(1.0, total / 2)
+    room = free - reserve
+    said = f"for actors ({reserve:g} left to read and write)"
+    if isinstance(actors, int):
+        return actors, fit_cpus(actors, num_cpus, free=room, total=total, what=f"{actors} actors", room=said)
+    low, high = actors
+    if num_cpus is None:
+        return actors, fit_cpus(high, None, free=room, total=total, what=f"{high} actors", room=said)
+    share = fit_cpus(max(low, 1), num_cpus, free=room, total=total, what=f"{max(low, 1)} actors", room=said)
+    fits = max(low, 1, int((room + 1e-9) // share)) if share else high
+    if fits < high:
+        logger.warning(
+            "an actor pool of up to %d actors x %g CPU needs %g CPUs; %g are free for actors (one CPU is left to "
+            "Ray Data's read and write tasks), so the pool grows to %d at most",
+            high, share, high * share, room, fits,
+        )  # fmt: skip
+        return (low, fits), share
+    return actors, share
+
+
 def batch_predict(
     model: Any,
     data: Any,
@@ -160,7 +201,7 @@ def batch_predict(
     *,
     batch_size: int = 1024,
     actors: int | tuple[int, int] = 1,
-    num_cpus: float = 1.0,
+    num_cpus: float | None = None,
     columns: Mapping[str, str | Sequence[str]] | None = None,
     keep_columns: bool | Sequence[str] = True,
     format: str | None = None,
@@ -173,7 +214,9 @@ def batch_predict(
 
     ``model``: a ``Model``, a model file, a package, a library reference or a V2 URL. ``actors``:
     pool size, or ``(min, max)`` for a pool Ray Data grows with the backlog; each actor reserves
-    ``num_cpus``. ``batch_size`` rows go to each model call. ``progress`` shows Ray Data's
+    ``num_cpus`` (None: a share that fits, see :func:`actor_cpus`; a pool the cluster cannot place
+    raises :class:`~aimass.errors.PlacementError` at once instead of waiting). ``batch_size``
+    rows go to each model call. ``progress`` shows Ray Data's
     progress bars; ``preserve_order`` keeps output rows in input order. Runs now: with ``output``
     the Parquet files are written and the path returned, without it a materialized Dataset comes back.
 
@@ -185,6 +228,10 @@ def batch_predict(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     source = bundle(model, options=model_options)
     connect(**dict(init_options or {}))
+    # Against all the cluster's CPUs, not those free now: a job that just ended (or failed) may hold its
+    # actors' CPUs a while longer, and Ray Data waits for them; a pool larger than the cluster never starts.
+    _, total = cluster_cpus(wait=0)
+    actors, num_cpus = actor_cpus(actors, num_cpus, total, total)
     rd = ray_module("ray.data")
     pool = (
         rd.ActorPoolStrategy(size=actors)

@@ -24,6 +24,9 @@ from aimass import Model
 def ray_cluster() -> Iterator[Any]:
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Direct-ingress replicas stay up 30 s after they are told to stop, for HAProxy to stop sending
+    # them requests; on one machine it learns that within a second or two, and tests scale down.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "5")
     from aimass.scale import connect
 
     started = not ray.is_initialized()
