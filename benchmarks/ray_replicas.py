@@ -1,29 +1,35 @@
-"""Ray Serve throughput: 1 vs 2 replicas, and our batcher vs ``@serve.batch``, with ``aimass serve`` as the baseline.
+"""Ray Serve throughput by ingress mode, 1 and 2 replicas, with plain ``aimass serve`` as the baseline, in one run.
 
-Deployed side by side on one local Ray cluster (``ray.init(num_cpus=2)``, or ``RAY_ADDRESS``),
-each with its own route prefix and the same 4 -> 8 -> 3 ONNX MLP (onnxruntime on 1 thread per
-replica):
+One local Ray cluster (``ray.init(num_cpus=2)``, or ``RAY_ADDRESS``); for each ingress mode
+(:mod:`aimass.scale.ingress`) Serve is started with that mode's environment, the same 4 -> 8 -> 3
+ONNX MLP (onnxruntime on 1 thread per replica) is deployed with :func:`aimass.scale.deploy` at 1 and
+2 replicas (0.25 CPU each, our batcher), measured, and Serve is shut down before the next mode:
 
-- ``ours x1`` / ``ours x2``: :func:`aimass.scale.deploy` with 1 / 2 replicas; each replica is our
-  ASGI app with our dynamic batcher (max_batch_size 64, max_queue_delay 0).
-- ``serve.batch x1`` / ``x2``: the reference, a Ray Serve deployment that decodes with the same V2
-  codec and merges requests with ``@serve.batch`` (max_batch_size 64, batch_wait_timeout_s 0.0005).
-- ``aimass serve``: the plain single-process server (uvicorn, no Ray), as a subprocess.
+- ``proxy``: Ray Serve's defaults (its Python HTTP proxy), what aimass used before.
+- ``haproxy``: HAProxy ingress + throughput-optimized data plane (aimass's default now).
+- ``direct``: throughput-optimized, direct ingress, Ray's proxy on the head node.
+- ``... straight to replicas``: in the haproxy and direct modes the replicas listen themselves
+  (``Service.replica_urls()``); the load generator sends to them round robin, skipping the ingress.
+- ``aimass serve``: the plain single-process server (uvicorn, no Ray), as a subprocess, measured in
+  every phase under the same conditions (the table gives the median over the phases).
 
-``--model wide --rows 64`` swaps in a compute-bound model (4 -> 1024 x 6 -> 3, ~12 MFLOP a row) with
-64-row requests, where a replica's single onnxruntime thread, not the HTTP path, is the limit.
+``--serve-batch`` adds the earlier reference in the proxy mode: a Ray Serve deployment with the
+same V2 codec and ``@serve.batch``.
 
 One closed-loop load generator (aiohttp, from benchmarks/serve_throughput.py) sends the same 1-row
-V2 JSON request; runs are interleaved (the order rotates every repeat) and medians are reported,
-with ratios to ``ours x1``. The load generator shares the machine's cores with everything else.
+V2 JSON request; within a phase runs are interleaved (order rotated each repeat); medians, with the
+ratio to plain ``aimass serve``. The load generator shares the machine's cores with everything else.
 
 Run:  .venv/bin/python benchmarks/ray_replicas.py [--seconds 4] [--repeats 3] [--concurrency 16]
-      .venv/bin/python benchmarks/ray_replicas.py --model wide --rows 64 --concurrency 8
+      .venv/bin/python benchmarks/ray_replicas.py --modes proxy haproxy --model wide --rows 64
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import itertools
 import json
 import os
 import platform
@@ -39,15 +45,43 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from harness import deep_mlp_onnx, median_run
+from harness import closed_loop, deep_mlp_onnx, median_run
 from serve_throughput import run_load  # the load generator every serving benchmark uses
 
 ONE_THREAD = {"session_options": {"intra_op_num_threads": 1, "inter_op_num_threads": 1}}
+Run = tuple[float, float, float, int]
 
 
 def wide_mlp(path: Path, width: int = 1024, layers: int = 6) -> Path:
     """4 -> width x layers -> 3 with ReLU (input 'x', output 'y'): per-row compute dominates."""
     return deep_mlp_onnx(path, layers, width, outputs=3, graph_name="wide")
+
+
+async def drive_many(urls: list[str], body: bytes, concurrency: int, seconds: float) -> Run:
+    """``serve_throughput.drive`` over several URLs, round robin: a client balancing over replicas itself."""
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    headers = {"content-type": "application/json"}
+    turn = itertools.cycle(urls)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def call() -> bool:
+            async with session.post(next(turn), data=body, headers=headers) as r:
+                await r.read()
+                return r.status == 200
+
+        return await closed_loop(call, concurrency, seconds)
+
+
+def load(urls: list[str], body: bytes, concurrency: int, seconds: float) -> Run:
+    if len(urls) == 1:
+        return run_load(urls[0], body, concurrency, seconds)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        return uvloop.run(drive_many(urls, body, concurrency, seconds))
+    return asyncio.run(drive_many(urls, body, concurrency, seconds))
 
 
 def serve_batch_deployment(serve: Any, model_source: Any, replicas: int) -> Any:
@@ -90,78 +124,94 @@ def serve_batch_deployment(serve: Any, model_source: Any, replicas: int) -> Any:
     return ServeBatched.bind(model_source)  # type: ignore[attr-defined]  # serve.deployment's wrapper
 
 
+def phase(mode: str, model: Any, args: argparse.Namespace, plain: str, body: bytes) -> dict[str, list[Run]]:
+    """Start Serve in ``mode``, deploy x1 and x2, measure every way in, shut Serve down."""
+    import serving
+    from ray import serve
+
+    from aimass.scale import bundle, deploy
+
+    port = serving.free_port()
+    common: dict[str, Any] = {"num_cpus": 0.25, "port": port, "model_options": ONE_THREAD, "ingress": mode}
+    targets: dict[str, list[str]] = {}
+    try:
+        for n in (1, 2):
+            svc = deploy({"mlp": model}, name=f"ours{n}", route_prefix=f"/ours{n}", num_replicas=n, **common)
+            if svc.ingress != mode:
+                print(f"  ! asked for {mode}, Serve runs {svc.ingress}")
+            targets[f"{mode}, x{n}"] = [f"{svc.url}/v2/models/mlp/infer"]
+            straight = svc.replica_urls()
+            if straight:
+                targets[f"{mode}, x{n}, straight to replicas"] = [f"{u}/v2/models/mlp/infer" for u in straight]
+        if args.serve_batch and mode == "proxy":
+            source = bundle(model)
+            for n in (1, 2):
+                serve.run(serve_batch_deployment(serve, source, n), name=f"sb{n}", route_prefix=f"/sb{n}")
+                targets[f"proxy, @serve.batch x{n}"] = [f"http://127.0.0.1:{port}/sb{n}"]
+        targets["aimass serve (no Ray)"] = [plain]
+        names = list(targets)
+        results: dict[str, list[Run]] = {name: [] for name in names}
+        for r in range(args.repeats):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                results[name].append(load(targets[name], body, args.concurrency, args.seconds))
+        return results
+    finally:
+        serve.shutdown()  # the next mode needs a new controller: Serve reads its mode when it starts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[16])
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--modes", nargs="+", default=["proxy", "haproxy", "direct"])
     parser.add_argument("--model", choices=["mlp", "wide"], default="mlp")
     parser.add_argument("--rows", type=int, default=1, help="rows per request")
+    parser.add_argument("--serve-batch", action="store_true", help="add @serve.batch x1/x2 in the proxy mode")
     args = parser.parse_args()
 
     import models
     import serving
-    from ray import serve
 
     from aimass import Model
-    from aimass.scale import bundle, connect, deploy
+    from aimass.scale import connect
 
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     tmp = Path(tempfile.mkdtemp(prefix="aimass-ray-bench-"))
     onnx_path = models.onnx_mlp(tmp / "mlp.onnx") if args.model == "mlp" else wide_mlp(tmp / "mlp.onnx")
     model = Model.load(onnx_path, options=ONE_THREAD)
     connect(num_cpus=2, log_to_driver=False)
-    port = serving.free_port()
-    common: dict[str, Any] = {"num_cpus": 0.25, "port": port, "model_options": ONE_THREAD}
-    urls: dict[str, str] = {}
-    for n in (1, 2):
-        svc = deploy({"mlp": model}, name=f"ours{n}", route_prefix=f"/ours{n}", num_replicas=n, **common)
-        urls[f"ours x{n}"] = f"{svc.url}/v2/models/mlp/infer"
-    source = bundle(model)
-    for n in (1, 2):
-        app = serve_batch_deployment(serve, source, n)
-        serve.run(
-            app.options(num_replicas=n) if hasattr(app, "options") else app, name=f"sb{n}", route_prefix=f"/sb{n}"
-        )
-        urls[f"serve.batch x{n}"] = f"http://127.0.0.1:{port}/sb{n}"
     plain_port = serving.free_port()
+    aimass = str(Path(sys.executable).parent / "aimass")
+    option = ["--option", "session_options.intra_op_num_threads=1"]
     plain = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "aimass"),
-            "serve",
-            str(onnx_path),
-            "--port",
-            str(plain_port),
-            "--option",
-            "session_options.intra_op_num_threads=1",
-        ],
-        stdout=subprocess.DEVNULL,
+        [aimass, "serve", str(onnx_path), "--port", str(plain_port), *option], stdout=subprocess.DEVNULL
     )
     try:
         serving.wait_ready(f"http://127.0.0.1:{plain_port}/v2/health/ready", process=plain)
-        urls["aimass serve (no Ray)"] = f"http://127.0.0.1:{plain_port}/v2/models/mlp/infer"
         data = np.random.default_rng(0).standard_normal((args.rows, 4)).round(4).ravel().tolist()
         body = json.dumps(
             {"inputs": [{"name": "x", "datatype": "FP32", "shape": [args.rows, 4], "data": data}]}
         ).encode()
-        print(f"model {args.model}, {args.rows} row(s) per request")
-        names = list(urls)
-        for c in args.concurrency:
-            results: dict[str, list[tuple[float, float, float, int]]] = {n: [] for n in names}
-            for r in range(args.repeats):
-                for name in names[r % len(names) :] + names[: r % len(names)]:
-                    results[name].append(run_load(urls[name], body, c, args.seconds))
-            base = median_run(results["ours x1"])[0]
-            print(f"\nconcurrency {c}: median of {args.repeats} runs of {args.seconds:g} s")
-            print(f"{'server':<24}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'vs ours x1':>12}")
-            for name in names:
-                rps, p50, p99, errors = median_run(results[name])
-                print(f"{name:<24}{rps:>9.0f}{p50:>9.2f}{p99:>9.2f}{errors:>8}{rps / base:>11.2f}x")
+        results: dict[str, list[Run]] = {}
+        for mode in args.modes:
+            print(f"measuring {mode} ...", flush=True)
+            for name, runs in phase(
+                mode, model, args, f"http://127.0.0.1:{plain_port}/v2/models/mlp/infer", body
+            ).items():
+                results.setdefault(name, []).extend(runs)
+        base = median_run(results["aimass serve (no Ray)"])[0]
+        print(f"\nmodel {args.model}, {args.rows} row(s) per request, concurrency {args.concurrency}")
+        print(f"medians of {args.repeats} runs of {args.seconds:g} s (aimass serve: of every phase's runs)")
+        print(f"{'server':<38}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'vs aimass serve':>17}")
+        for name, runs in results.items():
+            rps, p50, p99, errors = median_run(runs)
+            print(f"{name:<38}{rps:>9.0f}{p50:>9.2f}{p99:>9.2f}{errors:>8}{rps / base:>16.2f}x")
         machine = platform.processor() or platform.machine()
         print(f"\nmachine: {machine}, {os.cpu_count()} cores; python {platform.python_version()}")
     finally:
         plain.terminate()
         plain.wait(10)
-        serve.shutdown()
         import ray
 
         ray.shutdown()
