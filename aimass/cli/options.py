@@ -221,7 +221,10 @@ class ServerOptions:
     ] = True
     trust_code: Annotated[
         bool,
-        typer.Option(help="load packages that hold Python code (PythonModel), which runs: only from sources you trust"),
+        typer.Option(
+            "--trust-code",  # a flag only, as on every command that loads a model (no --no-trust-code)
+            help="load packages that hold Python code (PythonModel), which runs: only from sources you trust",
+        ),
     ] = False
     allowed_hosts: Annotated[
         str,

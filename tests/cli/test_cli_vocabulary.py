@@ -26,7 +26,7 @@ from aimass.cli.output import USER_ERROR
 
 pytest.importorskip("onnxruntime")
 
-LOADING = [("info",), ("predict",), ("bench",), ("compress",), ("convert",), ("store", "publish")]
+LOADING = [("info",), ("predict",), ("bench",), ("compress",), ("convert",), ("store", "publish"), ("serve",)]
 
 
 def cli(*args: str) -> tuple[int, str, str]:
@@ -83,7 +83,8 @@ def test_help_is_plain(path: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize("path", LOADING)
 def test_every_command_that_loads_a_model_takes_trust_code(path: tuple[str, ...]) -> None:
-    assert "--trust-code" in {o for p in command(*path).params for o in p.opts}
+    flags = {o for p in command(*path).params for o in [*p.opts, *p.secondary_opts]}
+    assert "--trust-code" in flags and "--no-trust-code" not in flags
 
 
 def test_trust_code_loads_a_package_with_python_code(tmp_path: Path) -> None:
