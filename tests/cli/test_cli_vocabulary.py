@@ -148,3 +148,18 @@ def test_a_closed_pipe_ends_quietly() -> None:
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 0 and err == ""
+
+
+def test_ui_takes_auth_token_and_its_former_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import aimass.server
+    import aimass.server.dashboard
+
+    seen: dict[str, Any] = {}
+    monkeypatch.delenv("AIMASS_SERVER_TOKEN", raising=False)
+    monkeypatch.setattr(aimass.server.dashboard, "ui_app", lambda store, **kw: seen.update(kw))
+    monkeypatch.setattr(aimass.server, "serve", lambda app, **kw: seen.update(port=kw["port"]))
+    code, out, err = cli("ui", str(tmp_path), "--auth-token", "s3cret", "--port", "0")
+    assert code == 0 and err == "" and seen["token"] == "s3cret"
+    assert f":{seen['port']}/" in out and seen["port"] > 0  # the port it got, not :0
+    code, _, err = cli("ui", str(tmp_path), "--token", "old", "--port", "0")
+    assert code == 0 and err == "warning: --token is deprecated: use --auth-token\n" and seen["token"] == "old"
