@@ -1,9 +1,9 @@
 """Torch quantizers: torchao int8 on every ``nn.Linear``; fp16 / bf16 weights that still take and return FP32.
 
 Each function takes a :class:`~aimass.frameworks.torch.backend.TorchBackend` and returns a
-:class:`~aimass.backends.base.Derived`; ``compress()`` finds them through
-:data:`the torch manifest (aimass/frameworks/torch/plugin.py)`. :func:`module_copy` and :func:`rewrap` are shared with the
-pruners of this folder.
+:class:`~aimass.backends.base.Derived`; ``compress()`` finds them through the torch manifest
+(``aimass/frameworks/torch/plugin.py``). :func:`module_copy` and :func:`rewrap` are shared with
+the pruners of this folder.
 
 Example:
     >>> q = compress(Model.load(net, example_input=x), "bf16")   # doctest: +SKIP
