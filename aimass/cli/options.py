@@ -143,6 +143,9 @@ class ServerOptions:
     instances: Annotated[
         int, typer.Option(help="model calls (merged batches) that may run at once per model, like Triton's count")
     ] = 2
+    call_threads: Annotated[
+        int, typer.Option(help="threads one model call may use (0: cores // instances, printed at start)")
+    ] = 0
     auth_token: Annotated[
         str,
         typer.Option(

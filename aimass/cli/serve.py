@@ -85,6 +85,7 @@ def serve(
         raise ValueError("--ray is gone: aimass serve runs the server here, `aimass scale deploy` deploys it to Ray")
     from aimass.server import create_app
     from aimass.server import serve as run
+    from aimass.server.compute import plan_compute
 
     settings = server.settings(
         log_level=log_level,
@@ -147,6 +148,7 @@ def serve(
             f"aimass serving {names} on http://{settings.host}:{port}/v2{grpc_note} "
             f"(batching: max_batch_size={settings.max_batch_size})"
         )
+        typer.echo(plan_compute(settings.instances, settings.call_threads).describe())
         run(
             app,
             host=settings.host,

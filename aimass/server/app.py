@@ -346,7 +346,7 @@ def create_app(
     repo = Repository(
         repository,
         normalized,
-        batching=BatchingConfig(s.max_batch_size, s.max_queue_delay, s.instances, max_batch_tokens=s.max_batch_tokens),
+        batching=BatchingConfig.from_settings(s),  # threads per model call: aimass.server.compute
         executor=executor,
         metrics=metrics,
         model_options=model_options,

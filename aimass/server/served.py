@@ -20,20 +20,25 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aimass.backends.threads import thread_limit
 from aimass.backends.tokens import TokenRows, token_batching
 from aimass.errors import ServiceUnavailable
 from aimass.model import Model
 from aimass.protocol import documents
 from aimass.server.batching import Batcher, Placement
+from aimass.server.compute import plan_compute
 from aimass.server.metrics import ModelMetrics
 from aimass.server.monitoring import ServedMonitor
 from aimass.server.token_batching import DEFAULT_MAX_BATCH_TOKENS, REQUEST_TOKENS, TokenMerging
 from aimass.server.tracing import compute_marked
 from aimass.server.warmup import WarmupResult
+
+if TYPE_CHECKING:
+    from aimass.server.settings import ServerSettings
 
 __all__ = ["BatchingConfig", "Limits", "ServedModel"]
 
@@ -52,6 +57,19 @@ class BatchingConfig:
     max_concurrency: int = 2
     inline_below: float = 0.0002  # calls proven shorter than this run on the event loop (batching.Placement)
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS  # text models: tokens per merged batch and per call
+    threads_per_call: int = 0  # threads one model call may use (aimass.server.compute); 0: the framework's default
+
+    @classmethod
+    def from_settings(cls, s: ServerSettings) -> BatchingConfig:
+        """The batching of a server's settings, with the threads per call of its compute plan."""
+        plan = plan_compute(s.instances, s.call_threads)
+        return cls(
+            s.max_batch_size,
+            s.max_queue_delay,
+            s.instances,
+            max_batch_tokens=s.max_batch_tokens,
+            threads_per_call=plan.threads,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +121,13 @@ class ServedModel:
             raise ValueError(f"max_queue_size must be >= 0 (0: no limit), got {limits.max_queue_size}")
         if limits.request_timeout is not None and limits.request_timeout <= 0:
             raise ValueError(f"request_timeout must be > 0 seconds or None, got {limits.request_timeout}")
+        limit = thread_limit(model.backend) if batching.threads_per_call else None
+        if limit is not None:  # calls share the cores (aimass.server.compute)
+            limited = limit.limit_threads(batching.threads_per_call)
+            if limited is not model.backend:
+                model = Model(
+                    limited, name=model.name, metadata=model.metadata, report=model.report, example=model.example
+                )
         self.name = name
         self.version = version
         self.model = model

@@ -163,7 +163,8 @@ class ServerSettings(BaseModel):
     Batching and limits: ``max_batch_size`` (rows per merged call; 0: no dynamic batching),
     ``max_batch_tokens`` (text models: tokens per merged batch and per call, :mod:`aimass.server.token_batching`),
     ``max_queue_delay`` (seconds a request may wait for a batch), ``instances`` (model calls at once
-    per model version, Triton's instance count), ``max_queue_size`` (requests held per version
+    per model version, Triton's instance count), ``call_threads`` (threads one model call may use;
+    0: cores // instances, :mod:`aimass.server.compute`), ``max_queue_size`` (requests held per version
     before 503; 0: no limit), ``request_timeout`` (seconds before 504; 0: none), ``max_body_size``
     (bytes, 413 above), ``max_elements`` (per tensor, 400 from the shape alone; 0: the default).
 
@@ -208,6 +209,7 @@ class ServerSettings(BaseModel):
     max_batch_tokens: Annotated[int, Field(ge=1)] = DEFAULT_MAX_BATCH_TOKENS
     max_queue_delay: Seconds = 0.0
     instances: Annotated[int, Field(ge=1)] = 2
+    call_threads: Annotated[int, Field(ge=0)] = 0
     max_queue_size: Annotated[int, Field(ge=0)] = 0
     request_timeout: Seconds = 0.0
     max_body_size: Bytes = DEFAULT_MAX_BODY_SIZE

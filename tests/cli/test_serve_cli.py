@@ -71,6 +71,7 @@ FLAG_VALUES: dict[str, Any] = {
     "max_batch_tokens": 512,
     "max_queue_delay": "2ms",
     "instances": 3,
+    "call_threads": 1,
     "auth_token": "s3cret",
     "max_body_size": "1MiB",
     "threads": 3,

@@ -316,6 +316,21 @@ class OnnxBackend(Backend):
         """
         return OnnxBackend(model_bytes, self.device, self._options, self.schema)
 
+    def limit_threads(self, threads: int) -> OnnxBackend:
+        """The same model on a session with ``threads`` intra-op threads (:mod:`aimass.backends.threads`).
+
+        Session options given at load that set ``intra_op_num_threads`` (or an ``ort.SessionOptions``)
+        stand: this one is returned.
+
+        Example:
+            >>> OnnxBackend.of(Model.load("mlp.onnx")).limit_threads(1)   # doctest: +SKIP
+        """
+        given = self._options.get("session_options")
+        if given is not None and (not isinstance(given, Mapping) or "intra_op_num_threads" in given):
+            return self
+        session_options = {**(given or {}), "intra_op_num_threads": threads}
+        return OnnxBackend(self._bytes, self.device, {**self._options, "session_options": session_options}, self.schema)
+
     def to(self, device: str) -> OnnxBackend:
         if device == self.device:
             return self

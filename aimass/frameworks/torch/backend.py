@@ -210,6 +210,18 @@ class TorchBackend(Backend):
             return [t.to(self._torch_device, non_blocking=True) for t in tensors]
         return tensors
 
+    def limit_threads(self, threads: int) -> TorchBackend:
+        """This backend, with torch's intra-op threads set to ``threads`` (:mod:`aimass.backends.threads`).
+
+        torch keeps one such setting per process (``torch.set_num_threads``): every torch model of the
+        process gets it.
+
+        Example:
+            >>> TorchBackend.of(model).limit_threads(1)   # doctest: +SKIP
+        """
+        self._torch.set_num_threads(threads)
+        return self
+
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
         try:

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from aimass.backends import get_backend
 from aimass.backends.base import Backend
+from aimass.backends.threads import thread_limit
 from aimass.backends.tokens import TokenRows
 from aimass.errors import ModelLoadError, SchemaError, UnsupportedOperation
 from aimass.files import read_json
@@ -292,6 +293,21 @@ class TextBackend(Backend):
         ids, mask = self.encoder.pad(rows.items)
         out = self.network.run({"input_ids": ids, "attention_mask": mask})[self._field]
         return self.task.finish(np.asarray(out), mask, rows.items, self.head)
+
+    def limit_threads(self, threads: int) -> TextBackend:
+        """The same pipeline with its network's calls on ``threads`` threads (:mod:`aimass.backends.threads`)."""
+        limit = thread_limit(self.network)
+        network = limit.limit_threads(threads) if limit is not None else self.network
+        if network is self.network:
+            return self
+        return TextBackend(
+            task=self.task,
+            head=self.head,
+            encoder=self.encoder,
+            network=network,
+            hf_model=self.hf_model,
+            network_options=self.network_options,
+        )
 
     def with_network(self, network: Backend) -> TextBackend:
         """The same tokenizer and head around another network (exported, quantized)."""
