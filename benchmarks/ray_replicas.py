@@ -126,6 +126,7 @@ def serve_batch_deployment(serve: Any, model_source: Any, replicas: int) -> Any:
 
 def phase(mode: str, model: Any, args: argparse.Namespace, plain: str, body: bytes) -> dict[str, list[Run]]:
     """Start Serve in ``mode``, deploy x1 and x2, measure every way in, shut Serve down."""
+    import ray
     import serving
     from ray import serve
 
@@ -157,6 +158,13 @@ def phase(mode: str, model: Any, args: argparse.Namespace, plain: str, body: byt
         return results
     finally:
         serve.shutdown()  # the next mode needs a new controller: Serve reads its mode when it starts
+        gone_by = time.monotonic() + 60
+        while time.monotonic() < gone_by:  # else the next start finds the dying controller and joins it
+            try:
+                ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve")
+            except ValueError:
+                break
+            time.sleep(0.5)
 
 
 def main() -> None:
@@ -200,6 +208,8 @@ def main() -> None:
                 mode, model, args, f"http://127.0.0.1:{plain_port}/v2/models/mlp/infer", body
             ).items():
                 results.setdefault(name, []).extend(runs)
+                rps, p50, p99, errors = median_run(runs)
+                print(f"  {name:<38}{rps:>9.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms  errors {errors}", flush=True)
         base = median_run(results["aimass serve (no Ray)"])[0]
         print(f"\nmodel {args.model}, {args.rows} row(s) per request, concurrency {args.concurrency}")
         print(f"medians of {args.repeats} runs of {args.seconds:g} s (aimass serve: of every phase's runs)")

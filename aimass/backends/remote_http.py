@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -207,6 +208,11 @@ def _token_host_listed(url: str) -> bool:
     return token_host_listed(_origin(target), listed, os.environ)
 
 
+# Statuses after which an inference is sent again (resend option): a proxy that lost the replica
+# (502), no replica or a full queue (503), no answer in time (504); a broken answer reads as 502.
+_RESENT = frozenset({502, 503, 504})
+
+
 # -- the wire client ------------------------------------------------------------------------------
 
 
@@ -214,9 +220,12 @@ class HttpWire:
     """V2 over HTTP for one model: its metadata and inference, sync and async.
 
     ``options``: ``timeout`` (seconds, default 30), ``connect_timeout`` (5), ``retries`` (3),
-    ``binary_threshold`` (bytes, default 65536; ``None`` never), ``binary_output`` (default: when
-    the server supports it), ``auth_token``, ``headers``, ``endpoints`` (more servers of this model:
-    :mod:`aimass.backends.balancer`), ``max_connections``, and for tests or embedding
+    ``resend`` (0: inference is idempotent, so an inference whose answer was a 502, 503 or 504 or
+    broke off, as when a replica's node dies behind a proxy, is sent again up to this many times;
+    ``wire.resent`` counts them), ``binary_threshold`` (bytes, default 65536; ``None`` never),
+    ``binary_output`` (default: when the server supports it), ``auth_token``, ``headers``,
+    ``endpoints`` (more servers of this model: :mod:`aimass.backends.balancer`),
+    ``max_connections``, and for tests or embedding
     ``transport`` / ``async_transport`` (httpx transports).
     """
 
@@ -227,6 +236,7 @@ class HttpWire:
             "timeout": NON_NEGATIVE,
             "connect_timeout": NON_NEGATIVE,
             "retries": NON_NEGATIVE,
+            "resend": NON_NEGATIVE,
             "binary_threshold": NON_NEGATIVE_OR_NULL,
         },
         from_caller="credentials, headers and endpoints",
@@ -244,6 +254,8 @@ class HttpWire:
         timeout = float(options.get("timeout", 30.0))
         self._timeout = httpx.Timeout(timeout, connect=float(options.get("connect_timeout", min(5.0, timeout))))
         self._retries = int(options.get("retries", 3))
+        self._resend = int(options.get("resend", 0))
+        self.resent = 0  # inferences sent again after a lost or refused answer (the resend option)
         threshold = options.get("binary_threshold", 64 * 1024)
         self._threshold = None if threshold is None else int(threshold)
         headers = dict(options.get("headers") or {})
@@ -369,15 +381,36 @@ class HttpWire:
         ).outputs
         return outputs
 
+    def _resends(self, error: RemoteError, attempt: int) -> bool:
+        """Whether to send an inference again after ``error`` (see the ``resend`` option); counts it."""
+        if attempt >= self._resend or error.status_code not in _RESENT:
+            return False
+        self.resent += 1
+        return True
+
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One ``POST .../infer``: the outputs in the order the server sent them."""
         body, headers = self._encode(inputs)
-        return self._decode(self._send("POST", self._infer_path, content=body, headers=headers))
+        for attempt in itertools.count():
+            try:
+                return self._decode(self._send("POST", self._infer_path, content=body, headers=headers))
+            except RemoteError as e:
+                if not self._resends(e, attempt):
+                    raise
+                time.sleep(0.05 * 2 ** min(attempt, 5))
+        raise AssertionError("unreachable")
 
     async def ainfer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``infer`` on the async client: no thread per request."""
         body, headers = self._encode(inputs)
-        return self._decode(await self._asend("POST", self._infer_path, content=body, headers=headers))
+        for attempt in itertools.count():
+            try:
+                return self._decode(await self._asend("POST", self._infer_path, content=body, headers=headers))
+            except RemoteError as e:
+                if not self._resends(e, attempt):
+                    raise
+                await asyncio.sleep(0.05 * 2 ** min(attempt, 5))
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Close the connection pool (the async ones close with their event loops)."""

@@ -1,0 +1,60 @@
+"""The remote client's ``resend`` option: an inference a proxy lost (502/503/504) is sent again and counted."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import models
+import numpy as np
+import pytest
+
+from aimass import Model, RemoteError
+from aimass.backends.remote import mount, unmount
+from aimass.server import create_app
+
+BASE = "http://resend.test"
+
+
+class LosingProxy:
+    """Before a real aimass app: the first ``lose`` inferences get ``status``, as from a proxy whose replica died."""
+
+    def __init__(self, app: Any, lose: int, status: int = 502) -> None:
+        self.app, self.lose, self.status, self.seen = app, lose, status, 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/infer"):
+            self.seen += 1
+            if self.seen <= self.lose:
+                await send({"type": "http.response.start", "status": self.status, "headers": []})
+                await send({"type": "http.response.body", "body": b"upstream connect error"})
+                return
+        await self.app(scope, receive, send)
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_lost_inference_is_sent_again_and_counted(tmp_path: Path, status: int) -> None:
+    local = Model.load(models.onnx_mlp(tmp_path / "mlp.onnx"))
+    proxy = LosingProxy(create_app({"mlp": local}), lose=2, status=status)
+    mount(BASE, proxy)
+    try:
+        x = np.ones((3, 4), np.float32)
+        remote = Model.load(f"{BASE}/v2/models/mlp", options={"resend": 3})
+        np.testing.assert_allclose(remote.predict(x)["y"], local.predict(x)["y"], rtol=1e-6)
+        assert remote.backend.resent == 2
+        proxy.seen = 0
+        assert asyncio.run(remote.apredict(x))["y"].shape == (3, 3)
+        assert remote.backend.resent == 4
+        # Off by default: an answer that reached a server is not sent twice unless asked.
+        proxy.seen = 0
+        with pytest.raises(RemoteError) as info:
+            Model.load(f"{BASE}/v2/models/mlp").predict(x)
+        assert info.value.status_code == status
+        # Never past the count asked for.
+        proxy.seen, proxy.lose = 0, 5
+        with pytest.raises(RemoteError):
+            Model.load(f"{BASE}/v2/models/mlp", options={"resend": 2}).predict(x)
+        assert proxy.seen == 3
+    finally:
+        unmount(BASE)
