@@ -2,8 +2,8 @@
 
 Each replica runs our own ASGI app (:func:`aimass.server.create_app`): the same codec, the same
 errors and status codes, the same dynamic batcher and ``/metrics``. Ray Serve adds what one
-process cannot: replicas on every node of a cluster, its HTTP proxy routing each request to the
-less loaded of two sampled replicas (power of two choices), and autoscaling on ongoing requests.
+process cannot: replicas on every node of a cluster, its ingress (HAProxy, or its Python proxy)
+spreading requests over them, healing after a lost node, and autoscaling on ongoing requests.
 Models reach replicas as package bytes (:mod:`aimass.scale.bundle`), never as pickled objects.
 
 Autoscaling takes Ray Serve's ``AutoscalingConfig`` keys: ``min_replicas``, ``max_replicas``,
