@@ -354,6 +354,8 @@ def embeddings_main(args: argparse.Namespace) -> None:
             aimass_embedder("aimass-onnx", work / "repo", "onnx", *flags),
             aimass_embedder("aimass-int8", work / "repo", "int8", *flags),
             infinity_server("infinity-torch", source, "torch", work),
+            # Its torch engine with one thread was several times faster on these shared cores (PEERS.md).
+            infinity_server("infinity-torch-1thread", source, "torch", work, threads=1),
             infinity_server("infinity-optimum", export, "optimum", work),
         ]
         try:

