@@ -9,7 +9,8 @@ together use the cores once; the event loop takes its share between them. Measur
 all-MiniLM-L6-v2 on 2 cores: docs/performance.md.
 
 Backends that can limit their threads declare it (:mod:`aimass.backends.threads`); a choice
-made at load (``--option session_options.intra_op_num_threads=N``) stands.
+made at load (``--option session_options.intra_op_num_threads=N``) stands, and a ``Model`` handed
+to ``create_app`` is served as it is: the plan applies to the models the server loads itself.
 
 Example:
     >>> plan = plan_compute(instances=2, cores=2)

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -324,11 +325,13 @@ class Registry:
         self.residency.evicted_since_collect = False
         before = resident_bytes()
         model = src if isinstance(src, Model) else Model.load(src, options=self.model_options)
+        # A Model handed in is served as it is; the server's threads per call go to what it loads itself.
+        batching = dataclasses.replace(self.batching, threads_per_call=0) if src is model else self.batching
         served = ServedModel(
             name,
             version,
             model,
-            batching=self.batching,
+            batching=batching,
             executor=self.executor,
             metrics=self.metrics.model(name, version),
             limits=self.limits,

@@ -71,3 +71,14 @@ def test_text_and_torch_models_limit_their_network(tmp_path: Path) -> None:
         np.testing.assert_allclose(limited.predict(texts)["embedding"], onnx.predict(texts)["embedding"], atol=1e-6)
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_server_limits_what_it_loads_and_serves_handed_models_as_they_are(tmp_path: Path) -> None:
+    from aimass.server import create_app
+
+    path = models.onnx_mlp(tmp_path / "mlp.onnx")
+    handed = Model.load(path)
+    app = create_app({"handed": handed, "loaded": path}, instances=2, call_threads=1, dashboard=False)
+    loaded = app.repository.get("loaded", None).model
+    assert OnnxBackend.of(loaded).session.get_session_options().intra_op_num_threads == 1
+    assert app.repository.get("handed", None).model is handed
