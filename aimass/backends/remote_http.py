@@ -220,9 +220,9 @@ class HttpWire:
     """V2 over HTTP for one model: its metadata and inference, sync and async.
 
     ``options``: ``timeout`` (seconds, default 30), ``connect_timeout`` (5), ``retries`` (3),
-    ``resend`` (0: inference is idempotent, so an inference whose answer was a 502, 503 or 504 or
-    broke off, as when a replica's node dies behind a proxy, is sent again up to this many times;
-    ``wire.resent`` counts them), ``binary_threshold`` (bytes, default 65536; ``None`` never),
+    ``resend`` (0: inference is idempotent, so an inference whose answer was a 502, 503 or 504, a
+    proxy's 500 or broke off, as when a replica's node dies behind a proxy, is sent again up to this
+    many times; ``wire.resent`` counts them), ``binary_threshold`` (bytes, default 65536; ``None`` never),
     ``binary_output`` (default: when the server supports it), ``auth_token``, ``headers``,
     ``endpoints`` (more servers of this model: :mod:`aimass.backends.balancer`),
     ``max_connections``, and for tests or embedding
@@ -381,23 +381,36 @@ class HttpWire:
         ).outputs
         return outputs
 
-    def _resends(self, error: RemoteError, attempt: int) -> bool:
-        """Whether to send an inference again after ``error`` (see the ``resend`` option); counts it."""
-        if attempt >= self._resend or error.status_code not in _RESENT:
+    def _resends(self, attempt: int, response: Any = None, error: RemoteError | None = None) -> bool:
+        """Whether to send an inference again (the ``resend`` option) after this answer or error; counts it.
+
+        Sent again: a 502, 503 or 504, a broken answer, or a 500 that is not a V2 error document
+        (a proxy's, as when the replica died mid-request); never a model's own error.
+        """
+        if attempt >= self._resend:
             return False
-        self.resent += 1
-        return True
+        if error is not None:
+            lost = error.status_code in _RESENT
+        else:
+            status = response.status_code
+            lost = status in _RESENT or (status == 500 and _v2_message(response)[0] is None)
+        if lost:
+            self.resent += 1
+        return lost
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One ``POST .../infer``: the outputs in the order the server sent them."""
         body, headers = self._encode(inputs)
         for attempt in itertools.count():
             try:
-                return self._decode(self._send("POST", self._infer_path, content=body, headers=headers))
+                response = self._send("POST", self._infer_path, content=body, headers=headers)
             except RemoteError as e:
-                if not self._resends(e, attempt):
+                if not self._resends(attempt, error=e):
                     raise
-                time.sleep(0.05 * 2 ** min(attempt, 5))
+            else:
+                if response.status_code < 500 or not self._resends(attempt, response=response):
+                    return self._decode(response)
+            time.sleep(0.05 * 2 ** min(attempt, 5))
         raise AssertionError("unreachable")
 
     async def ainfer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -405,11 +418,14 @@ class HttpWire:
         body, headers = self._encode(inputs)
         for attempt in itertools.count():
             try:
-                return self._decode(await self._asend("POST", self._infer_path, content=body, headers=headers))
+                response = await self._asend("POST", self._infer_path, content=body, headers=headers)
             except RemoteError as e:
-                if not self._resends(e, attempt):
+                if not self._resends(attempt, error=e):
                     raise
-                await asyncio.sleep(0.05 * 2 ** min(attempt, 5))
+            else:
+                if response.status_code < 500 or not self._resends(attempt, response=response):
+                    return self._decode(response)
+            await asyncio.sleep(0.05 * 2 ** min(attempt, 5))
         raise AssertionError("unreachable")
 
     def close(self) -> None:

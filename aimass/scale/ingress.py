@@ -131,8 +131,10 @@ def choose_ingress(requested: str = "auto") -> tuple[Ingress, str]:
 def ingress_env(mode: str, *, local: bool = False) -> dict[str, str]:
     """The environment Ray Serve's controller needs for ``mode``, with this process's ``RAY_SERVE_*`` over it.
 
-    ``local`` (a cluster on this machine only): HAProxy's statistics port, a fixed 9101 by default,
-    becomes a free port, so that two local clusters on one machine do not fight over it.
+    ``local`` (a cluster aimass started on this machine): HAProxy's metrics and statistics ports,
+    a fixed 9101 and 8404 by default on every interface, become free ports, so that two clusters
+    on one machine do not fight over them (for any other cluster on one machine, set
+    ``RAY_SERVE_HAPROXY_METRICS_PORT`` and ``RAY_SERVE_HAPROXY_STATS_PORT`` here).
 
     Example:
         >>> ingress_env("direct")["RAY_SERVE_THROUGHPUT_OPTIMIZED"]
@@ -141,6 +143,7 @@ def ingress_env(mode: str, *, local: bool = False) -> dict[str, str]:
     env = dict(INGRESS_MODES[mode])
     if mode == "haproxy" and local:
         env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(_free_port())
+        env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(_free_port())
     env.update({k: v for k, v in os.environ.items() if k.startswith("RAY_SERVE_")})
     return env
 

@@ -20,20 +20,20 @@ BASE = "http://resend.test"
 class LosingProxy:
     """Before a real aimass app: the first ``lose`` inferences get ``status``, as from a proxy whose replica died."""
 
-    def __init__(self, app: Any, lose: int, status: int = 502) -> None:
-        self.app, self.lose, self.status, self.seen = app, lose, status, 0
+    def __init__(self, app: Any, lose: int, status: int = 502, body: bytes = b"upstream connect error") -> None:
+        self.app, self.lose, self.status, self.body, self.seen = app, lose, status, body, 0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].endswith("/infer"):
             self.seen += 1
             if self.seen <= self.lose:
                 await send({"type": "http.response.start", "status": self.status, "headers": []})
-                await send({"type": "http.response.body", "body": b"upstream connect error"})
+                await send({"type": "http.response.body", "body": self.body})
                 return
         await self.app(scope, receive, send)
 
 
-@pytest.mark.parametrize("status", [502, 503, 504])
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_lost_inference_is_sent_again_and_counted(tmp_path: Path, status: int) -> None:
     local = Model.load(models.onnx_mlp(tmp_path / "mlp.onnx"))
     proxy = LosingProxy(create_app({"mlp": local}), lose=2, status=status)
@@ -56,5 +56,19 @@ def test_lost_inference_is_sent_again_and_counted(tmp_path: Path, status: int) -
         with pytest.raises(RemoteError):
             Model.load(f"{BASE}/v2/models/mlp", options={"resend": 2}).predict(x)
         assert proxy.seen == 3
+    finally:
+        unmount(BASE)
+
+
+def test_a_models_own_error_is_not_sent_again(tmp_path: Path) -> None:
+    local = Model.load(models.onnx_mlp(tmp_path / "mlp.onnx"))
+    # A V2 error document with 500 is the model failing (PredictionError): sending it again changes nothing.
+    proxy = LosingProxy(create_app({"mlp": local}), lose=1, status=500, body=b'{"error": "the model failed"}')
+    mount(BASE, proxy)
+    try:
+        remote = Model.load(f"{BASE}/v2/models/mlp", options={"resend": 3})
+        with pytest.raises(RemoteError) as info:
+            remote.predict(np.ones((1, 4), np.float32))
+        assert info.value.status_code == 500 and proxy.seen == 1 and remote.backend.resent == 0
     finally:
         unmount(BASE)

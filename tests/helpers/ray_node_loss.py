@@ -50,6 +50,11 @@ def main(workdir: Path) -> dict[str, Any]:
     import models
     import ray
     import serving
+
+    # HAProxy's metrics and stats ports are fixed (9101, 8404): another cluster on this machine (the
+    # test session's) may hold them. RAY_SERVE_* variables set here travel to the Serve controller.
+    os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(serving.free_port())
+    os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(serving.free_port())
     from ray.cluster_utils import Cluster
 
     from aimass import Model

@@ -47,10 +47,12 @@ def test_ingress_modes_and_their_environment(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ValueError, match="unknown ingress 'fast'"):
         choose_ingress("fast")
     monkeypatch.delenv("RAY_SERVE_HAPROXY_METRICS_PORT", raising=False)
+    monkeypatch.delenv("RAY_SERVE_HAPROXY_STATS_PORT", raising=False)
     monkeypatch.setenv("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "3")
     env = ingress_env("haproxy", local=True)
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
-    assert int(env["RAY_SERVE_HAPROXY_METRICS_PORT"]) != 9101  # a free port: two local clusters can coexist
+    assert int(env["RAY_SERVE_HAPROXY_METRICS_PORT"]) != 9101  # free ports: two local clusters can coexist
+    assert int(env["RAY_SERVE_HAPROXY_STATS_PORT"]) != 8404
     assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "3"  # this process's RAY_SERVE_* travel
     assert "RAY_SERVE_HAPROXY_METRICS_PORT" not in ingress_env("haproxy")
     monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")  # set by hand: it wins

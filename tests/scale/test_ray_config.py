@@ -30,6 +30,7 @@ def test_written_config_deploys_and_serves(ray_cluster: Any, serve_port: int, ml
     config["http_options"]["host"] = "127.0.0.1"  # the session's Serve instance listens on loopback
     config["applications"][0]["route_prefix"] = "/fromfile"
     # What `serve deploy serve.yaml` does through the dashboard's REST API, without the dashboard.
+    serve.start(http_options={"host": "127.0.0.1", "port": serve_port})  # a no-op when a test before started it
     _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
     try:
         x = np.ones((3, 4), np.float32)
