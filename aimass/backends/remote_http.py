@@ -2,8 +2,9 @@
 
 One pooled ``httpx.Client`` (and one ``httpx.AsyncClient`` per event loop for ``apredict``),
 timeouts, and retries on connection errors only (a request that reached the server is never
-sent twice). Server errors come back typed: 400/422 -> :class:`~aimass.errors.SchemaError` with the
-server's message and tensor name, 404 -> :class:`~aimass.errors.ModelNotFound`, anything else ->
+sent twice unless the ``resend`` option asks for it). Server errors come back typed: 400/422 ->
+:class:`~aimass.errors.SchemaError` with the server's message and tensor name, 404 ->
+:class:`~aimass.errors.ModelNotFound`, anything else (an answer that does not decode included) ->
 :class:`~aimass.errors.RemoteError` carrying the status. A remote's answer is its own text (a
 proxy's error page, a secret): only a V2 error document's message is passed on (redacted, capped);
 any other answer never enters a message, which names the status and the host
@@ -376,9 +377,12 @@ class HttpWire:
 
         raise_for_status(response, self._infer_path)
         header = response.headers.get(v2.HEADER_LENGTH)
-        outputs: dict[str, np.ndarray] = v2.decode_response(
-            response.content, None if header is None else int(header)
-        ).outputs
+        try:
+            length = None if header is None else int(header)
+            outputs: dict[str, np.ndarray] = v2.decode_response(response.content, length).outputs
+        except ValueError as e:  # SchemaError (a bad document) or a bad length header
+            # The server's answer is malformed, not the caller's input: a RemoteError, its text kept out.
+            raise _broken_answer(self._infer_path, e) from None
         return outputs
 
     def _resends(self, attempt: int, response: Any = None, error: RemoteError | None = None) -> bool:

@@ -1,4 +1,8 @@
-"""The remote client's ``resend`` option: an inference a proxy lost (502/503/504) is sent again and counted."""
+"""The remote client and lost or broken answers.
+
+An inference a proxy lost (502/503/504) is sent again and counted (``resend``); an answer that does
+not decode is a RemoteError (502), not a SchemaError about the caller's input.
+"""
 
 from __future__ import annotations
 
@@ -70,5 +74,45 @@ def test_a_models_own_error_is_not_sent_again(tmp_path: Path) -> None:
         with pytest.raises(RemoteError) as info:
             remote.predict(np.ones((1, 4), np.float32))
         assert info.value.status_code == 500 and proxy.seen == 1 and remote.backend.resent == 0
+    finally:
+        unmount(BASE)
+
+
+class BrokenAnswer:
+    """Answers every inference with 200 and ``body`` (with ``headers``): a server whose answer does not decode."""
+
+    def __init__(self, app: Any, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.app, self.body, self.headers = app, body, headers
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/infer"):
+            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+            await send({"type": "http.response.body", "body": self.body})
+            return
+        await self.app(scope, receive, send)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"DB_PASSWORD=hunter2", []),
+        (b'{"outputs": 5}', []),
+        (b'{"outputs": []}', [(b"inference-header-content-length", b"lots")]),
+    ],
+)
+def test_an_answer_that_does_not_decode_is_a_remote_error(
+    tmp_path: Path, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    local = Model.load(models.onnx_mlp(tmp_path / "mlp.onnx"))
+    mount(BASE, BrokenAnswer(create_app({"mlp": local}), body, headers))
+    try:
+        remote = Model.load(f"{BASE}/v2/models/mlp")
+        x = np.ones((3, 4), np.float32)
+        with pytest.raises(RemoteError) as info:
+            remote.predict(x)
+        assert info.value.status_code == 502  # the server's fault, not a SchemaError about the caller's input
+        assert "hunter2" not in str(info.value)
+        with pytest.raises(RemoteError):
+            asyncio.run(remote.apredict(x))
     finally:
         unmount(BASE)
