@@ -180,7 +180,14 @@ class GrpcWire:
         )
 
     def _outputs(self, response: Any) -> dict[str, np.ndarray]:
-        outputs: dict[str, np.ndarray] = self._codec.decode_infer_response(response).outputs
+        try:
+            outputs: dict[str, np.ndarray] = self._codec.decode_infer_response(response).outputs
+        except (AimassError, ValueError, TypeError) as e:
+            # The server's answer is broken, not the caller's input: a 502 like any bad answer, its
+            # text (which may quote what the remote sent) kept out of the message.
+            raise remote_rules.remote_failure(
+                self.url, self.target, f"a broken answer ({type(e).__name__})", 502, str(e)
+            ) from None
         return outputs
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -230,7 +230,7 @@ class Registry:
                 self._install(served, versions, time.perf_counter() - start)
         count, used = self.residency.usage()
         if not self.budget.fits(count, used):
-            raise ValueError(
+            raise ModelLoadError(
                 f"the pinned models ({count} versions, {used} bytes) do not fit the budget ({self.budget.describe()})"
             )
 

@@ -144,3 +144,20 @@ def test_config_and_bundles_treat_grpc_urls_as_model_servers(urls: dict[str, str
         assert info.value.status_code == 401
         assert bundle(urls[wire]) == urls[wire]  # Ray workers open the URL themselves
     assert not ModelConfig(uri="models/fraud.onnx").is_remote
+
+
+def test_a_broken_grpc_answer_is_a_remote_error(urls: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # A server's answer that does not decode is the server's fault (502), not the caller's bad input
+    # (SchemaError, 400), and what it sent stays out of the message, as on the HTTP wire.
+    from aimass.errors import SchemaError
+    from aimass.protocol.grpc import codec
+
+    model = _load(urls["grpc"])
+
+    def broken(response: Any) -> Any:
+        raise SchemaError("output 'y': expected FP32, got 'DB_PASSWORD=hunter2'")
+
+    monkeypatch.setattr(codec, "decode_infer_response", broken)
+    with pytest.raises(RemoteError) as info:
+        model.predict(np.zeros((2, 4), np.float32))
+    assert info.value.status_code == 502 and "hunter2" not in str(info.value)

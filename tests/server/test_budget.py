@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aimass import Model
+from aimass import Model, ModelLoadError
 from aimass.protocol import v2
 from aimass.server import create_app
 from aimass.server.budget import Budget, package_bytes, resident_bytes
@@ -190,7 +190,7 @@ def test_pinned_models_load_at_start_and_stay(repo: Path) -> None:
     asyncio.run(_traffic(app, requests=10, clients=4, seed=3, watch=[]))
     assert "m3" in {s.name for s in app.repository.loaded()}
     assert app.repository.peak_loaded <= 2
-    with pytest.raises(ValueError, match="do not fit the budget"):
+    with pytest.raises(ModelLoadError, match="do not fit the budget"):
         create_app(repository=repo, max_loaded_models=1, pin=["m1", "m2"], model_options=ONE_THREAD)
 
 
