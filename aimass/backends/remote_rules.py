@@ -129,7 +129,7 @@ def read_package(path: Path, options: Mapping[str, Any], rules: PackageRules) ->
     The caller's ``options`` win over the saved ones; the env client token goes along only when
     ``rules.host_listed(url)`` or the caller passes ``auth_token`` (:func:`package_token`).
     """
-    where = str(path)
+    where = f"{path.parent.name}/{path.name}" if path.parent.name else path.name  # never the absolute path
 
     def refuse(problem: str) -> IntegrityError:
         return IntegrityError(f"remote package file {where}: {problem}")
