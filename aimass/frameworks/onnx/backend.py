@@ -329,7 +329,8 @@ class OnnxBackend(Backend):
         if given is not None and (not isinstance(given, Mapping) or "intra_op_num_threads" in given):
             return self
         session_options = {**(given or {}), "intra_op_num_threads": threads}
-        return OnnxBackend(self._bytes, self.device, {**self._options, "session_options": session_options}, self.schema)
+        # type(self): a subclass (a backend built on this one) keeps what it adds.
+        return type(self)(self._bytes, self.device, {**self._options, "session_options": session_options}, self.schema)
 
     def to(self, device: str) -> OnnxBackend:
         if device == self.device:
