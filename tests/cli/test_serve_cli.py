@@ -54,7 +54,18 @@ def test_limits_reach_the_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setattr(server, "create_app", spy)
     monkeypatch.setattr(server, "serve", lambda *a, **k: None)  # parse and build, do not listen
     model = models.onnx_mlp(tmp_path / "mlp.onnx")
-    args = ["serve", str(model), "--port", "0", "--max-queue-size", "8", "--request-timeout", "250ms", "--max-elements", "1000"]
+    args = [
+        "serve",
+        str(model),
+        "--port",
+        "0",
+        "--max-queue-size",
+        "8",
+        "--request-timeout",
+        "250ms",
+        "--max-elements",
+        "1000",
+    ]
     result = CliRunner().invoke(app(), args)
     assert result.exit_code == 0, result.output
     settings = captured["settings"]
