@@ -4,8 +4,9 @@ One helper for every place that turns an error into text someone else reads: the
 answers (:meth:`aimass.server.dataplane.DataPlane.redact`, HTTP and gRPC), load-failure reasons in
 the repository index and the log, the dashboard (``aimass ui``), and what a remote server answered
 (kept out of messages, cut and redacted in the log). :func:`redact` cuts absolute paths of this
-machine to their last component, hides ``NAME=value`` pairs whose name says secret (``DB_PASSWORD=...``, ``api_key: ...``), bearer and
-basic credentials and URL user-info, and the ``secrets`` it is given (the server's token);
+machine to their last component, hides ``NAME=value`` pairs whose name says secret
+(``DB_PASSWORD=...``, ``api_key: ...``), bearer and basic credentials and URL user-info, and the
+``secrets`` it is given (the server's token);
 :func:`cut` caps a text; :func:`reason` is the short line an exception becomes.
 
 Example:
