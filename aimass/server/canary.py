@@ -41,9 +41,10 @@ import pydantic
 
 from aimass.errors import ModelNotFound
 from aimass.server.decisions import Decisions
+from aimass.server.metrics import canary_gauges
 from aimass.store.events import Event
 
-__all__ = ["CanaryAnalysis", "CanaryPolicy", "Measured", "canary_gauges"]
+__all__ = ["CanaryAnalysis", "CanaryPolicy", "Measured"]
 
 KIND = "canary"
 _EPS = 1e-9
@@ -390,27 +391,3 @@ def _add(a: tuple[tuple[float, float], ...], b: tuple[tuple[float, float], ...])
         return a
     other = dict(b)
     return tuple((le, c + other.get(le, 0.0)) for le, c in a)
-
-
-def canary_gauges(registry: Any) -> dict[str, Any]:
-    """The canary gauges in ``registry`` (labels ``model``, ``alias``): make them once per registry and
-    hand them to every :class:`CanaryAnalysis` of the server.
-
-    Example:
-        >>> sorted(canary_gauges(CollectorRegistry()))[:2]   # doctest: +SKIP
-        ['aimass_canary_agreement', 'aimass_canary_error_rate_delta']
-    """
-    from prometheus_client import Gauge
-
-    return {
-        name: Gauge(name, text, ("model", "alias"), registry=registry)
-        for name, text in (
-            ("aimass_canary_weight", "Share of an alias's traffic its canary gets (0: no canary)."),
-            ("aimass_canary_error_rate_delta", "Canary error rate minus the stable version's, this window."),
-            (
-                "aimass_canary_latency_ratio",
-                "Canary latency (the policy's quantile) over the stable version's, this window.",
-            ),
-            ("aimass_canary_agreement", "Share of mirrored rows where the canary agreed, this window."),
-        )
-    }

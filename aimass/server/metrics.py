@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-__all__ = ["MULTIPROCESS_ENV", "LifecycleMetrics", "Metrics", "ModelMetrics", "multiprocess_dir"]
+__all__ = ["MULTIPROCESS_ENV", "LifecycleMetrics", "Metrics", "ModelMetrics", "canary_gauges", "multiprocess_dir"]
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's name for the shared directory
 
@@ -224,3 +224,25 @@ class LifecycleMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+
+
+def canary_gauges(registry: CollectorRegistry) -> dict[str, Gauge]:
+    """The canary gauges in ``registry`` (labels ``model``, ``alias``): make them once per registry and
+    hand them to every :class:`~aimass.server.canary.CanaryAnalysis` of the server.
+
+    Example:
+        >>> sorted(canary_gauges(CollectorRegistry()))[:2]   # doctest: +SKIP
+        ['aimass_canary_agreement', 'aimass_canary_error_rate_delta']
+    """
+    return {
+        name: Gauge(name, text, ("model", "alias"), registry=registry)
+        for name, text in (
+            ("aimass_canary_weight", "Share of an alias's traffic its canary gets (0: no canary)."),
+            ("aimass_canary_error_rate_delta", "Canary error rate minus the stable version's, this window."),
+            (
+                "aimass_canary_latency_ratio",
+                "Canary latency (the policy's quantile) over the stable version's, this window.",
+            ),
+            ("aimass_canary_agreement", "Share of mirrored rows where the canary agreed, this window."),
+        )
+    }

@@ -47,9 +47,10 @@ import pydantic
 
 from aimass.errors import StoreError
 from aimass.files import parse_json
-from aimass.server.canary import CanaryAnalysis, CanaryPolicy, canary_gauges
+from aimass.server.canary import CanaryAnalysis, CanaryPolicy
 from aimass.server.decisions import Decisions
 from aimass.server.drift_update import DriftPolicy, DriftUpdate
+from aimass.server.metrics import canary_gauges
 from aimass.store import Store
 from aimass.store.events import Event
 
