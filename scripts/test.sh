@@ -27,7 +27,7 @@ if [ "${CI:-}" = "true" ] || [ "${AIMASS_BROWSER:-0}" = "1" ]; then
     fi
 fi
 # The int8 tests also run once on an emulated AVX2-only CPU (qemu-x86_64 -cpu Haswell, Debian package
-# `qemu-user`): onnxruntime picks other int8 kernels there, and no CI machine lacks AVX-512.
+# `qemu-user`): onnxruntime picks other int8 kernels there, so that path runs whatever CPU CI draws.
 if [ "${CI:-}" = "true" ] || [ "${AIMASS_QEMU:-0}" = "1" ]; then
     if command -v apt-get >/dev/null && ! command -v qemu-x86_64 >/dev/null; then
         { DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user; }; } >/dev/null 2>&1 \
