@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import platform
 from collections.abc import Iterable
@@ -114,6 +115,7 @@ def _cpuid_flags() -> set[str] | None:
     return {flag for key, flag in names.items() if features.get(key)}
 
 
+@functools.cache  # the CPU does not change under a running process
 def cpu_isa() -> str:
     """The int8 class of the CPU running this process: one of :data:`ISAS`."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):

@@ -88,7 +88,7 @@ def input_ranges(proto: Any, inputs: dict[str, np.ndarray], names: list[str] | N
     for name in wanted:  # a graph input's range is the data's own: no run needed (nor valid as an output)
         if name in graph_inputs and name in inputs:
             v = np.asarray(inputs[name])
-            found[name] = np.abs(v.reshape(-1, v.shape[-1])).max(axis=0).astype(np.float32)
+            found[name] = _channel_max(v)
     wanted = [n for n in wanted if n not in found]
     if not wanted:  # session.run([]) would return every output, not none
         return found
@@ -105,9 +105,14 @@ def input_ranges(proto: Any, inputs: dict[str, np.ndarray], names: list[str] | N
     for start in range(0, max(rows, 1), CHUNK_ROWS):  # a few rows at a time: activations of every layer at once
         values = session.run(wanted, {k: v[start : start + CHUNK_ROWS] for k, v in feeds.items()})
         for name, v in zip(wanted, values, strict=True):
-            m = np.abs(v.reshape(-1, v.shape[-1])).max(axis=0).astype(np.float32)
+            m = _channel_max(v)
             found[name] = m if name not in found else np.maximum(found[name], m)
     return found
+
+
+def _channel_max(values: np.ndarray) -> np.ndarray:
+    """Max absolute value per channel (last axis), over every other axis."""
+    return np.abs(values.reshape(-1, values.shape[-1])).max(axis=0).astype(np.float32)
 
 
 def outlier_ratio(ranges: np.ndarray) -> float:
